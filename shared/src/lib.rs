@@ -1,0 +1,27 @@
+//! The bulkhead wire protocol, shared by the controller, the launcher and the worker.
+//!
+//! Transport: one `AF_UNIX` `SOCK_STREAM` socketpair. A frame is a little-endian `u32`
+//! payload length followed by that many bytes of bincode 2 (standard config, decode limit
+//! [`MAX_FRAME_BYTES`]). The same constant caps what a reader will accept, so a hostile peer
+//! can neither make us allocate more than one frame nor hang us on a short read.
+//!
+//! Each direction has one closed enum ([`ControllerMsg`], [`WorkerMsg`]); each end has its
+//! own type ([`ControllerEnd`], [`WorkerEnd`]) whose verbs only send what that side may send.
+#![forbid(unsafe_code)]
+
+pub mod exit;
+pub mod frame;
+pub mod ids;
+pub mod msg;
+pub mod ratelimit;
+pub mod ends;
+
+pub use ends::{ControllerEnd, WorkerEnd};
+pub use frame::{FrameError, MAX_FRAME_BYTES};
+pub use ids::{validate_workspace_id, IdError};
+pub use msg::*;
+pub use ratelimit::{MethodKind, RateLimiter, DEFAULT_RATE_PER_SEC};
+
+/// Version of the protocol; sent by the worker in its first message ([`WorkerMsg::Hello`])
+/// and checked by the controller. Bump it on any change to a message layout.
+pub const PROTOCOL_VERSION: u32 = 1;

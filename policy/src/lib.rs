@@ -1,1 +1,18 @@
+//! bulkhead's sandbox policy: what a sandbox is allowed, as reviewed data.
+//!
+//! A change in this crate is the one diff a security reviewer reads: default limits and
+//! ceilings ([`defaults`]), validation of the controller's request ([`spec`]), the
+//! filesystem ([`mounts`]), where writes may land ([`landlock`]), which syscalls are allowed
+//! ([`seccomp`]), and how the sandbox's cgroup is placed ([`cgroup`]). Planning here is pure;
+//! the launcher applies it.
 #![forbid(unsafe_code)]
+
+pub mod cgroup;
+pub mod defaults;
+pub mod landlock;
+pub mod mounts;
+pub mod seccomp;
+pub mod spec;
+
+pub use defaults::default_limits;
+pub use spec::{validate_spec, Caller, SpecError};

@@ -1,0 +1,1428 @@
+//! The sandbox's seccomp policy, as reviewed data, and the BPF programs built from it.
+//!
+//! # What a reviewer reads
+//!
+//! - [`ALLOWED`]: every syscall the sandbox may make, each with its number, an optional argument
+//!   rule ([`ArgRule`]) and the reason it is there. Anything not in this table fails with `EPERM`.
+//! - [`DENIED`]: the syscalls we refuse on purpose, each with the errno it gets and the reason.
+//!   The table is not what enforces the refusal (the allowlist does, by leaving them out; the one
+//!   exception is `clone3`, see below) but it is the list the escape tests walk ([`MUST_DENY`]),
+//!   and a syscall may not be in both tables: the build fails if it is.
+//!
+//! The build also fails if an entry has an empty reason, if a number appears twice, or if a
+//! denied entry asks for an errno other than `EPERM` or `ENOSYS`.
+//!
+//! Everything else, including syscalls newer than this table (for example `lsm_*`,
+//! `file_getattr`, `listns`) and oddities such as `vhangup`, is refused with `EPERM` by the
+//! allowlist's default action, as Docker's default profile does.
+//!
+//! # The programs, and the order they are installed in
+//!
+//! [`build_filters`] returns three programs, in the order they must be installed:
+//!
+//! 1. **allowlist**: match = allow, mismatch = `EPERM`. Built with seccompiler from [`ALLOWED`];
+//!    seccompiler prefixes it with an architecture check that kills the process on a foreign
+//!    `AUDIT_ARCH`.
+//! 2. **`ENOSYS` filter**: the entries of [`DENIED`] whose errno is `ENOSYS` (today only
+//!    `clone3`) get `ENOSYS`, everything else is allowed. `ENOSYS` makes glibc (2.34 and later,
+//!    for `pthread_create`, `posix_spawn`, `fork`) fall back to `clone`, which the allowlist
+//!    checks flag by flag; `clone3` passes its flags in memory, where a filter cannot look.
+//! 3. **arch / x32 kill filter**: a hand-written program that kills the process
+//!    (`SECCOMP_RET_KILL_PROCESS`) when `seccomp_data.arch` is not `AUDIT_ARCH_X86_64` (an i386
+//!    `int 0x80` call, for instance) or when the syscall number carries the x32 bit
+//!    (`0x4000_0000`); x32 calls report the x86_64 arch, so only this filter catches them.
+//!
+//! Why this order: the kernel runs every installed filter, the most recently installed first,
+//! and keeps the result with the highest-precedence action (kill > trap > errno > trace > log >
+//! allow); between equal actions the first one seen wins, i.e. the most recently installed.
+//! For `clone3` the allowlist says `ERRNO(EPERM)` and the `ENOSYS` filter says `ERRNO(ENOSYS)`:
+//! same action, so the `ENOSYS` filter must be installed *after* the allowlist for its errno to
+//! be the one returned. The kill filter's action outranks everything, so its place does not
+//! change the result; it goes last so that it is the first to run. Every later filter can only
+//! restrict further, which is why `seccomp` and `prctl` themselves stay allowed.
+//!
+//! # Architectures
+//!
+//! The tables are written for x86_64 only. On other architectures the tables are empty and
+//! [`build_filters`] returns [`SeccompPolicyError::UnsupportedArch`]: the launcher must refuse
+//! to start a sandbox rather than run one without seccomp. (`vm86` and `vm86old` exist only in
+//! the i386 table; i386 calls are killed by the arch checks.)
+
+use std::fmt;
+
+/// What the allowlist checks beyond the syscall number.
+///
+/// Only arguments passed by value can be checked: seccomp sees registers, never memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgRule {
+    /// Any arguments.
+    Any,
+    /// `clone`: allowed only when `flags & CLONE_NAMESPACE_FLAGS == 0` (low 32 bits of arg 0,
+    /// which is all the kernel reads): threads and plain forks, never a new namespace.
+    CloneWithoutNamespaces,
+    /// `ioctl`: any request except `TIOCSTI` and `TIOCLINUX` (arg 1 compared as 32 bits, since
+    /// the kernel truncates the request number to `unsigned int`).
+    IoctlExceptTerminalInjection,
+    /// `personality`: only `PER_LINUX` (0) and the query value `0xffffffff` (arg 0, 32 bits).
+    PersonalityLinuxOrQuery,
+    /// `socket` / `socketpair`: family (arg 0) `AF_UNIX`, `AF_INET` or `AF_INET6`, and type
+    /// (arg 1, masked with `0xf` to ignore `SOCK_CLOEXEC` / `SOCK_NONBLOCK`) `SOCK_STREAM`,
+    /// `SOCK_DGRAM` or `SOCK_SEQPACKET`; so no `SOCK_RAW`, `SOCK_PACKET`, netlink, packet, vsock.
+    SocketFamilyAndType,
+}
+
+/// One entry of the allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowedSyscall {
+    /// The syscall's name, as in the kernel's syscall table.
+    pub name: &'static str,
+    /// The syscall's number on this architecture.
+    pub nr: i64,
+    /// The argument check, if any.
+    pub args: ArgRule,
+    /// Why the sandbox needs it, and why it is safe enough.
+    pub reason: &'static str,
+}
+
+/// One entry of the deny list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeniedSyscall {
+    /// The syscall's name, as in the kernel's syscall table.
+    pub name: &'static str,
+    /// The syscall's number on this architecture.
+    pub nr: i64,
+    /// The errno the sandboxed process gets (`EPERM`, or `ENOSYS` where callers need it to fall
+    /// back).
+    pub errno: i32,
+    /// Why it is refused.
+    pub reason: &'static str,
+}
+
+/// Why the seccomp programs could not be built.
+#[derive(Debug)]
+pub enum SeccompPolicyError {
+    /// No table has been written for the architecture this was compiled for.
+    UnsupportedArch(&'static str),
+    /// seccompiler refused a filter (too long, bad condition).
+    Compile {
+        /// Which of the three filters.
+        filter: &'static str,
+        /// seccompiler's reason.
+        source: seccompiler::BackendError,
+    },
+}
+
+impl fmt::Display for SeccompPolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnsupportedArch(arch) => write!(
+                f,
+                "the seccomp syscall table for architecture {arch} is not written yet; \
+                 bulkhead sandboxes run on x86_64 only"
+            ),
+            Self::Compile { filter, source } => {
+                write!(f, "could not build the seccomp {filter} filter: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SeccompPolicyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::UnsupportedArch(_) => None,
+            Self::Compile { source, .. } => Some(source),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::{
+    build_filters, ALLOWED, AUDIT_ARCH_X86_64, CLONE_NAMESPACE_FLAGS, DENIED, DENIED_IOCTLS,
+    MUST_DENY, SOCKET_FAMILIES, SOCKET_TYPES, SOCKET_TYPE_MASK, X32_SYSCALL_BIT,
+};
+
+/// The allowlist (empty: no table for this architecture yet).
+#[cfg(not(target_arch = "x86_64"))]
+pub const ALLOWED: &[AllowedSyscall] = &[];
+/// The deny list (empty: no table for this architecture yet).
+#[cfg(not(target_arch = "x86_64"))]
+pub const DENIED: &[DeniedSyscall] = &[];
+/// `(name, nr)` of every denied syscall (empty: no table for this architecture yet).
+#[cfg(not(target_arch = "x86_64"))]
+pub const MUST_DENY: &[(&str, i64)] = &[];
+
+/// Builds the seccomp programs; always an error here, as no table exists for this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn build_filters() -> Result<Vec<seccompiler::BpfProgram>, SeccompPolicyError> {
+    Err(SeccompPolicyError::UnsupportedArch(std::env::consts::ARCH))
+}
+
+/// `"SYS_read"` -> `"read"`, at compile time, so a table entry's name cannot disagree with its
+/// number.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const fn sys_name(constant: &'static str) -> &'static str {
+    let bytes = constant.as_bytes();
+    assert!(
+        bytes.len() > 4
+            && bytes[0] == b'S'
+            && bytes[1] == b'Y'
+            && bytes[2] == b'S'
+            && bytes[3] == b'_',
+        "syscall constants are named SYS_<name>"
+    );
+    let (_, name) = bytes.split_at(4);
+    match std::str::from_utf8(name) {
+        Ok(name) => name,
+        Err(_) => panic!("syscall constant names are ASCII"),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64 {
+    use super::{sys_name, AllowedSyscall, ArgRule, DeniedSyscall, SeccompPolicyError};
+    use seccompiler::{
+        sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+        SeccompFilter, SeccompRule, TargetArch,
+    };
+    use std::collections::BTreeMap;
+
+    /// Syscall numbers: libc's, plus the ones libc 0.2 does not name yet (numbers from the
+    /// kernel's `arch/x86/entry/syscalls/syscall_64.tbl`).
+    #[allow(non_upper_case_globals)]
+    mod nr {
+        pub use libc::*;
+
+        pub const SYS_create_module: i64 = 174;
+        pub const SYS_get_kernel_syms: i64 = 177;
+        pub const SYS_io_pgetevents: i64 = 333;
+        pub const SYS_query_module: i64 = 178;
+        pub const SYS_cachestat: i64 = 451;
+        pub const SYS_map_shadow_stack: i64 = 453;
+        pub const SYS_futex_wake: i64 = 454;
+        pub const SYS_futex_wait: i64 = 455;
+        pub const SYS_futex_requeue: i64 = 456;
+        pub const SYS_statmount: i64 = 457;
+        pub const SYS_listmount: i64 = 458;
+        pub const SYS_setxattrat: i64 = 463;
+        pub const SYS_getxattrat: i64 = 464;
+        pub const SYS_listxattrat: i64 = 465;
+        pub const SYS_removexattrat: i64 = 466;
+        pub const SYS_open_tree_attr: i64 = 467;
+    }
+
+    /// `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`, from `<linux/audit.h>`.
+    pub const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+
+    /// The bit that marks an x32-ABI syscall number (`__X32_SYSCALL_BIT`).
+    pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+    /// Every `CLONE_NEW*` flag. `CLONE_NEWTIME` (0x80) lies in the exit-signal byte of the legacy
+    /// `clone`, so the kernel never reads it as a flag there; masking it costs nothing (no signal
+    /// number reaches 0x80) and keeps the rule honest if that ever changes.
+    pub const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWTIME) as u64;
+
+    /// ioctl requests refused: `TIOCSTI` pushes bytes into a terminal's input queue (keystroke
+    /// injection into the controlling shell outside the sandbox); `TIOCLINUX` can do the same
+    /// through the console's selection and read the screen.
+    // `Ioctl` is `c_ulong` on glibc but `c_int` on musl: the casts are needed there.
+    #[allow(clippy::unnecessary_cast)]
+    pub const DENIED_IOCTLS: &[(&str, u64)] = &[
+        ("TIOCSTI", libc::TIOCSTI as u64),
+        ("TIOCLINUX", libc::TIOCLINUX as u64),
+    ];
+
+    /// Socket families the sandbox may create.
+    pub const SOCKET_FAMILIES: &[(&str, i32)] = &[
+        ("AF_UNIX", libc::AF_UNIX),
+        ("AF_INET", libc::AF_INET),
+        ("AF_INET6", libc::AF_INET6),
+    ];
+
+    /// Socket types the sandbox may create (after masking with [`SOCKET_TYPE_MASK`]).
+    pub const SOCKET_TYPES: &[(&str, i32)] = &[
+        ("SOCK_STREAM", libc::SOCK_STREAM),
+        ("SOCK_DGRAM", libc::SOCK_DGRAM),
+        ("SOCK_SEQPACKET", libc::SOCK_SEQPACKET),
+    ];
+
+    /// The kernel's `SOCK_TYPE_MASK`: the type without `SOCK_CLOEXEC` / `SOCK_NONBLOCK`.
+    pub const SOCKET_TYPE_MASK: u64 = 0xf;
+
+    /// `personality(0xffffffff)` only reads the current persona.
+    const PERSONALITY_QUERY: u64 = 0xffff_ffff;
+    const PER_LINUX: u64 = 0;
+
+    const EPERM: i32 = libc::EPERM;
+    const ENOSYS: i32 = libc::ENOSYS;
+
+    macro_rules! allow {
+        ($sys:ident, $reason:expr) => {
+            allow!($sys if Any, $reason)
+        };
+        ($sys:ident if $rule:ident, $reason:expr) => {
+            AllowedSyscall {
+                name: sys_name(stringify!($sys)),
+                nr: nr::$sys,
+                args: ArgRule::$rule,
+                reason: $reason,
+            }
+        };
+    }
+
+    macro_rules! deny {
+        ($sys:ident, $errno:ident, $reason:expr) => {
+            DeniedSyscall {
+                name: sys_name(stringify!($sys)),
+                nr: nr::$sys,
+                errno: $errno,
+                reason: $reason,
+            }
+        };
+    }
+
+    /// The allowlist. Keep it grouped; every entry says why it is here.
+    pub const ALLOWED: &[AllowedSyscall] = &[
+        // ---- files and file descriptors -------------------------------------------------
+        allow!(SYS_read, "read from an open fd"),
+        allow!(SYS_write, "write to an open fd"),
+        allow!(SYS_open, "open a path; landlock and the mount layout decide what is reachable"),
+        allow!(SYS_openat, "open a path relative to a directory fd (what glibc uses for open)"),
+        allow!(SYS_openat2, "openat with RESOLVE_* flags; only narrows path resolution"),
+        allow!(SYS_creat, "legacy create-and-open, used by old build tools"),
+        allow!(SYS_close, "close an fd"),
+        allow!(SYS_close_range, "close many fds at once (posix_spawn, python subprocess)"),
+        allow!(SYS_stat, "file metadata"),
+        allow!(SYS_fstat, "file metadata of an open fd"),
+        allow!(SYS_lstat, "file metadata without following the final symlink"),
+        allow!(SYS_newfstatat, "fstatat: how glibc implements stat/lstat/fstat on x86_64"),
+        allow!(SYS_statx, "extended file metadata (coreutils ls, Rust std::fs::metadata)"),
+        allow!(SYS_statfs, "filesystem metadata (df, free-space checks)"),
+        allow!(SYS_fstatfs, "filesystem metadata of an open fd (glibc, coreutils)"),
+        allow!(SYS_lseek, "move a file offset"),
+        allow!(SYS_pread64, "positioned read (git, linkers)"),
+        allow!(SYS_pwrite64, "positioned write (git, linkers)"),
+        allow!(SYS_readv, "scatter read"),
+        allow!(SYS_writev, "gather write (stdio, Rust std)"),
+        allow!(SYS_preadv, "positioned scatter read"),
+        allow!(SYS_pwritev, "positioned gather write"),
+        allow!(SYS_preadv2, "preadv with per-call flags"),
+        allow!(SYS_pwritev2, "pwritev with per-call flags"),
+        allow!(SYS_access, "permission check on a path"),
+        allow!(SYS_faccessat, "permission check relative to a directory fd"),
+        allow!(SYS_faccessat2, "faccessat with flags (glibc 2.33+)"),
+        allow!(SYS_pipe, "anonymous pipe"),
+        allow!(SYS_pipe2, "anonymous pipe with O_CLOEXEC / O_NONBLOCK"),
+        allow!(SYS_dup, "duplicate an fd"),
+        allow!(SYS_dup2, "duplicate an fd onto a number (shell redirections)"),
+        allow!(SYS_dup3, "dup2 with O_CLOEXEC"),
+        allow!(SYS_fcntl, "fd flags and record locks"),
+        allow!(SYS_flock, "advisory whole-file locks (git, package managers)"),
+        allow!(SYS_fsync, "flush a file to storage"),
+        allow!(SYS_fdatasync, "flush a file's data to storage"),
+        allow!(SYS_sync, "flush all filesystems; Docker allows it, costs only I/O time"),
+        allow!(SYS_syncfs, "flush the filesystem holding an fd"),
+        allow!(SYS_sync_file_range, "flush part of a file"),
+        allow!(SYS_truncate, "set a file's length by path"),
+        allow!(SYS_ftruncate, "set a file's length by fd"),
+        allow!(SYS_fallocate, "reserve file space (linkers, databases)"),
+        allow!(SYS_fadvise64, "access-pattern hint for a file"),
+        allow!(SYS_readahead, "prefetch part of a file into the page cache"),
+        allow!(SYS_getdents, "list a directory (legacy layout)"),
+        allow!(SYS_getdents64, "list a directory"),
+        allow!(SYS_getcwd, "current directory"),
+        allow!(SYS_chdir, "change directory"),
+        allow!(SYS_fchdir, "change directory to an fd"),
+        allow!(SYS_rename, "rename a path"),
+        allow!(SYS_renameat, "rename relative to directory fds"),
+        allow!(SYS_renameat2, "rename with RENAME_NOREPLACE / RENAME_EXCHANGE (mv, git)"),
+        allow!(SYS_mkdir, "create a directory"),
+        allow!(SYS_mkdirat, "create a directory relative to a directory fd"),
+        allow!(SYS_rmdir, "remove a directory"),
+        allow!(SYS_link, "create a hard link"),
+        allow!(SYS_linkat, "create a hard link relative to directory fds"),
+        allow!(SYS_unlink, "remove a file"),
+        allow!(SYS_unlinkat, "remove a file or directory relative to a directory fd"),
+        allow!(SYS_symlink, "create a symlink"),
+        allow!(SYS_symlinkat, "create a symlink relative to a directory fd"),
+        allow!(SYS_readlink, "read a symlink"),
+        allow!(SYS_readlinkat, "read a symlink relative to a directory fd"),
+        allow!(
+            SYS_mknod,
+            "create FIFOs and sockets; device nodes need CAP_MKNOD, which the sandbox lacks"
+        ),
+        allow!(SYS_mknodat, "mknod relative to a directory fd; same limits as mknod"),
+        allow!(SYS_chmod, "change mode bits"),
+        allow!(SYS_fchmod, "change mode bits of an fd"),
+        allow!(SYS_fchmodat, "change mode bits relative to a directory fd"),
+        allow!(SYS_fchmodat2, "fchmodat with AT_SYMLINK_NOFOLLOW (glibc 2.39+)"),
+        allow!(SYS_chown, "change owner; only within the sandbox's mapped ids"),
+        allow!(SYS_fchown, "change owner of an fd; only within the mapped ids"),
+        allow!(SYS_lchown, "change owner of a symlink; only within the mapped ids"),
+        allow!(SYS_fchownat, "change owner relative to a directory fd (tar, cp -a)"),
+        allow!(SYS_umask, "file creation mask"),
+        allow!(SYS_utime, "set file times (legacy)"),
+        allow!(SYS_utimes, "set file times (legacy)"),
+        allow!(SYS_futimesat, "set file times relative to a directory fd (legacy)"),
+        allow!(SYS_utimensat, "set file times (touch, tar, make)"),
+        allow!(SYS_copy_file_range, "in-kernel copy between files (cp, Rust std::fs::copy)"),
+        allow!(SYS_sendfile, "in-kernel copy from a file to an fd"),
+        allow!(SYS_splice, "move data between a pipe and an fd"),
+        allow!(SYS_tee, "duplicate pipe contents"),
+        allow!(SYS_vmsplice, "map user pages into a pipe"),
+        allow!(SYS_cachestat, "page-cache residency of an open file; reveals nothing beyond mincore"),
+        allow!(SYS_setxattr, "set an extended attribute"),
+        allow!(SYS_lsetxattr, "set an extended attribute on a symlink"),
+        allow!(SYS_fsetxattr, "set an extended attribute of an fd"),
+        allow!(SYS_setxattrat, "set an extended attribute relative to a directory fd"),
+        allow!(SYS_getxattr, "read an extended attribute (ls, cp --preserve)"),
+        allow!(SYS_lgetxattr, "read an extended attribute of a symlink (ls)"),
+        allow!(SYS_fgetxattr, "read an extended attribute of an fd"),
+        allow!(SYS_getxattrat, "read an extended attribute relative to a directory fd"),
+        allow!(SYS_listxattr, "list extended attributes"),
+        allow!(SYS_llistxattr, "list extended attributes of a symlink"),
+        allow!(SYS_flistxattr, "list extended attributes of an fd"),
+        allow!(SYS_listxattrat, "list extended attributes relative to a directory fd"),
+        allow!(SYS_removexattr, "remove an extended attribute"),
+        allow!(SYS_lremovexattr, "remove an extended attribute of a symlink"),
+        allow!(SYS_fremovexattr, "remove an extended attribute of an fd"),
+        allow!(SYS_removexattrat, "remove an extended attribute relative to a directory fd"),
+        allow!(
+            SYS_ioctl if IoctlExceptTerminalInjection,
+            "terminal and file ioctls (isatty, FIONREAD, FICLONE for cp); TIOCSTI/TIOCLINUX refused"
+        ),
+        allow!(SYS_inotify_init, "file-change notification (legacy)"),
+        allow!(SYS_inotify_init1, "file-change notification (watchers, node)"),
+        allow!(SYS_inotify_add_watch, "watch a path the process can already read"),
+        allow!(SYS_inotify_rm_watch, "stop watching a path"),
+        allow!(SYS_io_setup, "legacy Linux AIO context (databases, libaio)"),
+        allow!(SYS_io_destroy, "legacy Linux AIO context teardown"),
+        allow!(SYS_io_submit, "legacy Linux AIO submission"),
+        allow!(SYS_io_cancel, "legacy Linux AIO cancellation"),
+        allow!(SYS_io_getevents, "legacy Linux AIO completion"),
+        allow!(SYS_io_pgetevents, "legacy Linux AIO completion with a signal mask"),
+        // ---- polling and event fds ------------------------------------------------------
+        allow!(SYS_poll, "wait on fds"),
+        allow!(SYS_ppoll, "wait on fds with a signal mask"),
+        allow!(SYS_select, "wait on fds (legacy)"),
+        allow!(SYS_pselect6, "wait on fds with a signal mask (make, bash)"),
+        allow!(SYS_epoll_create, "event loop (legacy)"),
+        allow!(SYS_epoll_create1, "event loop (node/libuv, python asyncio, tokio)"),
+        allow!(SYS_epoll_ctl, "event loop registration"),
+        allow!(SYS_epoll_wait, "event loop wait"),
+        allow!(SYS_epoll_pwait, "event loop wait with a signal mask"),
+        allow!(SYS_epoll_pwait2, "event loop wait with a nanosecond timeout"),
+        allow!(SYS_eventfd, "event counter fd (legacy)"),
+        allow!(SYS_eventfd2, "event counter fd (libuv, tokio)"),
+        allow!(SYS_signalfd, "signals as an fd (legacy)"),
+        allow!(SYS_signalfd4, "signals as an fd"),
+        allow!(SYS_timerfd_create, "timer as an fd"),
+        allow!(SYS_timerfd_settime, "arm a timer fd"),
+        allow!(SYS_timerfd_gettime, "read a timer fd"),
+        // ---- memory ---------------------------------------------------------------------
+        allow!(SYS_brk, "heap growth (malloc)"),
+        allow!(SYS_mmap, "map memory and files"),
+        allow!(SYS_munmap, "unmap memory"),
+        allow!(SYS_mremap, "grow or move a mapping (realloc of large blocks)"),
+        allow!(SYS_mprotect, "change page protection (loaders, JITs in node and python)"),
+        allow!(SYS_pkey_mprotect, "mprotect with a protection key"),
+        allow!(SYS_pkey_alloc, "allocate a protection key (V8)"),
+        allow!(SYS_pkey_free, "free a protection key"),
+        allow!(SYS_msync, "flush a file mapping"),
+        allow!(SYS_mincore, "page residency of the process's own mappings"),
+        allow!(SYS_madvise, "memory-usage hints (allocators, V8, Rust)"),
+        allow!(SYS_remap_file_pages, "deprecated, emulated with mmap; Docker allows it"),
+        allow!(SYS_mlock, "pin pages; bounded by RLIMIT_MEMLOCK and the memory cgroup"),
+        allow!(SYS_mlock2, "mlock with flags; same bounds"),
+        allow!(SYS_munlock, "unpin pages"),
+        allow!(SYS_mlockall, "pin all pages (gpg); same bounds as mlock"),
+        allow!(SYS_munlockall, "unpin all pages"),
+        allow!(SYS_memfd_create, "anonymous file in memory (JITs, python multiprocessing)"),
+        allow!(SYS_membarrier, "process-wide memory barrier (JITs, liburcu, Rust crates)"),
+        allow!(SYS_map_shadow_stack, "allocate a CET shadow stack for a new thread (glibc)"),
+        allow!(SYS_mseal, "seal the process's own mappings; only restricts the caller"),
+        // ---- processes and threads ------------------------------------------------------
+        allow!(
+            SYS_clone if CloneWithoutNamespaces,
+            "fork and pthread_create; any CLONE_NEW* flag is refused"
+        ),
+        allow!(SYS_fork, "fork (legacy programs)"),
+        allow!(SYS_vfork, "vfork (posix_spawn, make, gcc driver)"),
+        allow!(SYS_execve, "run a program"),
+        allow!(SYS_execveat, "run a program by fd (fexecve)"),
+        allow!(SYS_exit, "end a thread"),
+        allow!(SYS_exit_group, "end the process"),
+        allow!(SYS_wait4, "reap a child"),
+        allow!(SYS_waitid, "reap a child (python, Rust std)"),
+        allow!(SYS_kill, "signal a process; the pid namespace limits who can be reached"),
+        allow!(SYS_tkill, "signal a thread (legacy)"),
+        allow!(SYS_tgkill, "signal a thread (raise, abort, runtimes)"),
+        allow!(SYS_pidfd_open, "fd for a child process (python 3.9+, Rust std)"),
+        allow!(SYS_pidfd_send_signal, "signal through a pidfd; same reach as kill"),
+        allow!(SYS_getpid, "own pid"),
+        allow!(SYS_gettid, "own thread id"),
+        allow!(SYS_getppid, "parent pid"),
+        allow!(SYS_set_tid_address, "thread exit notification (glibc startup)"),
+        allow!(SYS_set_robust_list, "robust futex list (glibc threads)"),
+        allow!(SYS_get_robust_list, "read a robust futex list; ptrace access checks apply"),
+        allow!(SYS_futex, "thread synchronisation"),
+        allow!(SYS_futex_waitv, "wait on several futexes"),
+        allow!(SYS_futex_wake, "futex2 wake"),
+        allow!(SYS_futex_wait, "futex2 wait"),
+        allow!(SYS_futex_requeue, "futex2 requeue"),
+        allow!(SYS_rseq, "restartable sequences (glibc 2.35+ registers one per thread)"),
+        allow!(SYS_arch_prctl, "set the thread pointer (TLS) at thread start"),
+        allow!(SYS_set_thread_area, "TLS descriptor (legacy)"),
+        allow!(SYS_get_thread_area, "TLS descriptor (legacy)"),
+        allow!(
+            SYS_prctl,
+            "process attributes (names, no_new_privs, dumpable, PDEATHSIG); caps still gate the rest"
+        ),
+        allow!(
+            SYS_personality if PersonalityLinuxOrQuery,
+            "read the persona, or reset it to PER_LINUX; ADDR_NO_RANDOMIZE and friends refused"
+        ),
+        allow!(SYS_seccomp, "add more filters; a new filter can only restrict further"),
+        allow!(
+            SYS_landlock_create_ruleset,
+            "landlock: nesting a ruleset only restricts further"
+        ),
+        allow!(SYS_landlock_add_rule, "landlock: nesting a ruleset only restricts further"),
+        allow!(SYS_landlock_restrict_self, "landlock: nesting a ruleset only restricts further"),
+        allow!(SYS_restart_syscall, "resume a syscall interrupted by a signal"),
+        allow!(SYS_capget, "read capabilities"),
+        allow!(SYS_capset, "drop capabilities (can never raise past the bounding set)"),
+        allow!(SYS_uname, "kernel name and version"),
+        allow!(SYS_sysinfo, "memory and uptime totals"),
+        allow!(SYS_getrlimit, "read resource limits"),
+        allow!(SYS_setrlimit, "lower resource limits (raising the hard limit needs a cap)"),
+        allow!(SYS_prlimit64, "read or lower resource limits"),
+        allow!(SYS_getrusage, "resource usage"),
+        allow!(SYS_times, "process times"),
+        allow!(SYS_getcpu, "current CPU and NUMA node"),
+        allow!(SYS_getrandom, "random bytes (every runtime at startup)"),
+        // ---- scheduling -----------------------------------------------------------------
+        allow!(SYS_sched_yield, "yield the CPU"),
+        allow!(SYS_sched_getaffinity, "CPU affinity (nproc, runtimes sizing thread pools)"),
+        allow!(SYS_sched_setaffinity, "restrict own CPU affinity; cpusets still bound it"),
+        allow!(SYS_sched_getparam, "scheduling parameters"),
+        allow!(SYS_sched_setparam, "scheduling parameters; raising priority needs CAP_SYS_NICE"),
+        allow!(SYS_sched_getscheduler, "scheduling policy"),
+        allow!(SYS_sched_setscheduler, "scheduling policy; real-time needs CAP_SYS_NICE"),
+        allow!(SYS_sched_getattr, "scheduling attributes"),
+        allow!(SYS_sched_setattr, "scheduling attributes; same limits as sched_setscheduler"),
+        allow!(SYS_sched_get_priority_max, "priority range"),
+        allow!(SYS_sched_get_priority_min, "priority range"),
+        allow!(SYS_sched_rr_get_interval, "round-robin time slice"),
+        allow!(SYS_getpriority, "nice value"),
+        allow!(SYS_setpriority, "lower own nice value (nice, make -l)"),
+        allow!(SYS_ioprio_get, "I/O priority"),
+        allow!(SYS_ioprio_set, "lower own I/O priority (ionice)"),
+        // ---- identity -------------------------------------------------------------------
+        allow!(SYS_getuid, "own uid"),
+        allow!(SYS_geteuid, "own effective uid"),
+        allow!(SYS_getgid, "own gid"),
+        allow!(SYS_getegid, "own effective gid"),
+        allow!(SYS_getresuid, "own uids"),
+        allow!(SYS_getresgid, "own gids"),
+        allow!(SYS_getgroups, "supplementary groups"),
+        allow!(SYS_setuid, "change uid; needs CAP_SETUID beyond own ids"),
+        allow!(SYS_setgid, "change gid; needs CAP_SETGID beyond own ids"),
+        allow!(SYS_setreuid, "change uids; same limits as setuid"),
+        allow!(SYS_setregid, "change gids; same limits as setgid"),
+        allow!(SYS_setresuid, "change uids; same limits as setuid"),
+        allow!(SYS_setresgid, "change gids; same limits as setgid"),
+        allow!(SYS_setfsuid, "filesystem uid; same limits as setuid"),
+        allow!(SYS_setfsgid, "filesystem gid; same limits as setgid"),
+        allow!(SYS_setgroups, "set supplementary groups; needs CAP_SETGID"),
+        allow!(SYS_getpgid, "process group"),
+        allow!(SYS_getpgrp, "own process group"),
+        allow!(SYS_setpgid, "job control in shells and make"),
+        allow!(SYS_getsid, "session id"),
+        allow!(SYS_setsid, "start a session (daemons, job control)"),
+        // ---- signals and time -----------------------------------------------------------
+        allow!(SYS_rt_sigaction, "install signal handlers"),
+        allow!(SYS_rt_sigprocmask, "block and unblock signals"),
+        allow!(SYS_rt_sigreturn, "return from a signal handler"),
+        allow!(SYS_rt_sigpending, "pending signals"),
+        allow!(SYS_rt_sigtimedwait, "wait for a signal"),
+        allow!(SYS_rt_sigsuspend, "wait for a signal with a mask"),
+        allow!(SYS_rt_sigqueueinfo, "queue a signal with data; same reach as kill"),
+        allow!(SYS_rt_tgsigqueueinfo, "queue a signal to a thread; same reach as kill"),
+        allow!(SYS_sigaltstack, "alternate signal stack (Rust, Go, stack-overflow handlers)"),
+        allow!(SYS_pause, "wait for a signal"),
+        allow!(SYS_nanosleep, "sleep"),
+        allow!(SYS_clock_nanosleep, "sleep on a clock"),
+        allow!(SYS_alarm, "SIGALRM timer"),
+        allow!(SYS_getitimer, "interval timer"),
+        allow!(SYS_setitimer, "interval timer"),
+        allow!(SYS_timer_create, "POSIX timer"),
+        allow!(SYS_timer_settime, "arm a POSIX timer"),
+        allow!(SYS_timer_gettime, "read a POSIX timer"),
+        allow!(SYS_timer_getoverrun, "POSIX timer overruns"),
+        allow!(SYS_timer_delete, "delete a POSIX timer"),
+        allow!(SYS_time, "wall-clock seconds (when the vDSO is not used)"),
+        allow!(SYS_gettimeofday, "wall clock (when the vDSO is not used)"),
+        allow!(SYS_clock_gettime, "read a clock (when the vDSO is not used)"),
+        allow!(SYS_clock_getres, "clock resolution"),
+        // ---- System V and POSIX IPC (private to the sandbox's IPC namespace) -----------
+        allow!(SYS_shmget, "System V shared memory, confined to the IPC namespace"),
+        allow!(SYS_shmat, "System V shared memory attach"),
+        allow!(SYS_shmdt, "System V shared memory detach"),
+        allow!(SYS_shmctl, "System V shared memory control"),
+        allow!(SYS_semget, "System V semaphores, confined to the IPC namespace"),
+        allow!(SYS_semop, "System V semaphore operations"),
+        allow!(SYS_semtimedop, "System V semaphore operations with a timeout"),
+        allow!(SYS_semctl, "System V semaphore control"),
+        allow!(SYS_msgget, "System V message queues, confined to the IPC namespace"),
+        allow!(SYS_msgsnd, "System V message send"),
+        allow!(SYS_msgrcv, "System V message receive"),
+        allow!(SYS_msgctl, "System V message queue control"),
+        allow!(SYS_mq_open, "POSIX message queues, confined to the IPC namespace"),
+        allow!(SYS_mq_unlink, "POSIX message queue removal"),
+        allow!(SYS_mq_timedsend, "POSIX message send"),
+        allow!(SYS_mq_timedreceive, "POSIX message receive"),
+        allow!(SYS_mq_notify, "POSIX message notification"),
+        allow!(SYS_mq_getsetattr, "POSIX message queue attributes"),
+        // ---- sockets (the network namespace has loopback only) -------------------------
+        allow!(
+            SYS_socket if SocketFamilyAndType,
+            "unix and IP sockets of stream/datagram/seqpacket type; no raw, packet, netlink, vsock"
+        ),
+        allow!(
+            SYS_socketpair if SocketFamilyAndType,
+            "connected unix socket pairs (subprocess plumbing); same family and type limits"
+        ),
+        allow!(SYS_bind, "bind a socket (servers on loopback, unix sockets)"),
+        allow!(SYS_listen, "listen on a socket"),
+        allow!(SYS_accept, "accept a connection"),
+        allow!(SYS_accept4, "accept a connection with flags"),
+        allow!(SYS_connect, "connect a socket"),
+        allow!(SYS_shutdown, "shut down a socket direction"),
+        allow!(SYS_getsockname, "local socket address"),
+        allow!(SYS_getpeername, "peer socket address"),
+        allow!(SYS_getsockopt, "read socket options"),
+        allow!(SYS_setsockopt, "set socket options; privileged options still need caps"),
+        allow!(SYS_sendto, "send on a socket"),
+        allow!(SYS_recvfrom, "receive on a socket"),
+        allow!(SYS_sendmsg, "send with ancillary data (fd passing)"),
+        allow!(SYS_recvmsg, "receive with ancillary data"),
+        allow!(SYS_sendmmsg, "send several messages (glibc resolver)"),
+        allow!(SYS_recvmmsg, "receive several messages"),
+    ];
+
+    /// Refused on purpose, each with its reason. Everything absent from [`ALLOWED`] is refused
+    /// too; these are the ones a reviewer should see named.
+    pub const DENIED: &[DeniedSyscall] = &[
+        // ---- mounts and the filesystem root ----------------------------------------------
+        deny!(
+            SYS_mount,
+            EPERM,
+            "changing mounts could undo the sandbox's filesystem view"
+        ),
+        deny!(
+            SYS_umount2,
+            EPERM,
+            "unmounting could expose what a mount hides"
+        ),
+        deny!(
+            SYS_pivot_root,
+            EPERM,
+            "only the launcher changes the root, before seccomp"
+        ),
+        deny!(
+            SYS_chroot,
+            EPERM,
+            "chroot tricks are a classic escape route"
+        ),
+        deny!(
+            SYS_fsopen,
+            EPERM,
+            "new mount API: creates a filesystem context"
+        ),
+        deny!(
+            SYS_fsconfig,
+            EPERM,
+            "new mount API: configures a filesystem context"
+        ),
+        deny!(SYS_fsmount, EPERM, "new mount API: creates a mount"),
+        deny!(
+            SYS_fspick,
+            EPERM,
+            "new mount API: reconfigures an existing mount"
+        ),
+        deny!(SYS_move_mount, EPERM, "new mount API: attaches a mount"),
+        deny!(SYS_open_tree, EPERM, "new mount API: clones a mount tree"),
+        deny!(
+            SYS_open_tree_attr,
+            EPERM,
+            "new mount API: clones a mount tree with attributes"
+        ),
+        deny!(
+            SYS_mount_setattr,
+            EPERM,
+            "new mount API: changes mount flags (e.g. drops ro)"
+        ),
+        deny!(
+            SYS_statmount,
+            EPERM,
+            "mount introspection; /proc/self/mountinfo covers real use"
+        ),
+        deny!(
+            SYS_listmount,
+            EPERM,
+            "mount introspection; /proc/self/mountinfo covers real use"
+        ),
+        // ---- namespaces ----------------------------------------------------------------------
+        deny!(
+            SYS_unshare,
+            EPERM,
+            "new namespaces (user ns above all) widen kernel attack surface"
+        ),
+        deny!(SYS_setns, EPERM, "joining another namespace"),
+        deny!(
+            SYS_clone3,
+            ENOSYS,
+            "flags live in memory where seccomp cannot check them; ENOSYS makes glibc use clone"
+        ),
+        // ---- other processes' memory and fds -------------------------------------------
+        deny!(
+            SYS_ptrace,
+            EPERM,
+            "tracing other processes; large, bug-prone kernel surface"
+        ),
+        deny!(
+            SYS_process_vm_readv,
+            EPERM,
+            "reads another process's memory"
+        ),
+        deny!(
+            SYS_process_vm_writev,
+            EPERM,
+            "writes another process's memory"
+        ),
+        deny!(SYS_pidfd_getfd, EPERM, "steals an fd from another process"),
+        deny!(
+            SYS_kcmp,
+            EPERM,
+            "compares kernel objects of other processes; info leak"
+        ),
+        deny!(
+            SYS_process_madvise,
+            EPERM,
+            "memory advice on another process"
+        ),
+        deny!(
+            SYS_process_mrelease,
+            EPERM,
+            "reaps another process's memory"
+        ),
+        // ---- kernel attack surface ---------------------------------------------------------
+        deny!(
+            SYS_bpf,
+            EPERM,
+            "eBPF: a large, frequently exploited kernel surface"
+        ),
+        deny!(
+            SYS_perf_event_open,
+            EPERM,
+            "performance counters: side channels and kernel bugs"
+        ),
+        deny!(
+            SYS_userfaultfd,
+            EPERM,
+            "stalls kernel page faults at will; an exploit primitive"
+        ),
+        deny!(
+            SYS_io_uring_setup,
+            EPERM,
+            "io_uring: many privilege escalations; bypasses seccomp"
+        ),
+        deny!(SYS_io_uring_enter, EPERM, "io_uring: see io_uring_setup"),
+        deny!(SYS_io_uring_register, EPERM, "io_uring: see io_uring_setup"),
+        deny!(SYS_keyctl, EPERM, "kernel keyrings are not namespaced"),
+        deny!(SYS_add_key, EPERM, "kernel keyrings are not namespaced"),
+        deny!(SYS_request_key, EPERM, "kernel keyrings are not namespaced"),
+        deny!(
+            SYS_lookup_dcookie,
+            EPERM,
+            "kernel profiling interface; leaks paths"
+        ),
+        deny!(SYS_fanotify_init, EPERM, "filesystem-wide event monitoring"),
+        deny!(
+            SYS_memfd_secret,
+            EPERM,
+            "secret memory areas; rarely used, has had kernel bugs"
+        ),
+        deny!(
+            SYS_modify_ldt,
+            EPERM,
+            "16-bit segments; history of kernel bugs, no modern use"
+        ),
+        deny!(SYS_uselib, EPERM, "obsolete a.out loader"),
+        deny!(SYS_nfsservctl, EPERM, "removed NFS server control"),
+        deny!(SYS__sysctl, EPERM, "removed sysctl interface"),
+        deny!(SYS_syslog, EPERM, "reads or clears the host's kernel log"),
+        // ---- the host machine itself -------------------------------------------------------
+        deny!(SYS_init_module, EPERM, "loads kernel code"),
+        deny!(SYS_finit_module, EPERM, "loads kernel code"),
+        deny!(SYS_delete_module, EPERM, "unloads kernel code"),
+        deny!(SYS_create_module, EPERM, "removed module interface"),
+        deny!(SYS_get_kernel_syms, EPERM, "removed module interface"),
+        deny!(SYS_query_module, EPERM, "removed module interface"),
+        deny!(SYS_kexec_load, EPERM, "replaces the running kernel"),
+        deny!(SYS_kexec_file_load, EPERM, "replaces the running kernel"),
+        deny!(SYS_reboot, EPERM, "reboots the host"),
+        deny!(SYS_swapon, EPERM, "changes host swap"),
+        deny!(SYS_swapoff, EPERM, "changes host swap"),
+        deny!(SYS_settimeofday, EPERM, "the clock is not namespaced"),
+        deny!(SYS_clock_settime, EPERM, "the clock is not namespaced"),
+        deny!(SYS_clock_adjtime, EPERM, "the clock is not namespaced"),
+        deny!(SYS_adjtimex, EPERM, "the clock is not namespaced"),
+        deny!(
+            SYS_sethostname,
+            EPERM,
+            "the sandbox's identity is set by the launcher"
+        ),
+        deny!(
+            SYS_setdomainname,
+            EPERM,
+            "the sandbox's identity is set by the launcher"
+        ),
+        deny!(SYS_acct, EPERM, "host process accounting"),
+        deny!(SYS_quotactl, EPERM, "filesystem quotas of the host"),
+        deny!(SYS_quotactl_fd, EPERM, "filesystem quotas of the host"),
+        deny!(
+            SYS_open_by_handle_at,
+            EPERM,
+            "opens files by handle, bypassing the mount view"
+        ),
+        deny!(
+            SYS_name_to_handle_at,
+            EPERM,
+            "makes handles for open_by_handle_at; inode leak"
+        ),
+        deny!(SYS_iopl, EPERM, "raw I/O port access"),
+        deny!(SYS_ioperm, EPERM, "raw I/O port access"),
+        // ---- NUMA policy (host-wide placement; no sandboxed program we run needs it) -----
+        deny!(SYS_mbind, EPERM, "NUMA placement of memory"),
+        deny!(SYS_set_mempolicy, EPERM, "NUMA placement of memory"),
+        deny!(
+            SYS_set_mempolicy_home_node,
+            EPERM,
+            "NUMA placement of memory"
+        ),
+        deny!(
+            SYS_get_mempolicy,
+            EPERM,
+            "NUMA topology; callers fall back to no NUMA"
+        ),
+        deny!(
+            SYS_move_pages,
+            EPERM,
+            "moves pages, also of other processes"
+        ),
+        deny!(SYS_migrate_pages, EPERM, "moves pages of other processes"),
+    ];
+
+    // ---- build-time checks: a table that breaks these does not compile ------------------
+    const _: () = {
+        let mut i = 0;
+        while i < ALLOWED.len() {
+            assert!(
+                !ALLOWED[i].reason.is_empty(),
+                "an allowed syscall has no reason"
+            );
+            assert!(
+                !ALLOWED[i].name.is_empty(),
+                "an allowed syscall has no name"
+            );
+            assert!(ALLOWED[i].nr >= 0 && ALLOWED[i].nr < X32_SYSCALL_BIT as i64);
+            let mut j = i + 1;
+            while j < ALLOWED.len() {
+                assert!(ALLOWED[i].nr != ALLOWED[j].nr, "a syscall is allowed twice");
+                j += 1;
+            }
+            let mut k = 0;
+            while k < DENIED.len() {
+                assert!(
+                    ALLOWED[i].nr != DENIED[k].nr,
+                    "a syscall is both allowed and denied"
+                );
+                k += 1;
+            }
+            i += 1;
+        }
+        let mut i = 0;
+        while i < DENIED.len() {
+            assert!(
+                !DENIED[i].reason.is_empty(),
+                "a denied syscall has no reason"
+            );
+            assert!(!DENIED[i].name.is_empty(), "a denied syscall has no name");
+            assert!(DENIED[i].nr >= 0 && DENIED[i].nr < X32_SYSCALL_BIT as i64);
+            assert!(
+                DENIED[i].errno == EPERM || DENIED[i].errno == ENOSYS,
+                "a denied syscall must get EPERM or ENOSYS (build_filters has no other filter)"
+            );
+            let mut j = i + 1;
+            while j < DENIED.len() {
+                assert!(DENIED[i].nr != DENIED[j].nr, "a syscall is denied twice");
+                j += 1;
+            }
+            i += 1;
+        }
+    };
+
+    const fn names_and_numbers<const N: usize>(
+        table: &[DeniedSyscall],
+    ) -> [(&'static str, i64); N] {
+        let mut out = [("", 0); N];
+        let mut i = 0;
+        while i < N {
+            out[i] = (table[i].name, table[i].nr);
+            i += 1;
+        }
+        out
+    }
+
+    const MUST_DENY_ARRAY: [(&str, i64); DENIED.len()] = names_and_numbers(DENIED);
+
+    /// `(name, nr)` of every entry of [`DENIED`], for the escape tests. Each one fails with
+    /// `EPERM`, except `clone3`, which fails with `ENOSYS` (see [`DENIED`] for the errno).
+    pub const MUST_DENY: &[(&str, i64)] = &MUST_DENY_ARRAY;
+
+    fn compile_error(
+        filter: &'static str,
+    ) -> impl Fn(seccompiler::BackendError) -> SeccompPolicyError {
+        move |source| SeccompPolicyError::Compile { filter, source }
+    }
+
+    fn dword(
+        arg: u8,
+        op: SeccompCmpOp,
+        value: u64,
+    ) -> Result<SeccompCondition, seccompiler::BackendError> {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
+    }
+
+    /// The rules that express an [`ArgRule`]; an empty list means "any arguments".
+    fn rules_for(rule: ArgRule) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+        Ok(match rule {
+            ArgRule::Any => Vec::new(),
+            ArgRule::CloneWithoutNamespaces => vec![SeccompRule::new(vec![dword(
+                0,
+                SeccompCmpOp::MaskedEq(CLONE_NAMESPACE_FLAGS),
+                0,
+            )?])?],
+            ArgRule::IoctlExceptTerminalInjection => {
+                let conditions = DENIED_IOCTLS
+                    .iter()
+                    .map(|&(_, request)| dword(1, SeccompCmpOp::Ne, request))
+                    .collect::<Result<Vec<_>, _>>()?;
+                vec![SeccompRule::new(conditions)?]
+            }
+            ArgRule::PersonalityLinuxOrQuery => vec![
+                SeccompRule::new(vec![dword(0, SeccompCmpOp::Eq, PER_LINUX)?])?,
+                SeccompRule::new(vec![dword(0, SeccompCmpOp::Eq, PERSONALITY_QUERY)?])?,
+            ],
+            ArgRule::SocketFamilyAndType => {
+                let mut rules = Vec::new();
+                for &(_, family) in SOCKET_FAMILIES {
+                    for &(_, ty) in SOCKET_TYPES {
+                        rules.push(SeccompRule::new(vec![
+                            dword(0, SeccompCmpOp::Eq, family as u64)?,
+                            dword(1, SeccompCmpOp::MaskedEq(SOCKET_TYPE_MASK), ty as u64)?,
+                        ])?);
+                    }
+                }
+                rules
+            }
+        })
+    }
+
+    fn allowlist_filter() -> Result<BpfProgram, SeccompPolicyError> {
+        let error = compile_error("allowlist");
+        let mut rules = BTreeMap::new();
+        for entry in ALLOWED {
+            rules.insert(entry.nr, rules_for(entry.args).map_err(&error)?);
+        }
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Errno(EPERM as u32),
+            SeccompAction::Allow,
+            TargetArch::x86_64,
+        )
+        .map_err(&error)?;
+        BpfProgram::try_from(filter).map_err(error)
+    }
+
+    fn enosys_filter() -> Result<BpfProgram, SeccompPolicyError> {
+        let error = compile_error("ENOSYS");
+        let rules = DENIED
+            .iter()
+            .filter(|entry| entry.errno == ENOSYS)
+            .map(|entry| (entry.nr, Vec::new()))
+            .collect();
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(ENOSYS as u32),
+            TargetArch::x86_64,
+        )
+        .map_err(&error)?;
+        BpfProgram::try_from(filter).map_err(error)
+    }
+
+    // Classic BPF opcodes, from <linux/bpf_common.h>.
+    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0x00) | BPF_W (0x00) | BPF_ABS (0x20)
+    const BPF_JMP_JEQ_K: u16 = 0x15; // BPF_JMP (0x05) | BPF_JEQ (0x10) | BPF_K (0x00)
+    const BPF_JMP_JSET_K: u16 = 0x45; // BPF_JMP (0x05) | BPF_JSET (0x40) | BPF_K (0x00)
+    const BPF_RET_K: u16 = 0x06; // BPF_RET (0x06) | BPF_K (0x00)
+                                 // Offsets into `struct seccomp_data { int nr; __u32 arch; __u64 ip; __u64 args[6]; }`.
+    const SECCOMP_DATA_NR: u32 = 0;
+    const SECCOMP_DATA_ARCH: u32 = 4;
+
+    fn insn(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
+        sock_filter { code, jt, jf, k }
+    }
+
+    /// Kill on a foreign architecture or an x32 syscall number; allow everything else (the
+    /// other filters decide).
+    fn arch_filter() -> BpfProgram {
+        vec![
+            // 0: A = arch
+            insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
+            // 1: if A == x86_64 skip the kill
+            insn(BPF_JMP_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+            // 2: foreign architecture (i386 int 0x80, ...)
+            insn(BPF_RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+            // 3: A = nr
+            insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
+            // 4: if A & X32 bit fall through to the kill, else skip it
+            insn(BPF_JMP_JSET_K, 0, 1, X32_SYSCALL_BIT),
+            // 5: x32 syscall
+            insn(BPF_RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+            // 6: native x86_64 syscall: let the other filters decide
+            insn(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        ]
+    }
+
+    /// Builds the seccomp programs in the order they must be installed: allowlist, `ENOSYS`
+    /// filter, arch/x32 kill filter (see the module documentation for why).
+    pub fn build_filters() -> Result<Vec<BpfProgram>, SeccompPolicyError> {
+        Ok(vec![allowlist_filter()?, enosys_filter()?, arch_filter()])
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::collections::HashSet;
+
+        #[test]
+        fn every_entry_has_a_reason_and_a_name() {
+            for entry in ALLOWED {
+                assert!(
+                    !entry.reason.trim().is_empty(),
+                    "{} has no reason",
+                    entry.name
+                );
+                assert!(!entry.name.is_empty());
+            }
+            for entry in DENIED {
+                assert!(
+                    !entry.reason.trim().is_empty(),
+                    "{} has no reason",
+                    entry.name
+                );
+                assert!(!entry.name.is_empty());
+            }
+        }
+
+        #[test]
+        fn no_syscall_is_both_allowed_and_denied() {
+            let allowed: HashSet<i64> = ALLOWED.iter().map(|e| e.nr).collect();
+            for entry in DENIED {
+                assert!(
+                    !allowed.contains(&entry.nr),
+                    "{} is allowed and denied",
+                    entry.name
+                );
+            }
+            let allowed_names: HashSet<&str> = ALLOWED.iter().map(|e| e.name).collect();
+            for entry in DENIED {
+                assert!(!allowed_names.contains(entry.name), "{}", entry.name);
+            }
+        }
+
+        #[test]
+        fn no_duplicates() {
+            let mut numbers = HashSet::new();
+            let mut names = HashSet::new();
+            for (name, nr) in ALLOWED
+                .iter()
+                .map(|e| (e.name, e.nr))
+                .chain(DENIED.iter().map(|e| (e.name, e.nr)))
+            {
+                assert!(
+                    numbers.insert(nr),
+                    "syscall number {nr} ({name}) listed twice"
+                );
+                assert!(names.insert(name), "syscall {name} listed twice");
+            }
+        }
+
+        #[test]
+        fn names_match_libc_numbers() {
+            // Spot checks that the macro pairs names and numbers.
+            let find = |name: &str| ALLOWED.iter().find(|e| e.name == name).map(|e| e.nr);
+            assert_eq!(find("read"), Some(libc::SYS_read));
+            assert_eq!(find("clone"), Some(libc::SYS_clone));
+            assert_eq!(find("socket"), Some(libc::SYS_socket));
+            assert_eq!(find("futex_wake"), Some(454));
+            let deny = |name: &str| DENIED.iter().find(|e| e.name == name).map(|e| e.nr);
+            assert_eq!(deny("mount"), Some(libc::SYS_mount));
+            assert_eq!(deny("_sysctl"), Some(libc::SYS__sysctl));
+            assert_eq!(deny("open_tree_attr"), Some(467));
+        }
+
+        #[test]
+        fn the_brief_list_is_denied() {
+            let must: &[i64] = &[
+                libc::SYS_mount,
+                libc::SYS_fsopen,
+                libc::SYS_fsconfig,
+                libc::SYS_fsmount,
+                libc::SYS_fspick,
+                libc::SYS_move_mount,
+                libc::SYS_open_tree,
+                libc::SYS_mount_setattr,
+                libc::SYS_umount2,
+                libc::SYS_pivot_root,
+                libc::SYS_chroot,
+                libc::SYS_unshare,
+                libc::SYS_setns,
+                libc::SYS_ptrace,
+                libc::SYS_process_vm_readv,
+                libc::SYS_process_vm_writev,
+                libc::SYS_pidfd_getfd,
+                libc::SYS_kcmp,
+                libc::SYS_bpf,
+                libc::SYS_perf_event_open,
+                libc::SYS_userfaultfd,
+                libc::SYS_io_uring_setup,
+                libc::SYS_io_uring_enter,
+                libc::SYS_io_uring_register,
+                libc::SYS_keyctl,
+                libc::SYS_add_key,
+                libc::SYS_request_key,
+                libc::SYS_init_module,
+                libc::SYS_finit_module,
+                libc::SYS_delete_module,
+                libc::SYS_kexec_load,
+                libc::SYS_kexec_file_load,
+                libc::SYS_reboot,
+                libc::SYS_swapon,
+                libc::SYS_swapoff,
+                libc::SYS_settimeofday,
+                libc::SYS_clock_settime,
+                libc::SYS_clock_adjtime,
+                libc::SYS_adjtimex,
+                libc::SYS_sethostname,
+                libc::SYS_setdomainname,
+                libc::SYS_acct,
+                libc::SYS_quotactl,
+                libc::SYS_quotactl_fd,
+                libc::SYS_open_by_handle_at,
+                libc::SYS_name_to_handle_at,
+                libc::SYS_lookup_dcookie,
+                libc::SYS_iopl,
+                libc::SYS_ioperm,
+                libc::SYS_uselib,
+                libc::SYS_nfsservctl,
+                libc::SYS_syslog,
+                libc::SYS_fanotify_init,
+                libc::SYS_clone3,
+                nr::SYS_open_tree_attr,
+            ];
+            let denied: HashSet<i64> = MUST_DENY.iter().map(|&(_, nr)| nr).collect();
+            for nr in must {
+                assert!(denied.contains(nr), "syscall {nr} must be in DENIED");
+            }
+            let clone3 = DENIED.iter().find(|e| e.nr == libc::SYS_clone3).unwrap();
+            assert_eq!(clone3.errno, libc::ENOSYS);
+            assert!(DENIED
+                .iter()
+                .filter(|e| e.nr != libc::SYS_clone3)
+                .all(|e| e.errno == libc::EPERM));
+        }
+
+        #[test]
+        fn must_deny_mirrors_denied() {
+            assert_eq!(MUST_DENY.len(), DENIED.len());
+            for (pair, entry) in MUST_DENY.iter().zip(DENIED) {
+                assert_eq!(*pair, (entry.name, entry.nr));
+            }
+        }
+
+        #[test]
+        fn toolchain_essentials_are_allowed() {
+            let allowed: HashSet<&str> = ALLOWED.iter().map(|e| e.name).collect();
+            for name in [
+                "futex",
+                "rseq",
+                "clone",
+                "set_robust_list",
+                "membarrier",
+                "getrandom",
+                "statx",
+                "openat2",
+                "close_range",
+                "copy_file_range",
+                "pidfd_open",
+                "pidfd_send_signal",
+                "epoll_create1",
+                "epoll_ctl",
+                "epoll_pwait",
+                "poll",
+                "ppoll",
+                "pselect6",
+                "memfd_create",
+                "landlock_create_ruleset",
+                "landlock_add_rule",
+                "landlock_restrict_self",
+                "seccomp",
+                "prctl",
+                "execve",
+                "vfork",
+                "wait4",
+            ] {
+                assert!(allowed.contains(name), "{name} must be allowed");
+            }
+        }
+
+        #[test]
+        fn namespace_mask_covers_every_new_flag() {
+            for flag in [
+                libc::CLONE_NEWNS,
+                libc::CLONE_NEWUTS,
+                libc::CLONE_NEWIPC,
+                libc::CLONE_NEWUSER,
+                libc::CLONE_NEWPID,
+                libc::CLONE_NEWNET,
+                libc::CLONE_NEWCGROUP,
+                0x80, // CLONE_NEWTIME
+            ] {
+                assert_ne!(CLONE_NAMESPACE_FLAGS & flag as u64, 0, "{flag:#x}");
+            }
+            let thread_flags = (libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SIGHAND
+                | libc::CLONE_THREAD
+                | libc::CLONE_SYSVSEM
+                | libc::CLONE_SETTLS
+                | libc::CLONE_PARENT_SETTID
+                | libc::CLONE_CHILD_CLEARTID) as u64;
+            assert_eq!(CLONE_NAMESPACE_FLAGS & thread_flags, 0);
+            assert_eq!(CLONE_NAMESPACE_FLAGS & libc::SIGCHLD as u64, 0);
+        }
+
+        #[test]
+        fn build_filters_returns_three_programs() {
+            let filters = build_filters().expect("the policy compiles");
+            assert_eq!(filters.len(), 3);
+            for program in &filters {
+                assert!(!program.is_empty());
+                assert!(
+                    program.len() < 4096,
+                    "a BPF program is limited to 4096 insns"
+                );
+            }
+            assert_eq!(filters[2], arch_filter());
+        }
+
+        /// A tiny classic-BPF interpreter, enough for the instructions seccompiler and
+        /// `arch_filter` emit, so the programs' decisions can be checked without installing them.
+        fn run(program: &[sock_filter], nr: i64, arch: u32, args: [u64; 6]) -> u32 {
+            let mut data = Vec::with_capacity(64);
+            data.extend_from_slice(&(nr as i32).to_ne_bytes());
+            data.extend_from_slice(&arch.to_ne_bytes());
+            data.extend_from_slice(&0u64.to_ne_bytes());
+            for arg in args {
+                data.extend_from_slice(&arg.to_ne_bytes());
+            }
+            let mut acc: u32 = 0;
+            let mut pc = 0usize;
+            loop {
+                let i = &program[pc];
+                match i.code {
+                    0x20 => {
+                        let k = i.k as usize;
+                        acc = u32::from_ne_bytes(data[k..k + 4].try_into().unwrap());
+                    }
+                    0x54 => acc &= i.k, // BPF_ALU | BPF_AND | BPF_K
+                    0x05 => {
+                        pc += i.k as usize; // BPF_JMP | BPF_JA
+                    }
+                    0x15 | 0x25 | 0x35 | 0x45 => {
+                        let taken = match i.code {
+                            0x15 => acc == i.k,
+                            0x25 => acc > i.k,
+                            0x35 => acc >= i.k,
+                            _ => acc & i.k != 0,
+                        };
+                        pc += usize::from(if taken { i.jt } else { i.jf });
+                    }
+                    0x06 => return i.k,
+                    other => panic!("unexpected BPF opcode {other:#x}"),
+                }
+                pc += 1;
+            }
+        }
+
+        const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+        const KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
+        const RET_EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        const RET_ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+
+        /// What the kernel returns with all three filters installed in `build_filters` order:
+        /// the last installed runs first, highest precedence wins, ties go to the first seen.
+        fn decide(nr: i64, arch: u32, args: [u64; 6]) -> u32 {
+            let filters = build_filters().unwrap();
+            let precedence = |ret: u32| match ret & libc::SECCOMP_RET_ACTION_FULL {
+                KILL => 7,
+                libc::SECCOMP_RET_KILL_THREAD => 6,
+                libc::SECCOMP_RET_TRAP => 5,
+                libc::SECCOMP_RET_ERRNO => 4,
+                libc::SECCOMP_RET_TRACE => 2,
+                libc::SECCOMP_RET_LOG => 1,
+                _ => 0,
+            };
+            let mut best: Option<u32> = None;
+            for program in filters.iter().rev() {
+                let ret = run(program, nr, arch, args);
+                best = match best {
+                    Some(b) if precedence(ret) <= precedence(b) => Some(b),
+                    _ => Some(ret),
+                };
+            }
+            best.unwrap()
+        }
+
+        fn native(nr: i64, args: [u64; 6]) -> u32 {
+            decide(nr, AUDIT_ARCH_X86_64, args)
+        }
+
+        #[test]
+        fn decisions_follow_the_tables() {
+            for entry in ALLOWED.iter().filter(|e| e.args == ArgRule::Any) {
+                assert_eq!(native(entry.nr, [0; 6]), ALLOW, "{}", entry.name);
+            }
+            for entry in DENIED {
+                let want = libc::SECCOMP_RET_ERRNO | entry.errno as u32;
+                assert_eq!(native(entry.nr, [0; 6]), want, "{}", entry.name);
+            }
+            // Unlisted syscalls (vhangup, a future number) get EPERM.
+            assert_eq!(native(libc::SYS_vhangup, [0; 6]), RET_EPERM);
+            assert_eq!(native(470, [0; 6]), RET_EPERM);
+        }
+
+        #[test]
+        fn clone_is_checked_flag_by_flag() {
+            let threads = (libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SIGHAND
+                | libc::CLONE_THREAD
+                | libc::CLONE_SYSVSEM
+                | libc::CLONE_SETTLS
+                | libc::CLONE_PARENT_SETTID
+                | libc::CLONE_CHILD_CLEARTID) as u64;
+            let clone = libc::SYS_clone;
+            assert_eq!(native(clone, [threads, 0, 0, 0, 0, 0]), ALLOW);
+            assert_eq!(native(clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), ALLOW);
+            for bit in 0..32 {
+                let flag = 1u64 << bit;
+                let want = if CLONE_NAMESPACE_FLAGS & flag != 0 {
+                    RET_EPERM
+                } else {
+                    ALLOW
+                };
+                assert_eq!(
+                    native(clone, [flag | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+                    want
+                );
+            }
+            // The kernel reads only the low 32 bits; so does the rule.
+            assert_eq!(native(clone, [1 << 40, 0, 0, 0, 0, 0]), ALLOW);
+            assert_eq!(native(libc::SYS_clone3, [0; 6]), RET_ENOSYS);
+        }
+
+        #[test]
+        #[allow(clippy::unnecessary_cast)] // `Ioctl` is `c_ulong` on glibc, `c_int` on musl
+        fn ioctl_personality_and_socket_rules() {
+            let ioctl = libc::SYS_ioctl;
+            assert_eq!(
+                native(ioctl, [0, libc::TIOCSTI as u64, 0, 0, 0, 0]),
+                RET_EPERM
+            );
+            assert_eq!(
+                native(ioctl, [0, libc::TIOCLINUX as u64, 0, 0, 0, 0]),
+                RET_EPERM
+            );
+            // The kernel truncates the request to 32 bits, and so does the comparison.
+            let high = (1u64 << 32) | libc::TIOCSTI as u64;
+            assert_eq!(native(ioctl, [0, high, 0, 0, 0, 0]), RET_EPERM);
+            assert_eq!(native(ioctl, [0, libc::TCGETS as u64, 0, 0, 0, 0]), ALLOW);
+            assert_eq!(native(ioctl, [0, libc::FIONREAD as u64, 0, 0, 0, 0]), ALLOW);
+
+            let personality = libc::SYS_personality;
+            assert_eq!(native(personality, [0; 6]), ALLOW);
+            assert_eq!(native(personality, [0xffff_ffff, 0, 0, 0, 0, 0]), ALLOW);
+            assert_eq!(native(personality, [0x0040000, 0, 0, 0, 0, 0]), RET_EPERM);
+            assert_eq!(native(personality, [8, 0, 0, 0, 0, 0]), RET_EPERM);
+
+            let flags = (libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as u64;
+            for nr in [libc::SYS_socket, libc::SYS_socketpair] {
+                for &(_, family) in SOCKET_FAMILIES {
+                    for &(_, ty) in SOCKET_TYPES {
+                        let args = [family as u64, ty as u64 | flags, 0, 0, 0, 0];
+                        assert_eq!(native(nr, args), ALLOW, "{family} {ty}");
+                    }
+                    for ty in [libc::SOCK_RAW, 10 /* SOCK_PACKET */, libc::SOCK_RDM] {
+                        let args = [family as u64, ty as u64 | flags, 0, 0, 0, 0];
+                        assert_eq!(native(nr, args), RET_EPERM, "{family} {ty}");
+                    }
+                }
+                for family in [
+                    libc::AF_NETLINK,
+                    libc::AF_PACKET,
+                    libc::AF_VSOCK,
+                    libc::AF_BLUETOOTH,
+                    libc::AF_ALG,
+                    libc::AF_KEY,
+                ] {
+                    let args = [family as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0];
+                    assert_eq!(native(nr, args), RET_EPERM, "family {family}");
+                }
+            }
+        }
+
+        #[test]
+        fn foreign_arch_and_x32_are_killed() {
+            let x32_getpid = libc::SYS_getpid | X32_SYSCALL_BIT as i64;
+            assert_eq!(native(x32_getpid, [0; 6]), KILL);
+            assert_eq!(native(libc::SYS_getpid, [0; 6]), ALLOW);
+            const AUDIT_ARCH_I386: u32 = 3 | 0x4000_0000;
+            assert_eq!(decide(20, AUDIT_ARCH_I386, [0; 6]), KILL);
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Validation of a [`LaunchSpec`]: the launcher runs this on every spec it receives, treating
+//! the controller's request as untrusted input.
+
+use std::fmt;
+
+use bulkhead_shared::{validate_workspace_id, LaunchSpec};
+
+use crate::defaults::*;
+
+/// Who is calling the launcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The launcher runs with privilege (root, setuid or file capabilities).
+    pub privileged: bool,
+    /// Real uid of the caller.
+    pub uid: u32,
+    /// Real gid of the caller.
+    pub gid: u32,
+}
+
+/// A refused spec field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// Field name.
+    pub field: &'static str,
+    /// What is wrong and what to do.
+    pub detail: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid launch spec field `{}`: {}",
+            self.field, self.detail
+        )
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+fn err(field: &'static str, detail: impl Into<String>) -> Result<(), SpecError> {
+    Err(SpecError {
+        field,
+        detail: detail.into(),
+    })
+}
+
+/// Longest host path accepted.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Checks an absolute, normalized host path: starts with `/`, no `.`/`..`/empty components,
+/// no NUL, bounded length.
+pub fn check_abs_path(field: &'static str, p: &str) -> Result<(), SpecError> {
+    if p.len() > MAX_PATH_LEN {
+        return err(field, format!("path is longer than {MAX_PATH_LEN} bytes"));
+    }
+    if !p.starts_with('/') {
+        return err(field, format!("{p:?} is not an absolute path"));
+    }
+    if p.contains('\0') {
+        return err(field, "path contains a NUL byte");
+    }
+    if p == "/" {
+        return err(field, "the host root cannot be used");
+    }
+    for c in p[1..].split('/') {
+        if c.is_empty() || c == "." || c == ".." {
+            return err(
+                field,
+                format!("{p:?} is not normalized (empty, '.' or '..' component)"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_range(field: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), SpecError> {
+    if v < lo || v > hi {
+        return err(
+            field,
+            format!("{v} is outside the allowed range {lo}..={hi}"),
+        );
+    }
+    Ok(())
+}
+
+/// Validates every field of `spec` for `caller`.
+pub fn validate_spec(spec: &LaunchSpec, caller: Caller) -> Result<(), SpecError> {
+    if let Err(e) = validate_workspace_id(&spec.workspace_id) {
+        return err("workspace_id", e.to_string());
+    }
+    check_abs_path("workspace_dir", &spec.workspace_dir)?;
+    let h = &spec.hostname;
+    if h.is_empty()
+        || h.len() > 63
+        || h.starts_with('-')
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return err(
+            "hostname",
+            format!("{h:?} is not a hostname ([a-z0-9-]{{1,63}})"),
+        );
+    }
+    if caller.privileged {
+        if spec.host_uid == 0 || spec.host_gid == 0 {
+            return err("host_uid", "a sandbox never runs as host root");
+        }
+        if !in_host_id_range(spec.host_uid) || !in_host_id_range(spec.host_gid) {
+            return err(
+                "host_uid",
+                format!(
+                    "{}:{} is outside the configured host id range {}..{}",
+                    spec.host_uid,
+                    spec.host_gid,
+                    HOST_ID_RANGE_START,
+                    u64::from(HOST_ID_RANGE_START) + u64::from(HOST_ID_RANGE_LEN)
+                ),
+            );
+        }
+    } else if spec.host_uid != caller.uid || spec.host_gid != caller.gid {
+        return err(
+            "host_uid",
+            format!(
+                "a rootless launcher can only map the caller's own ids ({}:{}), not {}:{}",
+                caller.uid, caller.gid, spec.host_uid, spec.host_gid
+            ),
+        );
+    }
+    let l = &spec.limits;
+    check_range(
+        "limits.memory_bytes",
+        l.memory_bytes,
+        MIN_MEMORY_BYTES,
+        MAX_MEMORY_BYTES,
+    )?;
+    check_range("limits.swap_bytes", l.swap_bytes, 0, MAX_MEMORY_BYTES)?;
+    check_range(
+        "limits.pids",
+        l.pids.into(),
+        MIN_PIDS.into(),
+        MAX_PIDS.into(),
+    )?;
+    check_range("limits.cpu_weight", l.cpu_weight.into(), 1, 10_000)?;
+    if l.cpu_quota_us != 0 {
+        check_range("limits.cpu_period_us", l.cpu_period_us, 1_000, 1_000_000)?;
+        check_range("limits.cpu_quota_us", l.cpu_quota_us, 1_000, 1_000_000_000)?;
+    }
+    check_range("limits.tmp_bytes", l.tmp_bytes, 1 << 20, MAX_TMPFS_BYTES)?;
+    check_range("limits.shm_bytes", l.shm_bytes, 1 << 20, MAX_TMPFS_BYTES)?;
+    check_range("limits.nofile", l.nofile.into(), 64, MAX_NOFILE.into())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            workspace_id: "acme".into(),
+            workspace_dir: "/var/lib/bulkhead/workspaces/acme/files".into(),
+            workspace_writable: true,
+            host_uid: 1000,
+            host_gid: 1000,
+            hostname: "acme".into(),
+            limits: default_limits(),
+        }
+    }
+    const ROOTLESS: Caller = Caller {
+        privileged: false,
+        uid: 1000,
+        gid: 1000,
+    };
+    const ROOT: Caller = Caller {
+        privileged: true,
+        uid: 0,
+        gid: 0,
+    };
+
+    #[test]
+    fn default_spec_is_valid_rootless() {
+        validate_spec(&spec(), ROOTLESS).unwrap();
+    }
+
+    #[test]
+    fn privileged_needs_range_and_never_root() {
+        let mut s = spec();
+        assert_eq!(validate_spec(&s, ROOT).unwrap_err().field, "host_uid");
+        s.host_uid = HOST_ID_RANGE_START + 5;
+        s.host_gid = HOST_ID_RANGE_START + 5;
+        validate_spec(&s, ROOT).unwrap();
+        s.host_uid = 0;
+        assert!(validate_spec(&s, ROOT).unwrap_err().detail.contains("root"));
+    }
+
+    #[test]
+    fn rootless_cannot_pick_other_ids() {
+        let mut s = spec();
+        s.host_uid = 0;
+        assert_eq!(validate_spec(&s, ROOTLESS).unwrap_err().field, "host_uid");
+    }
+
+    #[test]
+    fn bad_paths_are_refused() {
+        for p in [
+            "relative",
+            "/",
+            "/a/../etc",
+            "/a//b",
+            "/a/./b",
+            "/a/b/",
+            "/a\0b",
+        ] {
+            let mut s = spec();
+            s.workspace_dir = p.into();
+            assert_eq!(
+                validate_spec(&s, ROOTLESS).unwrap_err().field,
+                "workspace_dir",
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        let mut s = spec();
+        s.limits.memory_bytes = 1;
+        assert_eq!(
+            validate_spec(&s, ROOTLESS).unwrap_err().field,
+            "limits.memory_bytes"
+        );
+        let mut s = spec();
+        s.limits.pids = u32::MAX;
+        assert_eq!(
+            validate_spec(&s, ROOTLESS).unwrap_err().field,
+            "limits.pids"
+        );
+        let mut s = spec();
+        s.limits.cpu_weight = 0;
+        assert_eq!(
+            validate_spec(&s, ROOTLESS).unwrap_err().field,
+            "limits.cpu_weight"
+        );
+    }
+
+    #[test]
+    fn bad_ids_and_hostnames_are_refused() {
+        let mut s = spec();
+        s.workspace_id = "../x".into();
+        assert_eq!(
+            validate_spec(&s, ROOTLESS).unwrap_err().field,
+            "workspace_id"
+        );
+        let mut s = spec();
+        s.hostname = "a b".into();
+        assert_eq!(validate_spec(&s, ROOTLESS).unwrap_err().field, "hostname");
+    }
+}

@@ -1,1 +1,529 @@
-fn main() {}
+//! `bulkhead-launch`: builds one sandbox, then becomes its supervisor.
+//!
+//! Started by the controller with the controller's socket on fd 3 and a report pipe on
+//! fd 1. It reads one [`LaunchSpec`], re-validates it, and follows this sequence (the README
+//! carries the same list; a test keeps them in step):
+//!
+//! 1. sanitize: not dumpable, no core dumps, close every fd but 0-3, fd 3 must be a socket
+//! 2. spec: read the launch spec (5 s deadline) and re-validate every field
+//! 3. cgroup: create the sandbox cgroup under the launcher's own cgroup and write its limits
+//! 4. namespaces: clone into new user, mount, pid, net, ipc and uts namespaces; the child
+//!    waits, is moved into the cgroup, then unshares a cgroup namespace
+//! 5. id maps: the parent writes `setgroups=deny` and maps uid/gid 1000 inside to one
+//!    unprivileged host id (never host root); the child becomes uid/gid 1000
+//! 6. mounts: tmpfs root, read-only `/usr`, minimal `/etc` and `/dev`, capped `/tmp` and
+//!    `/dev/shm`, fresh `/proc`, `/workspace`, `pivot_root`, old root detached, `/` read-only
+//! 7. network: loopback up, hostname set
+//! 8. rlimits: no core dumps, open-file limit
+//! 9. capabilities: securebits locked, bounding set, ambient, inheritable, permitted and
+//!    effective sets all emptied
+//! 10. no_new_privs: set, so no exec can gain privileges
+//! 11. landlock: writes only under `/workspace`, `/tmp`, `/dev/shm` and a few devices;
+//!     signal and abstract-socket scoping where the kernel has it
+//! 12. seccomp: the policy's filters, installed last (single-threaded, checked)
+//! 13. exec: fds 0-2 to `/dev/null`, every other fd but the socket closed, exec the worker
+//!
+//! Any failed step sends a [`SetupError`] on the socket, exits with `80 + step`, and leaves
+//! no sandbox behind. The parent then supervises: it waits for the worker, kills it on
+//! SIGTERM/SIGINT/SIGHUP, reports OOM kills, and removes the cgroup.
+
+mod cgroup;
+mod fs;
+mod landlock;
+mod sys;
+
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use bulkhead_policy::defaults::{SANDBOX_GID, SANDBOX_UID};
+use bulkhead_policy::mounts::Planned;
+use bulkhead_policy::{validate_spec, Caller};
+use bulkhead_shared::exit::{LAUNCH_PROTOCOL, LAUNCH_USAGE, LAUNCH_WORKER_ERROR};
+use bulkhead_shared::frame::encode_frame;
+use bulkhead_shared::{
+    ControllerMsg, LaunchSpec, LauncherReport, SetupError, SetupStep, WorkerEnd,
+};
+
+/// The controller's socket.
+const SOCK_FD: RawFd = 3;
+/// Where the worker binary's descriptor sits just before exec.
+const WORKER_FD: RawFd = 4;
+/// The trusted report pipe to the controller (the sandbox never holds it).
+const REPORT_FD: RawFd = 1;
+/// Name of the worker binary, found next to this executable.
+const WORKER_NAME: &str = "bulkhead-worker";
+
+const USAGE: &str = "usage: bulkhead-launch\n\
+    Builds one sandbox and runs bulkhead-worker in it. Started by `bulkhead`, which passes \
+    its socket as fd 3 and a report pipe as fd 1; not meant to be run by hand.\n\
+    Exit codes: 0 ok, 1 worker error, 64 usage, 65 protocol, 80+step setup failure, \
+    128+n worker killed by signal n.";
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        None => {}
+        Some("--version") => {
+            println!("bulkhead-launch {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return;
+        }
+        Some(other) => {
+            eprintln!("bulkhead-launch: unexpected argument {other:?}\n{USAGE}");
+            std::process::exit(LAUNCH_USAGE);
+        }
+    }
+    std::process::exit(run());
+}
+
+fn err(step: SetupStep, e: &std::io::Error, path: &str, detail: impl Into<String>) -> SetupError {
+    SetupError {
+        step,
+        errno: e.raw_os_error().unwrap_or(0),
+        path: path.to_string(),
+        detail: format!("{}: {e}", detail.into()),
+    }
+}
+
+fn plain(step: SetupStep, path: &str, detail: impl Into<String>) -> SetupError {
+    SetupError {
+        step,
+        errno: 0,
+        path: path.to_string(),
+        detail: detail.into(),
+    }
+}
+
+/// Sends the failure to the controller and returns the exit code for it.
+fn report_failure(end: &mut WorkerEnd, e: SetupError) -> i32 {
+    let code = e.step.exit_code();
+    let _ = end.setup_failed(e);
+    code
+}
+
+fn report(msg: &LauncherReport) {
+    if let Ok(buf) = encode_frame(msg) {
+        let _ = sys::write_all(REPORT_FD, &buf);
+    }
+}
+
+/// Everything the child needs, prepared by the parent before cloning.
+struct Prepared {
+    spec: LaunchSpec,
+    mounts: Vec<Planned>,
+    filters: Vec<seccompiler::BpfProgram>,
+    workspace_fd: RawFd,
+    worker_fd: RawFd,
+    cap_last: u32,
+    landlock_abi: u32,
+}
+
+fn run() -> i32 {
+    // 1. sanitize
+    if !sys::is_socket(SOCK_FD) {
+        eprintln!("bulkhead-launch: fd 3 is not a socket\n{USAGE}");
+        return LAUNCH_USAGE;
+    }
+    // SAFETY: fd 3 is an open socket (checked above) that nothing else in this process owns.
+    let sock = unsafe { UnixStream::from_raw_fd(SOCK_FD) };
+    let mut end = WorkerEnd::new(sock);
+    if let Err(e) = sanitize() {
+        return report_failure(&mut end, e);
+    }
+
+    // 2. spec
+    let _ = end.socket().set_read_timeout(Some(Duration::from_secs(5)));
+    let spec = match end.recv() {
+        Ok(ControllerMsg::Launch(spec)) => spec,
+        Ok(other) => {
+            let _ = end.setup_failed(plain(
+                SetupStep::Spec,
+                "",
+                format!("protocol error: expected Launch, got {}", msg_name(&other)),
+            ));
+            return LAUNCH_PROTOCOL;
+        }
+        Err(e) => {
+            let _ = end.setup_failed(plain(SetupStep::Spec, "", format!("reading the spec: {e}")));
+            return LAUNCH_PROTOCOL;
+        }
+    };
+    let _ = end.socket().set_read_timeout(None);
+    let (uid, gid, euid) = sys::ids();
+    let caller = Caller {
+        privileged: euid == 0,
+        uid,
+        gid,
+    };
+    if let Err(e) = validate_spec(&spec, caller) {
+        return report_failure(&mut end, plain(SetupStep::Spec, "", e.to_string()));
+    }
+    let (host_uid, host_gid) = if caller.privileged {
+        (spec.host_uid, spec.host_gid)
+    } else {
+        (uid, gid)
+    };
+
+    let prepared = match prepare(spec, host_uid) {
+        Ok(p) => p,
+        Err(e) => return report_failure(&mut end, e),
+    };
+
+    // 3. cgroup
+    let name = format!("{}-{}", prepared.spec.workspace_id, std::process::id());
+    let cg = match cgroup::plan_for_self(&name, &prepared.spec.limits)
+        .and_then(|p| cgroup::create(&p))
+    {
+        Ok(cg) => cg,
+        Err(e) => return report_failure(&mut end, e),
+    };
+
+    // 4. namespaces
+    let (go_rd, go_wr) = match sys::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            cgroup::destroy(&cg);
+            return report_failure(&mut end, err(SetupStep::Namespaces, &e, "", "pipe"));
+        }
+    };
+    let signals = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    let sigset = match sys::block_signals(&signals) {
+        Ok(s) => s,
+        Err(e) => {
+            cgroup::destroy(&cg);
+            return report_failure(
+                &mut end,
+                err(SetupStep::Namespaces, &e, "", "block signals"),
+            );
+        }
+    };
+    if caller.privileged {
+        // Root's supplementary groups (gid 0 among them) must not follow the sandbox.
+        if let Err(e) = sys::clear_groups() {
+            cgroup::destroy(&cg);
+            return report_failure(&mut end, err(SetupStep::IdMaps, &e, "", "setgroups"));
+        }
+    }
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    let pid = match sys::clone_fork(flags) {
+        Ok(0) => {
+            sys::close(go_wr);
+            child(prepared, go_rd, &mut end)
+        }
+        Ok(pid) => pid,
+        Err(e) => {
+            cgroup::destroy(&cg);
+            let hint = if e.raw_os_error() == Some(libc::EPERM)
+                || e.raw_os_error() == Some(libc::ENOSPC)
+            {
+                "clone with new namespaces was refused; unprivileged user namespaces may be disabled \
+                 (kernel.unprivileged_userns_clone, user.max_user_namespaces, AppArmor): run the \
+                 launcher privileged or enable them"
+            } else {
+                "clone with new namespaces"
+            };
+            return report_failure(&mut end, err(SetupStep::Namespaces, &e, "", hint));
+        }
+    };
+    sys::close(go_rd);
+
+    // 5. id maps, then the cgroup, then let the child go.
+    let setup = write_id_maps(pid, host_uid, host_gid).and_then(|_| cgroup::attach(&cg, pid));
+    if let Err(e) = setup {
+        let _ = sys::kill(pid, libc::SIGKILL);
+        let _ = sys::waitpid(pid, false);
+        cgroup::destroy(&cg);
+        return report_failure(&mut end, e);
+    }
+    if let Err(e) = sys::write_all(go_wr, b"g") {
+        let _ = sys::kill(pid, libc::SIGKILL);
+        let _ = sys::waitpid(pid, false);
+        cgroup::destroy(&cg);
+        return report_failure(
+            &mut end,
+            err(SetupStep::Namespaces, &e, "", "release the child"),
+        );
+    }
+    sys::close(go_wr);
+    // The socket now belongs to the child alone: the controller sees EOF when it dies.
+    drop(end);
+    report(&LauncherReport::Ready {
+        worker_pid: pid as u32,
+        cgroup_version: cg.version,
+        cgroup_dirs: cg.dirs.iter().map(|d| d.display().to_string()).collect(),
+        oom_file: cg.oom_file.display().to_string(),
+        privileged: caller.privileged,
+    });
+    supervise(pid, &sigset, &cg)
+}
+
+fn msg_name(m: &ControllerMsg) -> &'static str {
+    match m {
+        ControllerMsg::Launch(_) => "Launch",
+        ControllerMsg::Request { .. } => "Request",
+        ControllerMsg::Cancel { .. } => "Cancel",
+        ControllerMsg::Shutdown => "Shutdown",
+    }
+}
+
+fn sanitize() -> Result<(), SetupError> {
+    let e = |x: std::io::Error, what: &str| err(SetupStep::Sanitize, &x, "", what);
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(|x| e(x, "PR_SET_DUMPABLE"))?;
+    sys::setrlimit(libc::RLIMIT_CORE, 0, 0).map_err(|x| e(x, "RLIMIT_CORE"))?;
+    sys::close_from(SOCK_FD as u32 + 1).map_err(|x| e(x, "close_range"))?;
+    sys::set_cloexec(SOCK_FD, true).map_err(|x| e(x, "cloexec on the socket"))?;
+    Ok(())
+}
+
+/// Everything that reads the host: done by the parent before cloning, so the child needs
+/// no host path after it enters its namespaces.
+fn prepare(spec: LaunchSpec, host_uid: u32) -> Result<Prepared, SetupError> {
+    let ws = &spec.workspace_dir;
+    let workspace_fd = sys::open_dir_nofollow(ws).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                "a component of the workspace path is a symlink; refusing to follow it"
+            }
+            Some(libc::ENOENT) => "the workspace directory does not exist",
+            Some(libc::ENOTDIR) => "the workspace path is not a directory",
+            _ => "cannot open the workspace directory",
+        };
+        err(SetupStep::Mounts, &e, ws, why)
+    })?;
+    let (owner, _, _) =
+        sys::fd_owner(workspace_fd).map_err(|e| err(SetupStep::Mounts, &e, ws, "stat"))?;
+    if owner != host_uid {
+        return Err(plain(
+            SetupStep::Mounts,
+            ws,
+            format!(
+                "the workspace directory is owned by uid {owner}, not by the sandbox's uid {host_uid}; \
+                 bulkhead only mounts directories it prepared (recreate the workspace)"
+            ),
+        ));
+    }
+    // A detached copy of exactly that directory, attached inside the sandbox's mount
+    // namespace (a plain descriptor from this namespace cannot be bind-mounted there).
+    let tree_fd = sys::open_tree_clone(workspace_fd).map_err(|e| {
+        err(
+            SetupStep::Mounts,
+            &e,
+            ws,
+            "clone the workspace mount (open_tree needs Linux ≥ 5.2)",
+        )
+    })?;
+    sys::close(workspace_fd);
+    let workspace_fd = tree_fd;
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map_err(|e| err(SetupStep::Exec, &e, "/proc/self/exe", "locate the launcher"))?;
+    let worker = exe.with_file_name(WORKER_NAME);
+    let worker = worker.to_string_lossy().into_owned();
+    let worker_fd = sys::open_path(&worker).map_err(|e| {
+        err(
+            SetupStep::Exec,
+            &e,
+            &worker,
+            "open the worker (it must sit next to bulkhead-launch)",
+        )
+    })?;
+    let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63);
+    let landlock_abi = sys::landlock_abi().map_err(|e| {
+        err(SetupStep::Landlock, &e, "", "landlock is not available in this kernel (needs Linux ≥ 5.13 with landlock in the lsm= list)")
+    })?;
+    if landlock_abi < bulkhead_policy::landlock::MIN_ABI {
+        return Err(plain(
+            SetupStep::Landlock,
+            "",
+            format!(
+                "landlock ABI {landlock_abi} is below the required {}",
+                bulkhead_policy::landlock::MIN_ABI
+            ),
+        ));
+    }
+    let filters = bulkhead_policy::seccomp::build_filters()
+        .map_err(|e| plain(SetupStep::Seccomp, "", e.to_string()))?;
+    let mounts = bulkhead_policy::mounts::plan(&spec, &fs::probe_host);
+    Ok(Prepared {
+        spec,
+        mounts,
+        filters,
+        workspace_fd,
+        worker_fd,
+        cap_last,
+        landlock_abi,
+    })
+}
+
+fn write_id_maps(pid: libc::pid_t, host_uid: u32, host_gid: u32) -> Result<(), SetupError> {
+    let w = |file: &str, val: String| {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, val).map_err(|e| err(SetupStep::IdMaps, &e, &path, "write"))
+    };
+    w("setgroups", "deny".into())?;
+    w("uid_map", format!("{SANDBOX_UID} {host_uid} 1\n"))?;
+    w("gid_map", format!("{SANDBOX_GID} {host_gid} 1\n"))
+}
+
+/// The child: steps 4 (cgroup ns) to 13, then exec. Never returns.
+fn child(p: Prepared, go_rd: RawFd, end: &mut WorkerEnd) -> ! {
+    let mut b = [0u8; 1];
+    if !matches!(sys::read(go_rd, &mut b), Ok(1)) {
+        // The parent failed and reports it.
+        sys::exit_now(SetupStep::IdMaps.exit_code());
+    }
+    sys::close(go_rd);
+    match setup_child(&p) {
+        Ok(()) => {
+            let argv = [c"bulkhead-worker"];
+            let envp = [c"PATH=/usr/local/bin:/usr/bin:/bin"];
+            let e = sys::execveat_fd(WORKER_FD, &argv, &envp);
+            let code = report_failure(
+                end,
+                err(SetupStep::Exec, &e, WORKER_NAME, "exec the worker"),
+            );
+            sys::exit_now(code)
+        }
+        Err(e) => {
+            let code = report_failure(end, e);
+            sys::exit_now(code)
+        }
+    }
+}
+
+fn setup_child(p: &Prepared) -> Result<(), SetupError> {
+    use SetupStep as S;
+    // 4. the cgroup namespace, now that we sit in the sandbox's cgroup.
+    sys::unshare(libc::CLONE_NEWCGROUP)
+        .map_err(|e| err(S::Namespaces, &e, "", "unshare cgroup namespace"))?;
+    // 5. become the sandbox user (the parent wrote the maps).
+    sys::setresgid(SANDBOX_GID).map_err(|e| err(S::IdMaps, &e, "", "setresgid"))?;
+    sys::setresuid(SANDBOX_UID).map_err(|e| err(S::IdMaps, &e, "", "setresuid"))?;
+    sys::umask(0o022);
+    // 6. mounts
+    fs::build_root(&p.mounts, p.workspace_fd)?;
+    sys::close(p.workspace_fd);
+    // 7. network
+    sys::loopback_up().map_err(|e| err(S::Network, &e, "lo", "bring loopback up"))?;
+    sys::sethostname(&p.spec.hostname).map_err(|e| err(S::Network, &e, "", "sethostname"))?;
+    // 8. rlimits
+    sys::setrlimit(libc::RLIMIT_CORE, 0, 0).map_err(|e| err(S::Rlimits, &e, "", "RLIMIT_CORE"))?;
+    let nofile = u64::from(p.spec.limits.nofile);
+    sys::setrlimit(libc::RLIMIT_NOFILE, nofile, nofile)
+        .map_err(|e| err(S::Rlimits, &e, "", "RLIMIT_NOFILE"))?;
+    // Standard fds and the worker's descriptor, while /dev/null can still be opened freely.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| err(S::Exec, &e, "/dev/null", "open"))?;
+    use std::os::fd::AsRawFd;
+    for fd in 0..3 {
+        sys::dup3(null.as_raw_fd(), fd, 0).map_err(|e| err(S::Exec, &e, "", "redirect stdio"))?;
+    }
+    drop(null);
+    if p.worker_fd != WORKER_FD {
+        sys::dup3(p.worker_fd, WORKER_FD, libc::O_CLOEXEC)
+            .map_err(|e| err(S::Exec, &e, "", "dup worker fd"))?;
+    }
+    sys::close_from(WORKER_FD as u32 + 1).map_err(|e| err(S::Exec, &e, "", "close_range"))?;
+    sys::set_cloexec(SOCK_FD, false).map_err(|e| err(S::Exec, &e, "", "keep the socket"))?;
+    // 9. capabilities
+    drop_capabilities(p.cap_last)?;
+    // 10. no_new_privs
+    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
+        .map_err(|e| err(S::NoNewPrivs, &e, "", "PR_SET_NO_NEW_PRIVS"))?;
+    // 11. landlock
+    landlock::apply(p.landlock_abi)?;
+    // 12. seccomp, last, single-threaded.
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    if threads != 1 {
+        return Err(plain(
+            S::Seccomp,
+            "/proc/self/task",
+            format!("expected 1 thread before seccomp, found {threads}"),
+        ));
+    }
+    for prog in &p.filters {
+        seccompiler::apply_filter(prog)
+            .map_err(|e| plain(S::Seccomp, "", format!("install filter: {e}")))?;
+    }
+    sys::unblock_all_signals().map_err(|e| err(S::Exec, &e, "", "sigprocmask"))?;
+    Ok(())
+}
+
+fn drop_capabilities(cap_last: u32) -> Result<(), SetupError> {
+    use SetupStep as S;
+    // SECBIT_NOROOT, NO_SETUID_FIXUP, KEEP_CAPS (locked), NO_CAP_AMBIENT_RAISE, all locked.
+    const SECBITS: libc::c_ulong = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80;
+    sys::prctl(libc::PR_SET_SECUREBITS, SECBITS, 0)
+        .map_err(|e| err(S::Capabilities, &e, "", "PR_SET_SECUREBITS"))?;
+    for cap in 0..=cap_last {
+        match sys::prctl(libc::PR_CAPBSET_DROP, cap.into(), 0) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+            Err(e) => {
+                return Err(err(
+                    S::Capabilities,
+                    &e,
+                    "",
+                    format!("drop capability {cap} from the bounding set"),
+                ))
+            }
+        }
+    }
+    sys::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+    )
+    .map_err(|e| err(S::Capabilities, &e, "", "clear ambient capabilities"))?;
+    sys::capset_zero().map_err(|e| err(S::Capabilities, &e, "", "capset"))
+}
+
+/// The parent after a successful launch: wait, kill on request, clean up, report.
+fn supervise(pid: libc::pid_t, sigset: &libc::sigset_t, cg: &cgroup::Cgroup) -> i32 {
+    let status = loop {
+        match sys::sigwait(sigset) {
+            Ok(libc::SIGCHLD) => match sys::waitpid(pid, true) {
+                Ok(sys::Wait::Running) => continue,
+                Ok(w) => break w,
+                Err(_) => break sys::Wait::Exited(LAUNCH_WORKER_ERROR),
+            },
+            Ok(_) => {
+                let _ = sys::kill(pid, libc::SIGKILL);
+            }
+            Err(_) => {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                break sys::waitpid(pid, false).unwrap_or(sys::Wait::Exited(LAUNCH_WORKER_ERROR));
+            }
+        }
+    };
+    let oom_kills = cgroup::oom_kills(cg);
+    let cgroup_removed = cgroup::destroy(cg);
+    let (code, signal, exit) = match status {
+        sys::Wait::Exited(c) => (c, 0, c),
+        sys::Wait::Signaled(s) => (-1, s, 128 + s),
+        sys::Wait::Running => (-1, 0, LAUNCH_WORKER_ERROR),
+    };
+    report(&LauncherReport::Exited {
+        code,
+        signal,
+        oom_kills,
+        cgroup_removed,
+    });
+    exit
+}

@@ -1,0 +1,194 @@
+//! Step 6: the sandbox's root filesystem, built from `bulkhead_policy::mounts::plan`.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::fs::PermissionsExt;
+
+use bulkhead_policy::mounts::{HostEntry, MountOp, Planned, ROOT_TMPFS_BYTES};
+use bulkhead_shared::{SetupError, SetupStep};
+
+use crate::sys;
+
+/// Host directory the new root's tmpfs is mounted on (in our private mount namespace; the
+/// host never sees it).
+pub const STAGING: &str = "/tmp";
+
+/// What a host path is, not following symlinks (for planning).
+pub fn probe_host(path: &str) -> HostEntry {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => HostEntry::Missing,
+        Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(path) {
+            Ok(t) => HostEntry::Symlink(t.to_string_lossy().into_owned()),
+            Err(_) => HostEntry::Missing,
+        },
+        Ok(m) if m.is_dir() => HostEntry::Dir,
+        Ok(_) => HostEntry::File,
+    }
+}
+
+fn fail(path: &str, what: &str, e: io::Error) -> SetupError {
+    SetupError {
+        step: SetupStep::Mounts,
+        errno: e.raw_os_error().unwrap_or(0),
+        path: path.to_string(),
+        detail: format!("{what}: {e}"),
+    }
+}
+
+fn rel(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+fn mkdir(rel: &str) -> io::Result<()> {
+    match std::fs::create_dir(rel) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn touch(rel: &str) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(rel)
+        .map(drop)
+}
+
+fn exists(rel: &str) -> bool {
+    std::fs::symlink_metadata(rel).is_ok()
+}
+
+const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+
+fn apply(op: &MountOp, workspace_fd: RawFd) -> Result<(), SetupError> {
+    use sys::{
+        MOUNT_ATTR_NODEV as NODEV, MOUNT_ATTR_NOEXEC as NOEXEC, MOUNT_ATTR_NOSUID as NOSUID,
+        MOUNT_ATTR_RDONLY as RDONLY,
+    };
+    match op {
+        MountOp::Dir { path, mode } => {
+            let r = rel(path);
+            mkdir(r)
+                .and_then(|_| std::fs::set_permissions(r, std::fs::Permissions::from_mode(*mode)))
+                .map_err(|e| fail(path, "create directory", e))
+        }
+        MountOp::File {
+            path,
+            contents,
+            mode,
+        } => {
+            let r = rel(path);
+            std::fs::write(r, contents)
+                .and_then(|_| std::fs::set_permissions(r, std::fs::Permissions::from_mode(*mode)))
+                .map_err(|e| fail(path, "write generated file", e))
+        }
+        MountOp::Symlink { path, target } => std::os::unix::fs::symlink(target, rel(path))
+            .map_err(|e| fail(path, "create symlink", e)),
+        MountOp::Tmpfs {
+            path,
+            size,
+            mode,
+            noexec,
+        } => {
+            let r = rel(path);
+            mkdir(r).map_err(|e| fail(path, "create mount point", e))?;
+            let flags = NOSUID_NODEV | if *noexec { libc::MS_NOEXEC } else { 0 };
+            let data = format!("size={size},mode={mode:o}");
+            sys::mount(Some("tmpfs"), r, Some("tmpfs"), flags, Some(&data))
+                .map_err(|e| fail(path, "mount tmpfs", e))
+        }
+        MountOp::BindRo { host, path, dir } => {
+            let r = rel(path);
+            if *dir { mkdir(r) } else { touch(r) }
+                .map_err(|e| fail(path, "create mount point", e))?;
+            sys::mount(Some(host), r, None, libc::MS_BIND | libc::MS_REC, None)
+                .map_err(|e| fail(host, "bind host path", e))?;
+            sys::mount_setattr(r, RDONLY | NOSUID | NODEV, true)
+                .map_err(|e| fail(path, "make bind read-only", e))
+        }
+        MountOp::BindDev { host, path } => {
+            let r = rel(path);
+            touch(r).map_err(|e| fail(path, "create device mount point", e))?;
+            sys::mount(Some(host), r, None, libc::MS_BIND, None)
+                .map_err(|e| fail(host, "bind device", e))?;
+            sys::mount_setattr(r, NOSUID | NOEXEC, false)
+                .map_err(|e| fail(path, "restrict device", e))
+        }
+        MountOp::Proc { path } => sys::mount(
+            Some("proc"),
+            rel(path),
+            Some("proc"),
+            NOSUID_NODEV | libc::MS_NOEXEC,
+            None,
+        )
+        .map_err(|e| fail(path, "mount procfs", e)),
+        MountOp::Devpts { path } => sys::mount(
+            Some("devpts"),
+            rel(path),
+            Some("devpts"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )
+        .map_err(|e| fail(path, "mount devpts", e)),
+        MountOp::ReadOnly { path } => {
+            let r = rel(path);
+            if !exists(r) {
+                return Ok(());
+            }
+            sys::mount(Some(r), r, None, libc::MS_BIND | libc::MS_REC, None)
+                .and_then(|_| sys::mount_setattr(r, RDONLY | NOSUID | NODEV | NOEXEC, true))
+                .map_err(|e| fail(path, "make read-only", e))
+        }
+        MountOp::Mask { path } => {
+            let r = rel(path);
+            if !exists(r) {
+                return Ok(());
+            }
+            sys::mount(Some("/dev/null"), r, None, libc::MS_BIND, None)
+                .and_then(|_| sys::mount_setattr(r, RDONLY | NOSUID | NODEV | NOEXEC, false))
+                .map_err(|e| fail(path, "mask", e))
+        }
+        MountOp::Workspace { path, writable } => {
+            let r = rel(path);
+            mkdir(r).map_err(|e| fail(path, "create mount point", e))?;
+            // `workspace_fd` is a detached copy of the directory the launcher opened with
+            // RESOLVE_NO_SYMLINKS (open_tree): attaching it mounts exactly that directory,
+            // whatever its path points to now.
+            sys::move_mount_to(workspace_fd, r).map_err(|e| fail(path, "attach workspace", e))?;
+            let ro = if *writable { 0 } else { RDONLY };
+            sys::mount_setattr(r, ro | NOSUID | NODEV, false)
+                .map_err(|e| fail(path, "restrict workspace", e))
+        }
+    }
+}
+
+/// Builds the new root and pivots into it. Runs in the sandbox's mount namespace.
+pub fn build_root(plan: &[Planned], workspace_fd: RawFd) -> Result<(), SetupError> {
+    sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| fail("/", "make mounts private", e))?;
+    let data = format!("size={ROOT_TMPFS_BYTES},mode=755");
+    sys::mount(
+        Some("tmpfs"),
+        STAGING,
+        Some("tmpfs"),
+        NOSUID_NODEV,
+        Some(&data),
+    )
+    .map_err(|e| fail(STAGING, "mount root tmpfs", e))?;
+    std::env::set_current_dir(STAGING).map_err(|e| fail(STAGING, "enter new root", e))?;
+    for p in plan {
+        apply(&p.op, workspace_fd)?;
+    }
+    sys::pivot_root(".", ".").map_err(|e| fail("/", "pivot_root", e))?;
+    sys::umount2(".", libc::MNT_DETACH).map_err(|e| fail("/", "detach old root", e))?;
+    std::env::set_current_dir("/").map_err(|e| fail("/", "chdir", e))?;
+    sys::mount(
+        None,
+        "/",
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | NOSUID_NODEV,
+        None,
+    )
+    .map_err(|e| fail("/", "remount root read-only", e))
+}

@@ -1,0 +1,515 @@
+//! Every syscall the launcher makes that std does not wrap: one `unsafe` block per syscall,
+//! each in a function returning `io::Result`, each with its `SAFETY:` line.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::RawFd;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `prctl` with integer arguments.
+pub fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> io::Result<libc::c_int> {
+    // SAFETY: prctl with integer arguments only; no pointers are passed.
+    check(unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) })
+}
+
+/// `setrlimit`.
+pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid rlimit that outlives the call.
+    check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
+}
+
+/// `close_range(first, u32::MAX, 0)`.
+pub fn close_from(first: u32) -> io::Result<()> {
+    // SAFETY: closes descriptors only; the caller owns every fd at or above `first`.
+    check_long(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) }).map(drop)
+}
+
+/// `dup3(old, new, flags)`.
+pub fn dup3(old: RawFd, new: RawFd, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain descriptor duplication.
+    check(unsafe { libc::dup3(old, new, flags) }).map(drop)
+}
+
+/// `fcntl(F_SETFD, cloexec)`.
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD on a descriptor with an integer argument.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flag) }).map(drop)
+}
+
+/// Whether `fd` is an open socket.
+pub fn is_socket(fd: RawFd) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: `st` is a valid out-pointer for one stat struct.
+    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    // SAFETY: fstat succeeded (r == 0), so `st` is initialized.
+    r == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+}
+
+/// `pipe2(O_CLOEXEC)` → (read, write).
+pub fn pipe() -> io::Result<(RawFd, RawFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((fds[0], fds[1]))
+}
+
+/// `close(fd)`, errors ignored.
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and does not use it again.
+    unsafe { libc::close(fd) };
+}
+
+/// `write` of a whole small buffer.
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// `read` into `buf`.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// fork-like `clone(flags | SIGCHLD)` with no new stack: returns 0 in the child.
+///
+/// The process is single-threaded (checked by the caller), so the child may keep running
+/// ordinary Rust code.
+pub fn clone_fork(flags: libc::c_int) -> io::Result<libc::pid_t> {
+    // SAFETY: raw clone without CLONE_VM and a NULL stack behaves like fork(2): the child
+    // gets a copy of the address space. The caller is single-threaded, so no lock can be
+    // held by another thread in the copy.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    check_long(r).map(|p| p as libc::pid_t)
+}
+
+/// `unshare(flags)`.
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer flags only.
+    check(unsafe { libc::unshare(flags) }).map(drop)
+}
+
+/// `setgroups(0, NULL)`: drop supplementary groups.
+pub fn clear_groups() -> io::Result<()> {
+    // SAFETY: a zero-length list with a NULL pointer is valid.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) }).map(drop)
+}
+
+/// `setresgid(g, g, g)`.
+pub fn setresgid(g: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setresgid(g, g, g) }).map(drop)
+}
+
+/// `setresuid(u, u, u)`.
+pub fn setresuid(u: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setresuid(u, u, u) }).map(drop)
+}
+
+/// `mount(2)`; `None` arguments are passed as NULL.
+pub fn mount(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let source = source.map(cstr).transpose()?;
+    let target = cstr(target)?;
+    let fstype = fstype.map(cstr).transpose()?;
+    let data = data.map(cstr).transpose()?;
+    let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is NULL or a NUL-terminated string alive for the call.
+    check(unsafe {
+        libc::mount(
+            p(&source),
+            target.as_ptr(),
+            p(&fstype),
+            flags,
+            p(&data).cast(),
+        )
+    })
+    .map(drop)
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// `MOUNT_ATTR_NOSUID`.
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+/// `MOUNT_ATTR_NODEV`.
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+/// `MOUNT_ATTR_NOEXEC`.
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// `mount_setattr(AT_FDCWD, path, AT_RECURSIVE?, {set})`.
+pub fn mount_setattr(path: &str, set: u64, recursive: bool) -> io::Result<()> {
+    let p = cstr(path)?;
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags: libc::c_uint = if recursive {
+        libc::AT_RECURSIVE as libc::c_uint
+    } else {
+        0
+    };
+    // SAFETY: `p` is NUL-terminated and `attr` is a valid mount_attr of the size passed.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// `umount2(target, flags)`.
+pub fn umount2(target: &str, flags: libc::c_int) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: `t` is NUL-terminated.
+    check(unsafe { libc::umount2(t.as_ptr(), flags) }).map(drop)
+}
+
+/// `pivot_root(new, old)`.
+pub fn pivot_root(new: &str, old: &str) -> io::Result<()> {
+    let n = cstr(new)?;
+    let o = cstr(old)?;
+    // SAFETY: both strings are NUL-terminated.
+    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) }).map(drop)
+}
+
+/// `openat2(AT_FDCWD, path, O_PATH|O_DIRECTORY|O_CLOEXEC, RESOLVE_NO_SYMLINKS|NO_MAGICLINKS)`:
+/// opens a directory without following a symlink in any component.
+pub fn open_dir_nofollow(path: &str) -> io::Result<RawFd> {
+    let p = cstr(path)?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `p` is NUL-terminated and `how` is a valid open_how of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    check_long(r).map(|fd| fd as RawFd)
+}
+
+/// `open_tree(fd, "", OPEN_TREE_CLONE|OPEN_TREE_CLOEXEC|AT_EMPTY_PATH)`: a detached copy of
+/// the mount at `fd`, which another mount namespace can attach with [`move_mount_to`].
+pub fn open_tree_clone(fd: RawFd) -> io::Result<RawFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: `fd` is an open descriptor and the empty path is a static C string.
+    let r = unsafe { libc::syscall(libc::SYS_open_tree, fd, c"".as_ptr(), flags) };
+    check_long(r).map(|fd| fd as RawFd)
+}
+
+/// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attaches a detached mount.
+pub fn move_mount_to(fd: RawFd, target: &str) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let t = cstr(target)?;
+    // SAFETY: `fd` is a detached mount from open_tree; both paths are NUL-terminated.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    check_long(r).map(drop)
+}
+
+/// `open(path, O_PATH|O_CLOEXEC)` of a file (the worker binary).
+pub fn open_path(path: &str) -> io::Result<RawFd> {
+    let p = cstr(path)?;
+    // SAFETY: `p` is NUL-terminated.
+    check(unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })
+}
+
+/// Owner uid of an open fd.
+pub fn fd_owner(fd: RawFd) -> io::Result<(u32, u32, u32)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: `st` is a valid out-pointer for one stat struct.
+    check(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, `st` is initialized.
+    let st = unsafe { st.assume_init() };
+    Ok((st.st_uid, st.st_gid, st.st_mode))
+}
+
+/// `sethostname`.
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: `name` is valid for `name.len()` bytes.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// Brings the loopback interface up (`SIOCSIFFLAGS` with `IFF_UP`).
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket creation.
+    let s =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills ifru_flags.
+    let r = unsafe { libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) };
+    let r = check(r).and_then(|_| {
+        // SAFETY: reading the union member SIOCGIFFLAGS just wrote.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        // SAFETY: `req` is a valid ifreq with the new flags.
+        check(unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &req) })
+    });
+    close(s);
+    r.map(drop)
+}
+
+/// `capset` with every set empty.
+pub fn capset_zero() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const V3: u32 = 0x2008_0522;
+    let mut hdr = Header {
+        version: V3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and two data structs as capset(2) version 3 expects.
+    check_long(unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) })
+        .map(drop)
+}
+
+/// Landlock ABI of the running kernel (`landlock_create_ruleset(NULL, 0, VERSION)`).
+pub fn landlock_abi() -> io::Result<u32> {
+    // SAFETY: the documented version query: NULL attr, size 0, flag 1.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    check_long(r).map(|v| v as u32)
+}
+
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`. Returns only on error.
+pub fn execveat_fd(fd: RawFd, argv: &[&CStr], envp: &[&CStr]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: argv/envp are NULL-terminated arrays of NUL-terminated strings that outlive
+    // the call; the empty path with AT_EMPTY_PATH executes `fd` itself.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            c"".as_ptr(),
+            a.as_ptr(),
+            e.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
+/// `kill(pid, sig)`.
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// Blocks `sigs` for this (single-threaded) process.
+pub fn block_signals(sigs: &[libc::c_int]) -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset initializes it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in sigs {
+        // SAFETY: `set` is a valid sigset_t and `s` a signal number.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    // SAFETY: `set` is valid; the old mask is not needed.
+    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
+    Ok(set)
+}
+
+/// Unblocks every signal (before exec, so the worker starts clean).
+pub fn unblock_all_signals() -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset initializes it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: `set` is valid.
+    check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Waits for one of the blocked signals in `set`; returns its number.
+pub fn sigwait(set: &libc::sigset_t) -> io::Result<libc::c_int> {
+    loop {
+        // SAFETY: `set` is a valid sigset_t; the info pointer may be NULL.
+        let r = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        if r >= 0 {
+            return Ok(r);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Wait {
+    /// Still running.
+    Running,
+    /// Exited with a code.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(i32),
+}
+
+/// `waitpid(pid, WNOHANG or 0)`.
+pub fn waitpid(pid: libc::pid_t, nohang: bool) -> io::Result<Wait> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, if nohang { libc::WNOHANG } else { 0 }) };
+        if r == 0 {
+            return Ok(Wait::Running);
+        }
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Wait::Exited(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Wait::Signaled(libc::WTERMSIG(status)));
+        }
+    }
+}
+
+/// `_exit(code)`: leave without running destructors or atexit handlers (child paths).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Current uid, gid and effective uid.
+pub fn ids() -> (u32, u32, u32) {
+    // SAFETY: these calls cannot fail and take no arguments.
+    unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) }
+}
+
+/// `umask(mask)`.
+pub fn umask(mask: u32) {
+    // SAFETY: integer argument only.
+    unsafe { libc::umask(mask) };
+}

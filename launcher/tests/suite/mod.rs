@@ -1,0 +1,3 @@
+mod cgroup;
+mod seccomp;
+mod worker;

@@ -1,1 +1,29 @@
+//! bulkhead: run many AI agents on one Linux box, each tenant in its own kernel-enforced
+//! sandbox.
+//!
+//! This crate is the unprivileged controller. Embed it as a library:
+//!
+//! ```no_run
+//! use bulkhead::{Platform, PlatformConfig, WorkspaceConfig};
+//! let platform = Platform::open(PlatformConfig { state_dir: "/tmp/bh".into(), launcher: None })?;
+//! let ws = platform.create_workspace("acme", WorkspaceConfig::default())?;
+//! let mut sandbox = ws.sandbox(&Default::default())?;
+//! # Ok::<(), bulkhead::Error>(())
+//! ```
+//!
+//! The `bulkhead` binary is one client of this API.
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod doctor;
+pub mod error;
+pub mod logging;
+pub mod platform;
+pub mod sandbox;
+pub mod state;
+
+pub use error::{Error, Result};
+pub use platform::{
+    ExecOptions, LimitsConfig, Platform, PlatformConfig, RunningSandbox, Workspace, WorkspaceConfig,
+};
+pub use sandbox::{ExecOutcome, Sandbox, SandboxExit, SandboxInfo};

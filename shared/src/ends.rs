@@ -43,12 +43,18 @@ impl ControllerEnd {
 
     /// Sends a tool request.
     pub fn request(&mut self, id: u64, body: &Request) -> Result<(), FrameError> {
-        self.send(&ControllerMsg::Request { id, body: body.clone() })
+        self.send(&ControllerMsg::Request {
+            id,
+            body: body.clone(),
+        })
     }
 
     /// Sends an exec request.
     pub fn request_exec(&mut self, id: u64, req: ExecRequest) -> Result<(), FrameError> {
-        self.send(&ControllerMsg::Request { id, body: Request::Exec(req) })
+        self.send(&ControllerMsg::Request {
+            id,
+            body: Request::Exec(req),
+        })
     }
 
     /// Cancels a request.
@@ -80,14 +86,14 @@ pub struct ControllerWriter(UnixStream);
 impl ControllerWriter {
     /// Cancels a request.
     pub fn cancel(&mut self, id: u64) -> Result<(), FrameError> {
-        self.0.write_all(&encode_frame(&ControllerMsg::Cancel { id })?)?;
+        self.0
+            .write_all(&encode_frame(&ControllerMsg::Cancel { id })?)?;
         Ok(())
     }
 
     /// Asks the worker to exit.
     pub fn shutdown(&mut self) -> Result<(), FrameError> {
-        self.0
-            .write_all(&encode_frame(&ControllerMsg::Shutdown)?)?;
+        self.0.write_all(&encode_frame(&ControllerMsg::Shutdown)?)?;
         Ok(())
     }
 }
@@ -102,7 +108,10 @@ pub struct WorkerEnd {
 impl WorkerEnd {
     /// Wraps a connected stream.
     pub fn new(sock: UnixStream) -> Self {
-        WorkerEnd { sock, buf: Vec::new() }
+        WorkerEnd {
+            sock,
+            buf: Vec::new(),
+        }
     }
 
     fn send(&mut self, msg: &WorkerMsg) -> Result<(), FrameError> {
@@ -118,7 +127,10 @@ impl WorkerEnd {
 
     /// First message of the worker.
     pub fn hello(&mut self, attestation: Attestation) -> Result<(), FrameError> {
-        self.send(&WorkerMsg::Hello { version: crate::PROTOCOL_VERSION, attestation })
+        self.send(&WorkerMsg::Hello {
+            version: crate::PROTOCOL_VERSION,
+            attestation,
+        })
     }
 
     /// A chunk of output.

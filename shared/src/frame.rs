@@ -51,7 +51,10 @@ impl fmt::Display for FrameError {
             FrameError::Disconnected => write!(f, "peer disconnected"),
             FrameError::Truncated => write!(f, "peer disconnected in the middle of a frame"),
             FrameError::TooLarge(n) => {
-                write!(f, "frame of {n} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+                write!(
+                    f,
+                    "frame of {n} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+                )
             }
             FrameError::Decode(e) => write!(f, "malformed frame: {e}"),
             FrameError::TrailingBytes(n) => write!(f, "malformed frame: {n} trailing bytes"),

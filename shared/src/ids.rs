@@ -65,7 +65,17 @@ mod tests {
     #[test]
     fn refuses_invalid_ids() {
         for id in [
-            "", "-a", "_a", "A", "a/b", "..", ".", "a b", "a\0", "é", "a.b",
+            "",
+            "-a",
+            "_a",
+            "A",
+            "a/b",
+            "..",
+            ".",
+            "a b",
+            "a\0",
+            "é",
+            "a.b",
             &"a".repeat(64),
         ] {
             let e = validate_workspace_id(id).unwrap_err();

@@ -9,12 +9,12 @@
 //! own type ([`ControllerEnd`], [`WorkerEnd`]) whose verbs only send what that side may send.
 #![forbid(unsafe_code)]
 
+pub mod ends;
 pub mod exit;
 pub mod frame;
 pub mod ids;
 pub mod msg;
 pub mod ratelimit;
-pub mod ends;
 
 pub use ends::{ControllerEnd, WorkerEnd};
 pub use frame::{FrameError, MAX_FRAME_BYTES};

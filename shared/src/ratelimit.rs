@@ -57,7 +57,11 @@ impl RateLimiter {
     pub fn new(per_sec: u32) -> Self {
         let rate = f64::from(per_sec.max(1));
         RateLimiter {
-            buckets: [Bucket { rate, tokens: rate, last: None }; KINDS],
+            buckets: [Bucket {
+                rate,
+                tokens: rate,
+                last: None,
+            }; KINDS],
         }
     }
 
@@ -107,7 +111,9 @@ mod tests {
         assert!(rl.allow_at(MethodKind::Read, t0));
         // 50 ms later, 10 more tokens.
         let t1 = t0 + Duration::from_millis(50);
-        let n = (0..100).filter(|_| rl.allow_at(MethodKind::Exec, t1)).count();
+        let n = (0..100)
+            .filter(|_| rl.allow_at(MethodKind::Exec, t1))
+            .count();
         assert_eq!(n, 10);
     }
 }

@@ -1,0 +1,394 @@
+//! The `bulkhead` command line: one client of the library.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use bulkhead_shared::{Command as WireCommand, ExecRequest, ExitKind, Stream};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::error::{exit, Error, Result};
+use crate::platform::{
+    ExecOptions, LimitsConfig, Platform, PlatformConfig, Workspace, WorkspaceConfig,
+};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    failure
+  2    invalid usage or input
+  3    no such workspace
+  4    workspace already exists
+  5    doctor: a required isolation layer is missing
+  exec: the program's own status, or
+  124  timed out (every process of the command was killed)
+  125  sandbox setup failed
+  126  program not executable
+  127  program not found
+  137  killed by the memory limit";
+
+/// Run many AI agents on one Linux box, each in its own kernel-enforced sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// State directory (default: $BULKHEAD_STATE_DIR, /var/lib/bulkhead as root, else
+    /// $XDG_STATE_HOME/bulkhead).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create, list, show and delete workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCmd),
+    /// Run a program in a workspace's sandbox (cwd /workspace).
+    #[command(
+        after_help = "Examples:\n  bulkhead exec acme -- ls -la\n  bulkhead exec acme --timeout 10 --memory 256M -- python3 build.py\n  echo hi | bulkhead exec acme -i -- cat"
+    )]
+    Exec(ExecArgs),
+    /// Check which isolation layers this host gives, then start a trial sandbox.
+    Doctor,
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkspaceCmd {
+    /// Create a workspace.
+    #[command(after_help = "Example:\n  bulkhead workspace create acme --memory 1G --pids 512")]
+    Create {
+        /// Id: [a-z0-9][a-z0-9_-]{0,62}.
+        id: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// List workspaces.
+    List,
+    /// Show one workspace.
+    Show {
+        /// Id.
+        id: String,
+    },
+    /// Delete a workspace: stop its sandboxes, wipe its files, sessions and credentials.
+    Delete {
+        /// Id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args, Default)]
+struct LimitArgs {
+    /// Memory limit (bytes, or with K, M, G suffix).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N")]
+    pids: Option<u32>,
+    /// CPU weight, 1-10000 (100 = normal).
+    #[arg(long, value_name = "N")]
+    cpu_weight: Option<u32>,
+    /// CPU quota in percent of one CPU.
+    #[arg(long, value_name = "PCT")]
+    cpu_percent: Option<u32>,
+    /// Size of /tmp (bytes, or with K, M, G suffix).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    tmp_size: Option<u64>,
+}
+
+impl LimitArgs {
+    fn config(&self) -> LimitsConfig {
+        LimitsConfig {
+            memory_bytes: self.memory,
+            pids: self.pids,
+            cpu_weight: self.cpu_weight,
+            cpu_percent: self.cpu_percent,
+            tmp_bytes: self.tmp_size,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ExecArgs {
+    /// Workspace id.
+    id: String,
+    /// Kill the program (and everything it started) after SECS seconds; exit 124.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Feed this process's stdin to the program.
+    #[arg(short = 'i', long)]
+    stdin: bool,
+    /// Add an environment variable (KEY=VALUE); repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Program and arguments.
+    #[arg(last = true, required = true, value_name = "PROG")]
+    argv: Vec<String>,
+}
+
+/// Parses `512M`, `1G`, `1024K`, `100000` into bytes.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                'B' => 1,
+                _ => return Err(format!("{s:?} is not a size: use a number with an optional K, M, G or T suffix (examples: 512M, 1G, 1048576)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 512M, 1G, 1048576)"))?;
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(format!("{s:?} is not a size"));
+    }
+    Ok((n * mul as f64) as u64)
+}
+
+/// Entry point used by `main.rs`: parses arguments, runs, returns the exit code.
+pub fn main() -> i32 {
+    crate::logging::init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let json = cli.json;
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                let v = json!({"error": e.to_string(), "exit_code": e.exit_code()});
+                eprintln!("{v}");
+            } else {
+                eprintln!("bulkhead: {e}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+fn platform(cli: &Cli) -> Result<Platform> {
+    let mut cfg = PlatformConfig::default();
+    if let Some(d) = &cli.state_dir {
+        cfg.state_dir = d.clone();
+    }
+    Platform::open(cfg)
+}
+
+fn ws_json(w: &Workspace) -> serde_json::Value {
+    let limits = w.limits(&LimitsConfig::default());
+    json!({
+        "id": w.id(),
+        "created": w.record().created,
+        "host_uid": w.record().host_uid,
+        "path": w.dir(),
+        "files": w.files_dir(),
+        "limits": {
+            "memory_bytes": limits.memory_bytes,
+            "pids": limits.pids,
+            "cpu_weight": limits.cpu_weight,
+            "cpu_quota_us": limits.cpu_quota_us,
+            "cpu_period_us": limits.cpu_period_us,
+            "tmp_bytes": limits.tmp_bytes,
+            "shm_bytes": limits.shm_bytes,
+        },
+    })
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let p = platform(&cli)?;
+    let json = cli.json;
+    match cli.command {
+        Cmd::Workspace(WorkspaceCmd::Create { id, limits }) => {
+            let w = p.create_workspace(
+                &id,
+                WorkspaceConfig {
+                    limits: limits.config(),
+                },
+            )?;
+            if json {
+                println!("{}", ws_json(&w));
+            } else {
+                println!("created workspace {}", w.id());
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Workspace(WorkspaceCmd::List) => {
+            let all = p.list_workspaces()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(all.iter().map(ws_json).collect())
+                );
+            } else {
+                for w in all {
+                    println!("{}", w.id());
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Workspace(WorkspaceCmd::Show { id }) => {
+            let w = p.workspace(&id)?;
+            let v = ws_json(&w);
+            if json {
+                println!("{v}");
+            } else {
+                let l = &v["limits"];
+                println!("id:      {}", w.id());
+                println!("path:    {}", w.dir().display());
+                println!("files:   {}", w.files_dir().display());
+                if let Some(u) = w.record().host_uid {
+                    println!("host uid: {u}");
+                }
+                println!(
+                    "memory:  {} MiB",
+                    l["memory_bytes"].as_u64().unwrap_or(0) >> 20
+                );
+                println!("pids:    {}", l["pids"]);
+                println!("cpu:     weight {}", l["cpu_weight"]);
+                println!(
+                    "/tmp:    {} MiB",
+                    l["tmp_bytes"].as_u64().unwrap_or(0) >> 20
+                );
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Workspace(WorkspaceCmd::Delete { id }) => {
+            p.delete_workspace(&id)?;
+            if json {
+                println!("{}", json!({"deleted": id}));
+            } else {
+                println!("deleted workspace {id}");
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Exec(args) => exec(&p, args),
+        Cmd::Doctor => {
+            let r = crate::doctor::run(&p);
+            if json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                println!("mode: {}", r.mode);
+                for c in &r.checks {
+                    let mark = if c.ok {
+                        "ok     "
+                    } else if c.required {
+                        "MISSING"
+                    } else {
+                        "absent "
+                    };
+                    println!("{mark} {:<16} {}", c.layer, c.detail);
+                }
+            }
+            Ok(if r.ok { exit::OK } else { exit::DOCTOR_MISSING })
+        }
+    }
+}
+
+fn exec(p: &Platform, args: ExecArgs) -> Result<i32> {
+    let ws = p.workspace(&args.id)?;
+    let mut env = Vec::new();
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::Invalid(format!("--env {kv:?}: expected KEY=VALUE")))?;
+        if k.is_empty() {
+            return Err(Error::Invalid(format!("--env {kv:?}: empty key")));
+        }
+        env.push((k.to_string(), v.to_string()));
+    }
+    let mut stdin = Vec::new();
+    if args.stdin {
+        std::io::stdin()
+            .take(bulkhead_shared::MAX_FRAME_BYTES as u64 / 2)
+            .read_to_end(&mut stdin)
+            .map_err(|e| Error::Invalid(format!("reading stdin: {e}")))?;
+    }
+    let timeout_ms = match args.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => (t * 1000.0).ceil() as u64,
+        Some(_) => {
+            return Err(Error::Invalid(
+                "--timeout must be a positive number of seconds".into(),
+            ))
+        }
+        None => 0,
+    };
+    let opts = ExecOptions {
+        limits: args.limits.config(),
+    };
+    let mut rs = ws.sandbox(&opts.limits)?;
+    let memory = rs.limits().memory_bytes;
+    let req = ExecRequest {
+        command: WireCommand::Argv(args.argv.clone()),
+        cwd: "/workspace".into(),
+        env,
+        stdin,
+        timeout_ms,
+        output_cap: u64::MAX / 2,
+        kill_stragglers: true,
+    };
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let outcome = rs.get().exec(req, &mut |stream, data| {
+        let _ = match stream {
+            Stream::Stdout => out.write_all(data).and_then(|_| out.flush()),
+            Stream::Stderr => err.write_all(data).and_then(|_| err.flush()),
+        };
+    });
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(Error::Tool(t)) => {
+            let e = Error::Tool(t);
+            eprintln!("bulkhead: {e}");
+            let _ = rs.shutdown();
+            return Ok(e.exit_code());
+        }
+        Err(e) => return Err(e),
+    };
+    let end = rs.shutdown()?;
+    let r = &outcome.result;
+    let prog = &args.argv[0];
+    if r.timed_out {
+        eprintln!(
+            "bulkhead: {prog} timed out after {}s; every process it started was killed",
+            timeout_ms as f64 / 1000.0
+        );
+        return Ok(exit::EXEC_TIMEOUT);
+    }
+    Ok(match r.exit {
+        ExitKind::Code(c) => c,
+        ExitKind::Signal(s) => {
+            if outcome.oom_killed || (s == libc_sigkill() && end.oom_kills > 0) {
+                eprintln!("bulkhead: {prog} was killed by the memory limit ({} MiB); raise it with --memory", memory >> 20);
+                exit::EXEC_OOM
+            } else {
+                128 + s
+            }
+        }
+    })
+}
+
+fn libc_sigkill() -> i32 {
+    nix::sys::signal::Signal::SIGKILL as i32
+}

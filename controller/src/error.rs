@@ -1,0 +1,98 @@
+//! Errors of the library, each with the CLI exit code it maps to.
+
+use std::path::PathBuf;
+
+use bulkhead_shared::SetupError;
+
+/// Exit codes of the `bulkhead` CLI (besides `exec`'s pass-through of the program's status).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A failure not covered below.
+    pub const FAILURE: i32 = 1;
+    /// Bad usage or invalid input.
+    pub const USAGE: i32 = 2;
+    /// The named workspace (or other object) does not exist.
+    pub const NOT_FOUND: i32 = 3;
+    /// It already exists.
+    pub const EXISTS: i32 = 4;
+    /// `doctor`: a required isolation layer is missing.
+    pub const DOCTOR_MISSING: i32 = 5;
+    pub use bulkhead_shared::exit::{
+        EXEC_NOT_EXECUTABLE, EXEC_NOT_FOUND, EXEC_OOM, EXEC_SETUP_FAILED, EXEC_TIMEOUT,
+    };
+}
+
+/// Everything that can go wrong in the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid input from the caller.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such workspace.
+    #[error("workspace {0:?} does not exist (see `bulkhead workspace list`)")]
+    NoSuchWorkspace(String),
+    /// The workspace exists already.
+    #[error("workspace {0:?} already exists")]
+    WorkspaceExists(String),
+    /// A state file is damaged.
+    #[error("{path}: {detail}")]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// File system error on a state path.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The sandbox could not be built.
+    #[error("sandbox setup failed: {0}")]
+    Setup(SetupError),
+    /// The sandbox came up but does not match the policy.
+    #[error("sandbox setup failed: attestation: {0}")]
+    Attestation(String),
+    /// The launcher could not be started or died without a report.
+    #[error("sandbox setup failed: launcher: {0}")]
+    Launcher(String),
+    /// The worker broke the protocol (treated as hostile; the sandbox is killed).
+    #[error("sandbox protocol error: {0}")]
+    Protocol(String),
+    /// The sandbox is gone.
+    #[error("sandbox ended unexpectedly: {0}")]
+    SandboxGone(String),
+    /// A tool request failed inside the sandbox.
+    #[error("{0}")]
+    Tool(bulkhead_shared::ToolError),
+}
+
+impl Error {
+    /// CLI exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        use bulkhead_shared::ToolErrorKind as K;
+        match self {
+            Error::Invalid(_) => exit::USAGE,
+            Error::NoSuchWorkspace(_) => exit::NOT_FOUND,
+            Error::WorkspaceExists(_) => exit::EXISTS,
+            Error::Setup(_) | Error::Attestation(_) | Error::Launcher(_) => exit::EXEC_SETUP_FAILED,
+            Error::Tool(t) if t.kind == K::NotFound => exit::EXEC_NOT_FOUND,
+            Error::Tool(t) if t.kind == K::PermissionDenied => exit::EXEC_NOT_EXECUTABLE,
+            _ => exit::FAILURE,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,486 @@
+//! The library API: a [`Platform`] owns a state directory and its workspaces.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bulkhead_shared::{validate_workspace_id, LaunchSpec, Limits};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sandbox::{find_launcher, Sandbox};
+use crate::state::{mkdir, write_atomic, StateDir};
+
+/// Platform-wide settings.
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Launcher binary (default: found next to the executable or `$BULKHEAD_LAUNCH`).
+    pub launcher: Option<PathBuf>,
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        PlatformConfig {
+            state_dir: crate::state::default_state_dir(),
+            launcher: None,
+        }
+    }
+}
+
+/// A workspace's sandbox limits as stored in `workspace.json` (every field optional; the
+/// policy's defaults fill the rest).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Memory limit in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Pids limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+    /// CPU weight (1-10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u32>,
+    /// CPU quota as a fraction of one CPU in percent (e.g. 50 = half a CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+    /// `/tmp` size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmp_bytes: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// Applies these settings over `base`.
+    pub fn apply(&self, mut base: Limits) -> Limits {
+        if let Some(v) = self.memory_bytes {
+            base.memory_bytes = v;
+        }
+        if let Some(v) = self.pids {
+            base.pids = v;
+        }
+        if let Some(v) = self.cpu_weight {
+            base.cpu_weight = v;
+        }
+        if let Some(p) = self.cpu_percent {
+            base.cpu_quota_us = base.cpu_period_us * u64::from(p) / 100;
+        }
+        if let Some(v) = self.tmp_bytes {
+            base.tmp_bytes = v;
+        }
+        base
+    }
+
+    /// Overlays `other`'s set fields on these.
+    pub fn merged(&self, other: &LimitsConfig) -> LimitsConfig {
+        LimitsConfig {
+            memory_bytes: other.memory_bytes.or(self.memory_bytes),
+            pids: other.pids.or(self.pids),
+            cpu_weight: other.cpu_weight.or(self.cpu_weight),
+            cpu_percent: other.cpu_percent.or(self.cpu_percent),
+            tmp_bytes: other.tmp_bytes.or(self.tmp_bytes),
+        }
+    }
+}
+
+/// `workspace.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceConfig {
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// What is stored: config plus identity facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceRecord {
+    /// Id.
+    pub id: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Host uid/gid of the sandbox when bulkhead runs privileged (one per workspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_uid: Option<u32>,
+    /// Configuration.
+    #[serde(flatten)]
+    pub config: WorkspaceConfig,
+}
+
+/// A bulkhead installation: one state directory.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    state: StateDir,
+    launcher: Option<PathBuf>,
+}
+
+/// One workspace.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    state: StateDir,
+    launcher: Option<PathBuf>,
+    record: WorkspaceRecord,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn privileged() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+impl Platform {
+    /// Opens (and creates if needed) a state directory.
+    pub fn open(config: PlatformConfig) -> Result<Platform> {
+        let state = StateDir::new(config.state_dir);
+        state.ensure()?;
+        Ok(Platform {
+            state,
+            launcher: config.launcher,
+        })
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        self.state.root()
+    }
+
+    /// Creates a workspace.
+    pub fn create_workspace(&self, id: &str, config: WorkspaceConfig) -> Result<Workspace> {
+        validate_workspace_id(id).map_err(|e| Error::Invalid(e.to_string()))?;
+        // Validate limits now, not at first use.
+        let limits = config.limits.apply(bulkhead_policy::default_limits());
+        check_limits(&limits)?;
+        let _lock = self.state.lock()?;
+        let dir = self.state.workspace(id);
+        if dir.exists() {
+            return Err(Error::WorkspaceExists(id.into()));
+        }
+        let host_uid = if privileged() {
+            Some(self.allocate_host_id()?)
+        } else {
+            None
+        };
+        let record = WorkspaceRecord {
+            id: id.into(),
+            created: now(),
+            host_uid,
+            config,
+        };
+        // Build in a temp dir, then rename: a crash never leaves half a workspace.
+        let tmp = self
+            .state
+            .workspaces()
+            .join(format!(".new-{id}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let build = || -> Result<()> {
+            mkdir(&tmp, 0o711)?;
+            mkdir(&tmp.join("files"), 0o755)?;
+            mkdir(&tmp.join("sessions"), 0o700)?;
+            mkdir(&tmp.join("run"), 0o700)?;
+            if let Some(uid) = host_uid {
+                let files = tmp.join("files");
+                nix::unistd::chown(
+                    &files,
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(uid)),
+                )
+                .map_err(|e| Error::io(&files, e.into()))?;
+            }
+            let json =
+                serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+            write_atomic(&tmp.join("workspace.json"), &json, 0o600)?;
+            fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))
+        };
+        if let Err(e) = build() {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        log::info!(target: "workspace", "created workspace {id}");
+        Ok(Workspace {
+            state: self.state.clone(),
+            launcher: self.launcher.clone(),
+            record,
+        })
+    }
+
+    fn allocate_host_id(&self) -> Result<u32> {
+        let mut used = std::collections::BTreeSet::new();
+        for ws in self.list_workspaces()? {
+            if let Some(u) = ws.record.host_uid {
+                used.insert(u);
+            }
+        }
+        let start = bulkhead_policy::defaults::HOST_ID_RANGE_START;
+        (0..bulkhead_policy::defaults::HOST_ID_RANGE_LEN)
+            .map(|i| start + i)
+            .find(|u| !used.contains(u))
+            .ok_or_else(|| Error::Invalid("the host id range is exhausted".into()))
+    }
+
+    /// Opens a workspace.
+    pub fn workspace(&self, id: &str) -> Result<Workspace> {
+        validate_workspace_id(id).map_err(|e| Error::Invalid(e.to_string()))?;
+        let path = self.state.workspace(id).join("workspace.json");
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoSuchWorkspace(id.into()))
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let record: WorkspaceRecord =
+            serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
+                path: path.clone(),
+                detail: format!("invalid workspace.json: {e}"),
+            })?;
+        if record.id != id {
+            return Err(Error::Corrupt {
+                path,
+                detail: format!("records id {:?}, expected {id:?}", record.id),
+            });
+        }
+        Ok(Workspace {
+            state: self.state.clone(),
+            launcher: self.launcher.clone(),
+            record,
+        })
+    }
+
+    /// All workspaces, sorted by id. Damaged ones are skipped with a warning.
+    pub fn list_workspaces(&self) -> Result<Vec<Workspace>> {
+        let dir = self.state.workspaces();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut ids: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| validate_workspace_id(n).is_ok())
+            .collect();
+        ids.sort();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.workspace(&id) {
+                Ok(w) => out.push(w),
+                Err(e) => log::warn!(target: "workspace", "skipping {id}: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a workspace: stops its sandboxes, then wipes everything it had.
+    pub fn delete_workspace(&self, id: &str) -> Result<()> {
+        let ws = self.workspace(id)?;
+        let _lock = self.state.lock()?;
+        ws.stop_sandboxes();
+        let dir = self.state.workspace(id);
+        // Rename first so a crash mid-delete leaves no half workspace under its id.
+        let trash = self
+            .state
+            .workspaces()
+            .join(format!(".del-{id}-{}", std::process::id()));
+        fs::rename(&dir, &trash).map_err(|e| Error::io(&dir, e))?;
+        fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
+        log::info!(target: "workspace", "deleted workspace {id}");
+        Ok(())
+    }
+}
+
+/// Checks limits against the policy the launcher will apply (a clear error now rather than
+/// a setup failure later).
+pub fn check_limits(limits: &Limits) -> Result<()> {
+    let spec = LaunchSpec {
+        workspace_id: "check".into(),
+        workspace_dir: "/check".into(),
+        workspace_writable: true,
+        host_uid: 1,
+        host_gid: 1,
+        hostname: "check".into(),
+        limits: limits.clone(),
+    };
+    let caller = bulkhead_policy::Caller {
+        privileged: false,
+        uid: 1,
+        gid: 1,
+    };
+    bulkhead_policy::validate_spec(&spec, caller).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Options of one exec.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Limits overriding the workspace's for this run.
+    pub limits: LimitsConfig,
+}
+
+impl Workspace {
+    /// Id.
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// Stored record.
+    pub fn record(&self) -> &WorkspaceRecord {
+        &self.record
+    }
+
+    /// `workspaces/<id>/`.
+    pub fn dir(&self) -> PathBuf {
+        self.state.workspace(&self.record.id)
+    }
+
+    /// `files/`, mounted at `/workspace`.
+    pub fn files_dir(&self) -> PathBuf {
+        self.dir().join("files")
+    }
+
+    /// Effective limits: policy defaults, then the workspace's, then `extra`.
+    pub fn limits(&self, extra: &LimitsConfig) -> Limits {
+        self.record
+            .config
+            .limits
+            .merged(extra)
+            .apply(bulkhead_policy::default_limits())
+    }
+
+    /// The launch spec for this workspace.
+    pub fn launch_spec(&self, extra: &LimitsConfig) -> Result<LaunchSpec> {
+        let limits = self.limits(extra);
+        check_limits(&limits)?;
+        let (uid, gid) = if privileged() {
+            let u = self.record.host_uid.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "workspace {:?} was created without privilege and has no host uid; recreate it as root",
+                    self.record.id
+                ))
+            })?;
+            (u, u)
+        } else {
+            (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            )
+        };
+        // Ownership and symlinks are checked by the launcher, which opens the directory
+        // without following links: one place decides, and its refusal is a setup failure.
+        let files = self.files_dir();
+        Ok(LaunchSpec {
+            workspace_id: self.record.id.clone(),
+            workspace_dir: files.to_string_lossy().into_owned(),
+            workspace_writable: true,
+            host_uid: uid,
+            host_gid: gid,
+            hostname: self
+                .record
+                .id
+                .chars()
+                .take(63)
+                .collect::<String>()
+                .trim_start_matches(['-', '_'])
+                .replace('_', "-"),
+            limits,
+        })
+    }
+
+    /// Starts a sandbox for this workspace (kept alive until dropped or shut down).
+    pub fn sandbox(&self, extra: &LimitsConfig) -> Result<RunningSandbox> {
+        let spec = self.launch_spec(extra)?;
+        let launcher = match &self.launcher {
+            Some(l) => l.clone(),
+            None => find_launcher()?,
+        };
+        let sb = Sandbox::start(&launcher, &spec)?;
+        let run_file = self
+            .dir()
+            .join("run")
+            .join(sb.info().launcher_pid.to_string());
+        let start = proc_start_time(sb.info().launcher_pid).unwrap_or(0);
+        let _ = fs::write(&run_file, format!("{} {}\n", sb.info().launcher_pid, start));
+        Ok(RunningSandbox {
+            sandbox: Some(sb),
+            run_file,
+            limits: spec.limits,
+        })
+    }
+
+    /// Stops every sandbox of this workspace that any process started.
+    pub fn stop_sandboxes(&self) {
+        let run = self.dir().join("run");
+        let Ok(rd) = fs::read_dir(&run) else { return };
+        for e in rd.flatten() {
+            let Ok(s) = fs::read_to_string(e.path()) else {
+                continue;
+            };
+            let mut it = s.split_whitespace();
+            let (Some(pid), Some(start)) = (
+                it.next().and_then(|p| p.parse::<i32>().ok()),
+                it.next().and_then(|p| p.parse::<u64>().ok()),
+            ) else {
+                continue;
+            };
+            if pid > 1 && proc_start_time(pid as u32) == Some(start) {
+                let p = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+                for _ in 0..500 {
+                    if proc_start_time(pid as u32) != Some(start) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Start time (clock ticks since boot) of a process, to tell it from a reused pid.
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A sandbox started through a workspace; unregisters itself when it ends.
+#[derive(Debug)]
+pub struct RunningSandbox {
+    sandbox: Option<Sandbox>,
+    run_file: PathBuf,
+    limits: Limits,
+}
+
+impl RunningSandbox {
+    /// The sandbox.
+    pub fn get(&mut self) -> &mut Sandbox {
+        self.sandbox
+            .as_mut()
+            .expect("sandbox present until shutdown")
+    }
+
+    /// The limits it was started with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Stops it and returns how it ended.
+    pub fn shutdown(mut self) -> Result<crate::sandbox::SandboxExit> {
+        let sb = self.sandbox.take().expect("sandbox present until shutdown");
+        let r = sb.shutdown();
+        let _ = fs::remove_file(&self.run_file);
+        r
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        if let Some(sb) = self.sandbox.take() {
+            drop(sb);
+            let _ = fs::remove_file(&self.run_file);
+        }
+    }
+}

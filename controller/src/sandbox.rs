@@ -1,0 +1,503 @@
+//! The controller's side of a sandbox: spawns `bulkhead-launch`, sends the spec, checks the
+//! worker's attestation, and speaks the protocol. Everything from the worker is hostile:
+//! frames are capped and rate-limited, output is bounded by the request's cap, and anything
+//! unexpected kills the sandbox.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command as ProcCommand, Stdio};
+use std::time::Duration;
+
+use bulkhead_shared::frame::{decode_payload, read_payload, FrameError};
+use bulkhead_shared::{
+    Attestation, CgroupVersion, ControllerEnd, ExecRequest, ExecResult, LaunchSpec, LauncherReport,
+    MethodKind, RateLimiter, Reply, Request, Stream, ToolError, WorkerMsg, PROTOCOL_VERSION,
+};
+use command_fds::{CommandFdExt, FdMapping};
+
+use crate::error::{Error, Result};
+
+/// How long the launcher may take to bring a sandbox up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where the launcher binary is: `$BULKHEAD_LAUNCH`, else next to the running executable
+/// (also one directory up, for test binaries in `target/*/deps`).
+pub fn find_launcher() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BULKHEAD_LAUNCH").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Launcher(format!("cannot locate the running executable: {e}")))?;
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    for cand in [dir.join("bulkhead-launch"), dir.join("../bulkhead-launch")] {
+        if cand.exists() {
+            return Ok(cand);
+        }
+    }
+    Err(Error::Launcher(format!(
+        "bulkhead-launch not found next to {} (install it beside bulkhead, or set BULKHEAD_LAUNCH)",
+        exe.display()
+    )))
+}
+
+/// What the launcher reported once the sandbox was up.
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    /// Host pid of the launcher (the supervisor).
+    pub launcher_pid: u32,
+    /// Host pid of the worker.
+    pub worker_pid: u32,
+    /// Cgroup flavour.
+    pub cgroup_version: CgroupVersion,
+    /// Cgroup directories.
+    pub cgroup_dirs: Vec<String>,
+    /// File with the `oom_kill` counter.
+    pub oom_file: String,
+    /// Launcher ran privileged.
+    pub privileged: bool,
+    /// What the worker attested.
+    pub attestation: Attestation,
+}
+
+/// How a sandbox ended.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxExit {
+    /// Worker exit code (-1 if killed).
+    pub code: i32,
+    /// Signal that killed the worker (0 if none).
+    pub signal: i32,
+    /// OOM kills counted in the sandbox's cgroup.
+    pub oom_kills: u64,
+    /// The cgroup was removed.
+    pub cgroup_removed: bool,
+}
+
+/// Outcome of an exec, with the OOM verdict read from the host's cgroup files.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    /// What the worker reported.
+    pub result: ExecResult,
+    /// The sandbox's memory limit killed a process during this exec.
+    pub oom_killed: bool,
+}
+
+/// One running sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    child: Child,
+    end: ControllerEnd,
+    report: ChildStdout,
+    info: SandboxInfo,
+    next_id: u64,
+    limiter: RateLimiter,
+    dead: bool,
+}
+
+fn read_report(r: &mut ChildStdout) -> Result<LauncherReport> {
+    let mut buf = Vec::new();
+    read_payload(r, &mut buf).map_err(|e| Error::Launcher(format!("report pipe: {e}")))?;
+    decode_payload(&buf).map_err(|e| Error::Launcher(format!("report pipe: {e}")))
+}
+
+fn own_ns(name: &str) -> u64 {
+    std::fs::read_link(format!("/proc/self/ns/{name}"))
+        .ok()
+        .and_then(|l| {
+            let s = l.to_string_lossy().into_owned();
+            s.split_once('[')
+                .and_then(|(_, r)| r.trim_end_matches(']').parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Checks the worker's own view of its confinement against the policy. Returns what is
+/// wrong, if anything.
+pub fn verify_attestation(
+    a: &Attestation,
+    host_uid: u32,
+    host_gid: u32,
+) -> std::result::Result<(), String> {
+    let mut bad = Vec::new();
+    if a.pid != 1 {
+        bad.push(format!(
+            "worker is pid {} inside, not 1 (no pid namespace)",
+            a.pid
+        ));
+    }
+    if a.uid != bulkhead_policy::defaults::SANDBOX_UID
+        || a.gid != bulkhead_policy::defaults::SANDBOX_GID
+    {
+        bad.push(format!("worker runs as {}:{} inside", a.uid, a.gid));
+    }
+    if !a.no_new_privs {
+        bad.push("NoNewPrivs is not set".into());
+    }
+    if a.seccomp_mode != 2 {
+        bad.push(format!(
+            "seccomp mode is {}, not 2 (filter)",
+            a.seccomp_mode
+        ));
+    }
+    if a.seccomp_filters < 3 {
+        bad.push(format!(
+            "{} seccomp filters installed, expected 3",
+            a.seccomp_filters
+        ));
+    }
+    for (name, v) in [
+        ("CapInh", a.cap_inh),
+        ("CapPrm", a.cap_prm),
+        ("CapEff", a.cap_eff),
+        ("CapBnd", a.cap_bnd),
+        ("CapAmb", a.cap_amb),
+    ] {
+        if v != 0 {
+            bad.push(format!("{name} is {v:#x}, not 0"));
+        }
+    }
+    if !a.landlock_enforced {
+        bad.push(format!(
+            "landlock is not enforced (kernel ABI {})",
+            a.landlock_abi
+        ));
+    }
+    let ns = &a.ns;
+    for (name, inside) in [
+        ("user", ns.user),
+        ("mnt", ns.mnt),
+        ("pid", ns.pid),
+        ("net", ns.net),
+        ("ipc", ns.ipc),
+        ("uts", ns.uts),
+        ("cgroup", ns.cgroup),
+    ] {
+        if inside == 0 || inside == own_ns(name) {
+            bad.push(format!("{name} namespace is not new"));
+        }
+    }
+    let expect_uid = format!("{} {} 1", bulkhead_policy::defaults::SANDBOX_UID, host_uid);
+    let expect_gid = format!("{} {} 1", bulkhead_policy::defaults::SANDBOX_GID, host_gid);
+    let norm = |m: &str| m.split_whitespace().collect::<Vec<_>>().join(" ");
+    if norm(&a.uid_map) != expect_uid {
+        bad.push(format!(
+            "uid map is {:?}, expected {expect_uid:?}",
+            norm(&a.uid_map)
+        ));
+    }
+    if norm(&a.gid_map) != expect_gid {
+        bad.push(format!(
+            "gid map is {:?}, expected {expect_gid:?}",
+            norm(&a.gid_map)
+        ));
+    }
+    if host_uid == 0 || host_gid == 0 {
+        bad.push("sandbox mapped to host root".into());
+    }
+    if a.interfaces.iter().any(|i| i != "lo") {
+        bad.push(format!("network interfaces besides lo: {:?}", a.interfaces));
+    }
+    if !a.root_readonly {
+        bad.push("/ is not read-only".into());
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
+impl Sandbox {
+    /// Starts a sandbox for `spec` with the launcher at `launcher`. On any failure no
+    /// sandbox is left behind.
+    pub fn start(launcher: &Path, spec: &LaunchSpec) -> Result<Sandbox> {
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| Error::Launcher(format!("socketpair: {e}")))?;
+        let mut cmd = ProcCommand::new(launcher);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        cmd.env_clear();
+        cmd.fd_mappings(vec![FdMapping {
+            parent_fd: OwnedFd::from(theirs),
+            child_fd: 3,
+        }])
+        .map_err(|e| Error::Launcher(format!("fd mapping: {e}")))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Launcher(format!("cannot run {}: {e}", launcher.display())))?;
+        drop(cmd);
+        let report = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Launcher("no report pipe".into()))?;
+        let end = ControllerEnd::new(ours).map_err(|e| Error::Launcher(e.to_string()))?;
+        let mut limiter = RateLimiter::default();
+        limiter.set_rate(MethodKind::Output, 20_000);
+        let mut sb = Sandbox {
+            child,
+            end,
+            report,
+            info: SandboxInfo {
+                launcher_pid: 0,
+                worker_pid: 0,
+                cgroup_version: CgroupVersion::V2,
+                cgroup_dirs: vec![],
+                oom_file: String::new(),
+                privileged: false,
+                attestation: Attestation::default(),
+            },
+            next_id: 1,
+            limiter,
+            dead: false,
+        };
+        sb.info.launcher_pid = sb.child.id();
+        match sb.handshake(spec) {
+            Ok(()) => Ok(sb),
+            Err(e) => {
+                sb.kill();
+                Err(e)
+            }
+        }
+    }
+
+    fn handshake(&mut self, spec: &LaunchSpec) -> Result<()> {
+        let _ = self.end.socket().set_read_timeout(Some(START_TIMEOUT));
+        self.end
+            .send_launch(spec)
+            .map_err(|e| self.launcher_failure(format!("sending the spec: {e}")))?;
+        let attestation = match self.end.recv() {
+            Ok(WorkerMsg::Hello {
+                version,
+                attestation,
+            }) => {
+                if version != PROTOCOL_VERSION {
+                    return Err(Error::Protocol(format!(
+                        "worker speaks protocol {version}, controller {PROTOCOL_VERSION}"
+                    )));
+                }
+                attestation
+            }
+            Ok(WorkerMsg::SetupFailed(e)) => {
+                let _ = self.child.wait();
+                return Err(Error::Setup(e));
+            }
+            Ok(_) => {
+                return Err(Error::Protocol(
+                    "expected Hello as the first message".into(),
+                ))
+            }
+            Err(FrameError::Disconnected) => {
+                return Err(self.launcher_failure("launcher exited without a report".into()))
+            }
+            Err(e) => return Err(self.launcher_failure(format!("waiting for the worker: {e}"))),
+        };
+        let _ = self.end.socket().set_read_timeout(None);
+        match read_report(&mut self.report)? {
+            LauncherReport::Ready {
+                worker_pid,
+                cgroup_version,
+                cgroup_dirs,
+                oom_file,
+                privileged,
+            } => {
+                self.info.worker_pid = worker_pid;
+                self.info.cgroup_version = cgroup_version;
+                self.info.cgroup_dirs = cgroup_dirs;
+                self.info.oom_file = oom_file;
+                self.info.privileged = privileged;
+            }
+            LauncherReport::Exited { .. } => {
+                return Err(Error::Launcher(
+                    "launcher reported exit before ready".into(),
+                ))
+            }
+        }
+        let (hu, hg) = if self.info.privileged {
+            (spec.host_uid, spec.host_gid)
+        } else {
+            (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            )
+        };
+        verify_attestation(&attestation, hu, hg).map_err(Error::Attestation)?;
+        self.info.attestation = attestation;
+        Ok(())
+    }
+
+    fn launcher_failure(&mut self, what: String) -> Error {
+        // SIGTERM, not SIGKILL: the launcher then kills its child and removes the cgroup.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.dead = true;
+        match self.child.wait() {
+            Ok(st) => Error::Launcher(format!("{what} (launcher {st})")),
+            Err(_) => Error::Launcher(what),
+        }
+    }
+
+    /// What the launcher reported.
+    pub fn info(&self) -> &SandboxInfo {
+        &self.info
+    }
+
+    /// OOM kills counted so far in the sandbox's cgroup (read from the host side).
+    pub fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(&self.info.oom_file)
+            .map(|s| bulkhead_policy::cgroup::parse_oom_kills(&s))
+            .unwrap_or(0)
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.kill();
+        e
+    }
+
+    fn recv_checked(&mut self) -> Result<WorkerMsg> {
+        let msg = match self.end.recv() {
+            Ok(m) => m,
+            Err(FrameError::Disconnected) => {
+                self.kill();
+                return Err(Error::SandboxGone(
+                    "the worker closed its connection".into(),
+                ));
+            }
+            Err(e) => return Err(self.fail(Error::Protocol(e.to_string()))),
+        };
+        let kind = match &msg {
+            WorkerMsg::Output { .. } => MethodKind::Output,
+            _ => MethodKind::Response,
+        };
+        if !self.limiter.allow(kind) {
+            return Err(self.fail(Error::Protocol(format!(
+                "worker exceeded its {kind:?} frame rate"
+            ))));
+        }
+        Ok(msg)
+    }
+
+    /// Sends `body` and waits for its reply; `on_output` receives exec output as it comes.
+    pub fn request(
+        &mut self,
+        body: Request,
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<std::result::Result<Reply, ToolError>> {
+        if self.dead {
+            return Err(Error::SandboxGone("the sandbox was stopped".into()));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let cap = match &body {
+            Request::Exec(e) => e.output_cap,
+            _ => 0,
+        };
+        // Output beyond the cap plus the marker is a protocol violation.
+        let allowance = cap.saturating_add(256);
+        let mut seen: u64 = 0;
+        if let Err(e) = self.end.request(id, &body) {
+            return Err(self.fail(Error::SandboxGone(format!("sending request: {e}"))));
+        }
+        loop {
+            match self.recv_checked()? {
+                WorkerMsg::Output {
+                    id: oid,
+                    stream,
+                    data,
+                } if oid == id => {
+                    seen = seen.saturating_add(data.len() as u64);
+                    if seen > allowance {
+                        return Err(self.fail(Error::Protocol(
+                            "worker sent more output than the cap".into(),
+                        )));
+                    }
+                    on_output(stream, &data);
+                }
+                WorkerMsg::Response { id: rid, result } if rid == id => return Ok(result),
+                WorkerMsg::Output { .. } | WorkerMsg::Response { .. } => {
+                    return Err(self.fail(Error::Protocol(
+                        "worker answered a request that was not asked".into(),
+                    )))
+                }
+                WorkerMsg::Hello { .. } | WorkerMsg::SetupFailed(_) => {
+                    return Err(self.fail(Error::Protocol("unexpected handshake message".into())))
+                }
+            }
+        }
+    }
+
+    /// Runs a command; output goes to `on_output` as it arrives.
+    pub fn exec(
+        &mut self,
+        req: ExecRequest,
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<ExecOutcome> {
+        let before = self.oom_kills();
+        match self.request(Request::Exec(req), on_output)? {
+            Ok(Reply::Exec(result)) => {
+                let oom_killed = self.oom_kills() > before;
+                Ok(ExecOutcome { result, oom_killed })
+            }
+            Ok(_) => Err(self.fail(Error::Protocol("wrong reply type for exec".into()))),
+            Err(t) => Err(Error::Tool(t)),
+        }
+    }
+
+    /// Stops the sandbox: asks the worker to exit, waits for the launcher's report.
+    pub fn shutdown(mut self) -> Result<SandboxExit> {
+        let _ = self.end.shutdown();
+        let _ = self.end.socket().shutdown(std::net::Shutdown::Write);
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<SandboxExit> {
+        self.dead = true;
+        let mut exit = SandboxExit::default();
+        // Drain the report pipe until EOF: Exited comes last.
+        let mut buf = Vec::new();
+        let _ = (&mut self.report).read_to_end(&mut buf);
+        let mut rest: &[u8] = &buf;
+        while let Ok(m) = {
+            let mut p = Vec::new();
+            read_payload(&mut rest, &mut p).and_then(|_| decode_payload::<LauncherReport>(&p))
+        } {
+            if let LauncherReport::Exited {
+                code,
+                signal,
+                oom_kills,
+                cgroup_removed,
+            } = m
+            {
+                exit = SandboxExit {
+                    code,
+                    signal,
+                    oom_kills,
+                    cgroup_removed,
+                };
+            }
+        }
+        let _ = self.child.wait();
+        Ok(exit)
+    }
+
+    /// Kills the sandbox now (the launcher kills the worker and removes the cgroup).
+    pub fn kill(&mut self) {
+        if self.dead {
+            return;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.finish();
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,1 +1,2 @@
-
+//! bulkhead's integration tests: one binary, one module per area.
+mod suite;

@@ -1,1 +1,235 @@
+//! Shared harness of bulkhead's integration, escape and end-to-end tests.
+//!
+//! Tests drive the real binaries (`bulkhead`, `bulkhead-launch`, `bulkhead-worker`) built in
+//! the same target directory. Tests that need namespaces skip with a printed reason when the
+//! host cannot run sandboxes, and fail instead when `BULKHEAD_PRIV_TESTS_MUST_RUN=1`.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Directory holding the built binaries: `$BULKHEAD_BIN_DIR`, else the target directory of
+/// this test executable (`target/<profile>/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BULKHEAD_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("exe dir");
+    let dir = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("target dir")
+    } else {
+        deps
+    };
+    dir.to_path_buf()
+}
+
+/// Path of a built binary; panics with a hint when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` (make test does) first",
+        p.display()
+    );
+    p
+}
+
+/// Whether sandbox tests must run (a skip is then a failure).
+pub fn must_run() -> bool {
+    std::env::var("BULKHEAD_PRIV_TESTS_MUST_RUN").is_ok_and(|v| v == "1")
+}
+
+/// Why this host cannot run sandboxes, if it cannot (checked once by starting one).
+pub fn sandbox_unavailable() -> Option<String> {
+    static WHY: OnceLock<Option<String>> = OnceLock::new();
+    WHY.get_or_init(|| {
+        let env = TestEnv::new();
+        let out = env.bulkhead(&["doctor"]);
+        if out.status.success() {
+            None
+        } else {
+            Some(format!(
+                "bulkhead doctor says this host cannot run sandboxes:\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            ))
+        }
+    })
+    .clone()
+}
+
+/// Returns `true` when the test should go on; prints the reason and returns `false` to
+/// skip; panics instead of skipping when `BULKHEAD_PRIV_TESTS_MUST_RUN=1`.
+pub fn sandbox_or_skip(test: &str) -> bool {
+    match sandbox_unavailable() {
+        None => true,
+        Some(why) if must_run() => panic!("{test}: BULKHEAD_PRIV_TESTS_MUST_RUN=1 but {why}"),
+        Some(why) => {
+            eprintln!("SKIP {test}: {why}");
+            false
+        }
+    }
+}
+
+/// Lossy UTF-8.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A private state directory and helpers to run the CLI against it.
+#[derive(Debug)]
+pub struct TestEnv {
+    /// Temp dir holding the state dir (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestEnv {
+    /// A fresh state directory.
+    pub fn new() -> Self {
+        // Under /var/tmp or the target dir rather than /tmp: the launcher stages the new
+        // root on /tmp inside its own mount namespace, which is fine either way, but keeping
+        // test state off /tmp makes leftovers easy to find.
+        let base = bin_dir().join("test-state");
+        std::fs::create_dir_all(&base).expect("create test-state dir");
+        let dir = tempfile::Builder::new()
+            .prefix("bh-")
+            .tempdir_in(&base)
+            .expect("tempdir");
+        TestEnv { dir }
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A `bulkhead` command with `--state-dir` set and a clean environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin("bulkhead"));
+        c.arg("--state-dir").arg(self.state());
+        c.env_remove("BULKHEAD_STATE_DIR");
+        c.env_remove("BULKHEAD_LAUNCH");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `bulkhead --state-dir … ARGS`.
+    pub fn bulkhead(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run bulkhead")
+    }
+
+    /// Creates a workspace (panics on failure).
+    pub fn create(&self, id: &str) {
+        let out = self.bulkhead(&["workspace", "create", id]);
+        assert!(
+            out.status.success(),
+            "workspace create {id}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    /// `bulkhead exec ID [FLAGS] -- ARGV`.
+    pub fn exec(&self, id: &str, flags: &[&str], argv: &[&str]) -> Output {
+        let mut args = vec!["exec", id];
+        args.extend_from_slice(flags);
+        args.push("--");
+        args.extend_from_slice(argv);
+        self.bulkhead(&args)
+    }
+
+    /// `bulkhead exec ID -- /bin/sh -c SCRIPT`.
+    pub fn sh(&self, id: &str, script: &str) -> Output {
+        self.exec(id, &[], &["/bin/sh", "-c", script])
+    }
+
+    /// Host path of a workspace's `files/`.
+    pub fn files(&self, id: &str) -> PathBuf {
+        self.state().join("workspaces").join(id).join("files")
+    }
+}
+
+/// Namespace ids of a process as seen from the host.
+pub fn ns_id(pid: &str, ns: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// A workspace whose sandbox was just checked to be really isolated (new mount, pid, net,
+/// uts namespaces, only `lo`, pid 1 is the worker): attack tests run only in one of these.
+#[derive(Debug)]
+pub struct Isolated {
+    /// The environment.
+    pub env: TestEnv,
+    /// Workspace id.
+    pub id: String,
+}
+
+impl Isolated {
+    /// Creates the workspace and checks its isolation; `None` (after printing why) when the
+    /// host cannot run sandboxes.
+    pub fn new(test: &str) -> Option<Isolated> {
+        if !sandbox_or_skip(test) {
+            return None;
+        }
+        let env = TestEnv::new();
+        let id = "attack";
+        env.create(id);
+        let out = env.sh(
+            id,
+            "for n in mnt pid net uts; do readlink /proc/self/ns/$n; done; cat /proc/1/comm; \
+             cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' '",
+        );
+        assert!(
+            out.status.success(),
+            "isolation probe failed: {}",
+            text(&out.stderr)
+        );
+        let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+        assert!(lines.len() >= 6, "isolation probe output: {lines:?}");
+        for (i, ns) in ["mnt", "pid", "net", "uts"].iter().enumerate() {
+            assert_ne!(
+                lines[i],
+                ns_id("self", ns),
+                "the sandbox shares the host's {ns} namespace: refusing to run attacks"
+            );
+        }
+        assert_eq!(
+            lines[4], "bulkhead-worker",
+            "pid 1 inside is not the worker"
+        );
+        assert_eq!(
+            &lines[5..],
+            ["lo"],
+            "interfaces besides lo inside the sandbox"
+        );
+        Some(Isolated { env, id: id.into() })
+    }
+
+    /// Runs a shell script in the isolated sandbox.
+    pub fn sh(&self, script: &str) -> Output {
+        self.env.sh(&self.id, script)
+    }
+
+    /// Runs argv in the isolated sandbox with extra flags.
+    pub fn exec(&self, flags: &[&str], argv: &[&str]) -> Output {
+        self.env.exec(&self.id, flags, argv)
+    }
+
+    /// Runs a python3 program in the isolated sandbox.
+    pub fn python(&self, code: &str) -> Output {
+        self.exec(&[], &["python3", "-c", code])
+    }
+}
+
+/// Asserts a path does not exist on the host (used after attacks that try to create one).
+pub fn assert_absent(p: &Path) {
+    assert!(!p.exists(), "{} exists on the host", p.display());
+}

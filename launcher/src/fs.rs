@@ -152,10 +152,12 @@ fn apply(op: &MountOp, workspace_fd: RawFd) -> Result<(), SetupError> {
         MountOp::Workspace { path, writable } => {
             let r = rel(path);
             mkdir(r).map_err(|e| fail(path, "create mount point", e))?;
-            // `workspace_fd` is a detached copy of the directory the launcher opened with
-            // RESOLVE_NO_SYMLINKS (open_tree): attaching it mounts exactly that directory,
-            // whatever its path points to now.
-            sys::move_mount_to(workspace_fd, r).map_err(|e| fail(path, "attach workspace", e))?;
+            // `workspace_fd` was opened in this mount namespace with RESOLVE_NO_SYMLINKS:
+            // binding it through its /proc magic link mounts exactly that directory, whatever
+            // its path points to now.
+            let src = format!("/proc/self/fd/{workspace_fd}");
+            sys::mount(Some(&src), r, None, libc::MS_BIND, None)
+                .map_err(|e| fail(path, "bind workspace", e))?;
             let ro = if *writable { 0 } else { RDONLY };
             sys::mount_setattr(r, ro | NOSUID | NODEV, false)
                 .map_err(|e| fail(path, "restrict workspace", e))

@@ -116,7 +116,7 @@ struct Prepared {
     spec: LaunchSpec,
     mounts: Vec<Planned>,
     filters: Vec<seccompiler::BpfProgram>,
-    workspace_fd: RawFd,
+    host_uid: u32,
     worker_fd: RawFd,
     cap_last: u32,
     landlock_abi: u32,
@@ -287,42 +287,6 @@ fn sanitize() -> Result<(), SetupError> {
 /// Everything that reads the host: done by the parent before cloning, so the child needs
 /// no host path after it enters its namespaces.
 fn prepare(spec: LaunchSpec, host_uid: u32) -> Result<Prepared, SetupError> {
-    let ws = &spec.workspace_dir;
-    let workspace_fd = sys::open_dir_nofollow(ws).map_err(|e| {
-        let why = match e.raw_os_error() {
-            Some(libc::ELOOP) => {
-                "a component of the workspace path is a symlink; refusing to follow it"
-            }
-            Some(libc::ENOENT) => "the workspace directory does not exist",
-            Some(libc::ENOTDIR) => "the workspace path is not a directory",
-            _ => "cannot open the workspace directory",
-        };
-        err(SetupStep::Mounts, &e, ws, why)
-    })?;
-    let (owner, _, _) =
-        sys::fd_owner(workspace_fd).map_err(|e| err(SetupStep::Mounts, &e, ws, "stat"))?;
-    if owner != host_uid {
-        return Err(plain(
-            SetupStep::Mounts,
-            ws,
-            format!(
-                "the workspace directory is owned by uid {owner}, not by the sandbox's uid {host_uid}; \
-                 bulkhead only mounts directories it prepared (recreate the workspace)"
-            ),
-        ));
-    }
-    // A detached copy of exactly that directory, attached inside the sandbox's mount
-    // namespace (a plain descriptor from this namespace cannot be bind-mounted there).
-    let tree_fd = sys::open_tree_clone(workspace_fd).map_err(|e| {
-        err(
-            SetupStep::Mounts,
-            &e,
-            ws,
-            "clone the workspace mount (open_tree needs Linux ≥ 5.2)",
-        )
-    })?;
-    sys::close(workspace_fd);
-    let workspace_fd = tree_fd;
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(|e| err(SetupStep::Exec, &e, "/proc/self/exe", "locate the launcher"))?;
     let worker = exe.with_file_name(WORKER_NAME);
@@ -359,11 +323,38 @@ fn prepare(spec: LaunchSpec, host_uid: u32) -> Result<Prepared, SetupError> {
         spec,
         mounts,
         filters,
-        workspace_fd,
+        host_uid,
         worker_fd,
         cap_last,
         landlock_abi,
     })
+}
+
+/// Opens the workspace directory without following a symlink in any component, inside the
+/// sandbox's (still host-identical) mount namespace, and checks who owns it. Done before the
+/// child changes uid, so a root-owned state directory stays traversable.
+fn open_workspace(ws: &str, host_uid: u32) -> Result<RawFd, SetupError> {
+    let workspace_fd = sys::open_dir_nofollow(ws).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::ELOOP) => "a component of the workspace path is a symlink; refusing to follow it",
+            Some(libc::ENOENT) => "the workspace directory does not exist",
+            Some(libc::ENOTDIR) => "the workspace path is not a directory",
+            _ => "cannot open the workspace directory",
+        };
+        err(SetupStep::Mounts, &e, ws, why)
+    })?;
+    let (owner, _, _) = sys::fd_owner(workspace_fd).map_err(|e| err(SetupStep::Mounts, &e, ws, "stat"))?;
+    if owner != host_uid {
+        return Err(plain(
+            SetupStep::Mounts,
+            ws,
+            format!(
+                "the workspace directory is owned by uid {owner}, not by the sandbox's uid {host_uid}; \
+                 bulkhead only mounts directories it prepared (recreate the workspace)"
+            ),
+        ));
+    }
+    Ok(workspace_fd)
 }
 
 fn write_id_maps(pid: libc::pid_t, host_uid: u32, host_gid: u32) -> Result<(), SetupError> {
@@ -407,13 +398,14 @@ fn setup_child(p: &Prepared) -> Result<(), SetupError> {
     // 4. the cgroup namespace, now that we sit in the sandbox's cgroup.
     sys::unshare(libc::CLONE_NEWCGROUP)
         .map_err(|e| err(S::Namespaces, &e, "", "unshare cgroup namespace"))?;
+    let workspace_fd = open_workspace(&p.spec.workspace_dir, p.host_uid)?;
     // 5. become the sandbox user (the parent wrote the maps).
     sys::setresgid(SANDBOX_GID).map_err(|e| err(S::IdMaps, &e, "", "setresgid"))?;
     sys::setresuid(SANDBOX_UID).map_err(|e| err(S::IdMaps, &e, "", "setresuid"))?;
     sys::umask(0o022);
     // 6. mounts
-    fs::build_root(&p.mounts, p.workspace_fd)?;
-    sys::close(p.workspace_fd);
+    fs::build_root(&p.mounts, workspace_fd)?;
+    sys::close(workspace_fd);
     // 7. network
     sys::loopback_up().map_err(|e| err(S::Network, &e, "lo", "bring loopback up"))?;
     sys::sethostname(&p.spec.hostname).map_err(|e| err(S::Network, &e, "", "sethostname"))?;

@@ -275,35 +275,6 @@ pub fn open_dir_nofollow(path: &str) -> io::Result<RawFd> {
     check_long(r).map(|fd| fd as RawFd)
 }
 
-/// `open_tree(fd, "", OPEN_TREE_CLONE|OPEN_TREE_CLOEXEC|AT_EMPTY_PATH)`: a detached copy of
-/// the mount at `fd`, which another mount namespace can attach with [`move_mount_to`].
-pub fn open_tree_clone(fd: RawFd) -> io::Result<RawFd> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    let flags =
-        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
-    // SAFETY: `fd` is an open descriptor and the empty path is a static C string.
-    let r = unsafe { libc::syscall(libc::SYS_open_tree, fd, c"".as_ptr(), flags) };
-    check_long(r).map(|fd| fd as RawFd)
-}
-
-/// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attaches a detached mount.
-pub fn move_mount_to(fd: RawFd, target: &str) -> io::Result<()> {
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    let t = cstr(target)?;
-    // SAFETY: `fd` is a detached mount from open_tree; both paths are NUL-terminated.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd,
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    check_long(r).map(drop)
-}
-
 /// `open(path, O_PATH|O_CLOEXEC)` of a file (the worker binary).
 pub fn open_path(path: &str) -> io::Result<RawFd> {
     let p = cstr(path)?;

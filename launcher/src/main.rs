@@ -214,7 +214,15 @@ fn run() -> i32 {
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
-    let pid = match sys::clone_fork(flags) {
+    // The child must be dumpable until the parent has written its id maps:
+    // /proc/<pid>/{uid,gid}_map and setgroups of a non-dumpable process belong to root,
+    // which a rootless parent is not. It inherits this flag; both sides clear it right after.
+    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
+    let pid = sys::clone_fork(flags);
+    if !matches!(pid, Ok(0)) {
+        let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0);
+    }
+    let pid = match pid {
         Ok(0) => {
             sys::close(go_wr);
             child(prepared, go_rd, &mut end)
@@ -336,20 +344,25 @@ fn prepare(spec: LaunchSpec, host_uid: u32) -> Result<Prepared, SetupError> {
 fn open_workspace(ws: &str, host_uid: u32) -> Result<RawFd, SetupError> {
     let workspace_fd = sys::open_dir_nofollow(ws).map_err(|e| {
         let why = match e.raw_os_error() {
-            Some(libc::ELOOP) => "a component of the workspace path is a symlink; refusing to follow it",
+            Some(libc::ELOOP) => {
+                "a component of the workspace path is a symlink; refusing to follow it"
+            }
             Some(libc::ENOENT) => "the workspace directory does not exist",
             Some(libc::ENOTDIR) => "the workspace path is not a directory",
             _ => "cannot open the workspace directory",
         };
         err(SetupStep::Mounts, &e, ws, why)
     })?;
-    let (owner, _, _) = sys::fd_owner(workspace_fd).map_err(|e| err(SetupStep::Mounts, &e, ws, "stat"))?;
-    if owner != host_uid {
+    // Seen from inside the user namespace (the maps are written): the sandbox uid here is
+    // `host_uid` on the host, and any other host owner shows as another id.
+    let (owner, _, _) =
+        sys::fd_owner(workspace_fd).map_err(|e| err(SetupStep::Mounts, &e, ws, "stat"))?;
+    if owner != SANDBOX_UID {
         return Err(plain(
             SetupStep::Mounts,
             ws,
             format!(
-                "the workspace directory is owned by uid {owner}, not by the sandbox's uid {host_uid}; \
+                "the workspace directory is not owned by the sandbox's host uid {host_uid}; \
                  bulkhead only mounts directories it prepared (recreate the workspace)"
             ),
         ));
@@ -375,6 +388,10 @@ fn child(p: Prepared, go_rd: RawFd, end: &mut WorkerEnd) -> ! {
         sys::exit_now(SetupStep::IdMaps.exit_code());
     }
     sys::close(go_rd);
+    if let Err(e) = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0) {
+        let code = report_failure(end, err(SetupStep::Sanitize, &e, "", "PR_SET_DUMPABLE"));
+        sys::exit_now(code);
+    }
     match setup_child(&p) {
         Ok(()) => {
             let argv = [c"bulkhead-worker"];

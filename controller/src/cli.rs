@@ -160,7 +160,6 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 
 /// Entry point used by `main.rs`: parses arguments, runs, returns the exit code.
 pub fn main() -> i32 {
-    crate::logging::init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -174,7 +173,24 @@ pub fn main() -> i32 {
         }
     };
     let json = cli.json;
-    match run(cli) {
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::state::default_state_dir);
+    let setup = crate::config::Config::load(&state_dir).and_then(|cfg| {
+        crate::logging::init(&cfg.log).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot open the log file {}: {e}",
+                cfg.log
+                    .file
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
+        })
+    });
+    let result = setup.and_then(|()| run(cli));
+    match result {
         Ok(code) => code,
         Err(e) => {
             if json {

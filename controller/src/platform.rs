@@ -111,6 +111,7 @@ pub struct WorkspaceRecord {
 pub struct Platform {
     state: StateDir,
     launcher: Option<PathBuf>,
+    defaults: LimitsConfig,
 }
 
 /// One workspace.
@@ -118,6 +119,7 @@ pub struct Platform {
 pub struct Workspace {
     state: StateDir,
     launcher: Option<PathBuf>,
+    defaults: LimitsConfig,
     record: WorkspaceRecord,
 }
 
@@ -133,13 +135,16 @@ fn privileged() -> bool {
 }
 
 impl Platform {
-    /// Opens (and creates if needed) a state directory.
+    /// Opens (and creates if needed) a state directory, reading its `config.toml` and the
+    /// `BULKHEAD_*` environment (see [`crate::config`]). `config.launcher` wins over both.
     pub fn open(config: PlatformConfig) -> Result<Platform> {
+        let file = crate::config::Config::load(&config.state_dir)?;
         let state = StateDir::new(config.state_dir);
         state.ensure()?;
         Ok(Platform {
             state,
-            launcher: config.launcher,
+            launcher: config.launcher.or(file.launcher),
+            defaults: file.limits,
         })
     }
 
@@ -152,7 +157,10 @@ impl Platform {
     pub fn create_workspace(&self, id: &str, config: WorkspaceConfig) -> Result<Workspace> {
         validate_workspace_id(id).map_err(|e| Error::Invalid(e.to_string()))?;
         // Validate limits now, not at first use.
-        let limits = config.limits.apply(bulkhead_policy::default_limits());
+        let limits = self
+            .defaults
+            .merged(&config.limits)
+            .apply(bulkhead_policy::default_limits());
         check_limits(&limits)?;
         let _lock = self.state.lock()?;
         let dir = self.state.workspace(id);
@@ -199,10 +207,11 @@ impl Platform {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        log::info!(target: "workspace", "created workspace {id}");
+        log::info!(target: "workspace", workspace = id; "created workspace");
         Ok(Workspace {
             state: self.state.clone(),
             launcher: self.launcher.clone(),
+            defaults: self.defaults.clone(),
             record,
         })
     }
@@ -246,6 +255,7 @@ impl Platform {
         Ok(Workspace {
             state: self.state.clone(),
             launcher: self.launcher.clone(),
+            defaults: self.defaults.clone(),
             record,
         })
     }
@@ -268,7 +278,9 @@ impl Platform {
         for id in ids {
             match self.workspace(&id) {
                 Ok(w) => out.push(w),
-                Err(e) => log::warn!(target: "workspace", "skipping {id}: {e}"),
+                Err(e) => {
+                    log::warn!(target: "workspace", workspace = id.as_str(); "skipping damaged workspace: {e}")
+                }
             }
         }
         Ok(out)
@@ -287,7 +299,7 @@ impl Platform {
             .join(format!(".del-{id}-{}", std::process::id()));
         fs::rename(&dir, &trash).map_err(|e| Error::io(&dir, e))?;
         fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
-        log::info!(target: "workspace", "deleted workspace {id}");
+        log::info!(target: "workspace", workspace = id; "deleted workspace");
         Ok(())
     }
 }
@@ -340,11 +352,11 @@ impl Workspace {
         self.dir().join("files")
     }
 
-    /// Effective limits: policy defaults, then the workspace's, then `extra`.
+    /// Effective limits: policy defaults, then `config.toml`'s `[limits]`, then the
+    /// workspace's, then `extra`.
     pub fn limits(&self, extra: &LimitsConfig) -> Limits {
-        self.record
-            .config
-            .limits
+        self.defaults
+            .merged(&self.record.config.limits)
             .merged(extra)
             .apply(bulkhead_policy::default_limits())
     }
@@ -395,7 +407,16 @@ impl Workspace {
             Some(l) => l.clone(),
             None => find_launcher()?,
         };
-        let sb = Sandbox::start(&launcher, &spec)?;
+        let sb = Sandbox::start(&launcher, &spec).inspect_err(|e| {
+            log::warn!(target: "sandbox", workspace = self.record.id.as_str(); "sandbox start failed: {e}");
+        })?;
+        log::info!(
+            target: "sandbox",
+            workspace = self.record.id.as_str(),
+            launcher_pid = sb.info().launcher_pid,
+            cgroup = format!("{:?}", sb.info().cgroup_version).as_str();
+            "sandbox started"
+        );
         let run_file = self
             .dir()
             .join("run")

@@ -1,3 +1,5 @@
 mod cli;
+mod config;
 mod docs;
+mod escape_a;
 mod rootless;

@@ -15,7 +15,10 @@ fn root_or_skip(test: &str) -> bool {
         return false;
     }
     if !nix_is_root() {
-        assert!(!must_run(), "{test}: needs root to create the unprivileged caller");
+        assert!(
+            !must_run(),
+            "{test}: needs root to create the unprivileged caller"
+        );
         eprintln!("SKIP {test}: needs root to set up an unprivileged caller");
         return false;
     }
@@ -34,7 +37,11 @@ fn nix_is_root() -> bool {
 fn user_env() -> TestEnv {
     let env = TestEnv::new();
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let st = Command::new("chown").arg(format!("{UID}:{UID}")).arg(env.dir.path()).status().unwrap();
+    let st = Command::new("chown")
+        .arg(format!("{UID}:{UID}"))
+        .arg(env.dir.path())
+        .status()
+        .unwrap();
     assert!(st.success());
     env
 }
@@ -71,10 +78,19 @@ fn rootless_without_delegated_cgroup_says_so() {
     let out = as_user(&env, &[], &["workspace", "create", "r1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = as_user(&env, &[], &["exec", "r1", "--", "id"]);
-    assert_eq!(out.status.code(), Some(125), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let err = text(&out.stderr);
     assert!(err.contains("sandbox setup failed: cgroup"), "{err}");
-    assert!(err.contains("delegat"), "the error should say a delegated cgroup is needed: {err}");
+    assert!(
+        err.contains("delegat"),
+        "the error should say a delegated cgroup is needed: {err}"
+    );
 }
 
 /// v1 hierarchies holding memory, pids and cpu, and our own path in each.
@@ -82,7 +98,11 @@ fn v1_dirs() -> Vec<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let mut out = Vec::new();
     for ctrl in ["memory", "pids", "cpu"] {
-        let line = own.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|x| x == ctrl)));
+        let line = own.lines().find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|x| x == ctrl))
+        });
         let Some(line) = line else { return vec![] };
         let path = line.splitn(3, ':').nth(2).unwrap().trim_start_matches('/');
         let mount = Path::new("/sys/fs/cgroup").join(ctrl);
@@ -113,7 +133,10 @@ fn rootless_with_delegated_cgroup_runs_every_layer() {
     let parents = v1_dirs();
     if parents.is_empty() {
         // A pure-v2 host: delegation is covered by the temp-dir tests of the planner.
-        assert!(!must_run() || Path::new("/sys/fs/cgroup/cgroup.controllers").exists(), "no v1 hierarchies and no v2");
+        assert!(
+            !must_run() || Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            "no v1 hierarchies and no v2"
+        );
         eprintln!("SKIP rootless_with_delegated_cgroup_runs_every_layer: no v1 memory/pids/cpu hierarchies");
         return;
     }
@@ -122,7 +145,12 @@ fn rootless_with_delegated_cgroup_runs_every_layer() {
     let guard = Delegated(dirs.clone());
     for d in &guard.0 {
         std::fs::create_dir(d).unwrap();
-        let st = Command::new("chown").arg("-R").arg(format!("{UID}:{UID}")).arg(d).status().unwrap();
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{UID}:{UID}"))
+            .arg(d)
+            .status()
+            .unwrap();
         assert!(st.success());
     }
     let env = user_env();
@@ -135,17 +163,42 @@ fn rootless_with_delegated_cgroup_runs_every_layer() {
         &["exec", "r2", "--memory", "64M", "--", "/bin/sh", "-c", "id; cat /proc/self/uid_map; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; echo hi > /workspace/f"],
     );
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "rootless exec failed: {stdout}{}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rootless exec failed: {stdout}{}",
+        text(&out.stderr)
+    );
     assert!(stdout.contains("uid=1000(sandbox)"), "{stdout}");
     let map: Vec<&str> = stdout.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(map, ["1000", &UID.to_string(), "1"], "rootless maps to the caller's own uid");
-    assert!(stdout.contains("NoNewPrivs:\t1") && stdout.contains("Seccomp:\t2") && stdout.contains("CapEff:\t0000000000000000"), "{stdout}");
+    assert_eq!(
+        map,
+        ["1000", &UID.to_string(), "1"],
+        "rootless maps to the caller's own uid"
+    );
+    assert!(
+        stdout.contains("NoNewPrivs:\t1")
+            && stdout.contains("Seccomp:\t2")
+            && stdout.contains("CapEff:\t0000000000000000"),
+        "{stdout}"
+    );
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(env.files("r2").join("f")).unwrap().uid(), UID);
+    assert_eq!(
+        std::fs::metadata(env.files("r2").join("f")).unwrap().uid(),
+        UID
+    );
     // The sandbox cgroup was nested under the delegated one and removed afterwards.
     for d in &dirs {
-        let left: Vec<_> = std::fs::read_dir(d).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect();
-        assert!(left.is_empty(), "sandbox cgroups left under {}: {left:?}", d.display());
+        let left: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "sandbox cgroups left under {}: {left:?}",
+            d.display()
+        );
     }
     drop(guard);
 }

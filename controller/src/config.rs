@@ -1,0 +1,285 @@
+//! Platform configuration: `config.toml` in the state directory, then environment overrides.
+//!
+//! ```toml
+//! [log]
+//! level = "info"                 # BULKHEAD_LOG_LEVEL (error, warn, info, debug, trace, or env_logger filters)
+//! file = "/var/log/bulkhead.log" # BULKHEAD_LOG_FILE (default: stderr)
+//! format = "text"                # BULKHEAD_LOG_FORMAT: text | json
+//! max_bytes = 10485760           # rotate the log file past this size
+//! keep = 3                       # rotated files kept (bulkhead.log.1 … .3)
+//!
+//! [limits]                       # defaults for new workspaces
+//! memory = "512M"
+//! pids = 256
+//! cpu_weight = 100
+//! tmp_size = "256M"
+//!
+//! [sandbox]
+//! launcher = "/usr/libexec/bulkhead/bulkhead-launch"   # BULKHEAD_LAUNCH
+//! ```
+//!
+//! Unknown keys and bad values are errors naming the key and the file (or the variable).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::platform::LimitsConfig;
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `env_logger` filter string.
+    pub level: String,
+    /// Log file (None: stderr).
+    pub file: Option<PathBuf>,
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// Rotate past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "warn".into(),
+            file: None,
+            json: false,
+            max_bytes: 10 << 20,
+            keep: 3,
+        }
+    }
+}
+
+/// Everything `config.toml` and the environment can set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Logging.
+    pub log: LogConfig,
+    /// Default limits of new workspaces.
+    pub limits: LimitsConfig,
+    /// Launcher path.
+    pub launcher: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    log: FileLog,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    sandbox: FileSandbox,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    level: Option<String>,
+    file: Option<PathBuf>,
+    format: Option<String>,
+    max_bytes: Option<u64>,
+    keep: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    memory: Option<String>,
+    pids: Option<u32>,
+    cpu_weight: Option<u32>,
+    cpu_percent: Option<u32>,
+    tmp_size: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSandbox {
+    launcher: Option<PathBuf>,
+}
+
+fn bad(origin: &str, key: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("{origin}: `{key}`: {detail}"))
+}
+
+fn check_level(origin: &str, key: &str, v: &str) -> Result<String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    // Accept a plain level or env_logger directives (`bulkhead=debug,warn`).
+    let ok = !v.is_empty()
+        && v.split(',').all(|d| {
+            let lvl = d
+                .rsplit('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            LEVELS.contains(&lvl.as_str())
+                || (!d.contains('=')
+                    && !d.trim().is_empty()
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        });
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(bad(
+            origin,
+            key,
+            format!("{v:?} is not a log level (off, error, warn, info, debug, trace)"),
+        ))
+    }
+}
+
+fn check_format(origin: &str, key: &str, v: &str) -> Result<bool> {
+    match v {
+        "text" => Ok(false),
+        "json" => Ok(true),
+        other => Err(bad(
+            origin,
+            key,
+            format!("{other:?} is not a log format (text or json)"),
+        )),
+    }
+}
+
+fn size(origin: &str, key: &str, v: &str) -> Result<u64> {
+    crate::cli::parse_size(v).map_err(|e| bad(origin, key, e))
+}
+
+impl Config {
+    /// Reads `<state_dir>/config.toml` (if present), then applies the environment.
+    pub fn load(state_dir: &Path) -> Result<Config> {
+        let path = state_dir.join("config.toml");
+        let mut cfg = match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path.display().to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Parses a config file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let f: FileConfig = toml::from_str(text)
+            .map_err(|e| Error::Invalid(format!("{origin}: {}", e.to_string().trim_end())))?;
+        let mut cfg = Config::default();
+        if let Some(v) = f.log.level {
+            cfg.log.level = check_level(origin, "log.level", &v)?;
+        }
+        cfg.log.file = f.log.file;
+        if let Some(v) = f.log.format {
+            cfg.log.json = check_format(origin, "log.format", &v)?;
+        }
+        if let Some(v) = f.log.max_bytes {
+            if v < 4096 {
+                return Err(bad(origin, "log.max_bytes", "must be at least 4096"));
+            }
+            cfg.log.max_bytes = v;
+        }
+        if let Some(v) = f.log.keep {
+            if v > 100 {
+                return Err(bad(origin, "log.keep", "must be at most 100"));
+            }
+            cfg.log.keep = v;
+        }
+        cfg.limits.memory_bytes = f
+            .limits
+            .memory
+            .as_deref()
+            .map(|v| size(origin, "limits.memory", v))
+            .transpose()?;
+        cfg.limits.tmp_bytes = f
+            .limits
+            .tmp_size
+            .as_deref()
+            .map(|v| size(origin, "limits.tmp_size", v))
+            .transpose()?;
+        cfg.limits.pids = f.limits.pids;
+        cfg.limits.cpu_weight = f.limits.cpu_weight;
+        cfg.limits.cpu_percent = f.limits.cpu_percent;
+        let limits = cfg.limits.apply(bulkhead_policy::default_limits());
+        crate::platform::check_limits(&limits)
+            .map_err(|e| Error::Invalid(format!("{origin}: [limits]: {e}")))?;
+        cfg.launcher = f.sandbox.launcher;
+        Ok(cfg)
+    }
+
+    /// Applies `BULKHEAD_*` environment overrides (env wins over the file).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(v) = get("BULKHEAD_LOG_LEVEL").filter(|v| !v.is_empty()) {
+            self.log.level = check_level("environment", "BULKHEAD_LOG_LEVEL", &v)?;
+        }
+        if let Some(v) = get("BULKHEAD_LOG_FILE").filter(|v| !v.is_empty()) {
+            self.log.file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("BULKHEAD_LOG_FORMAT").filter(|v| !v.is_empty()) {
+            self.log.json = check_format("environment", "BULKHEAD_LOG_FORMAT", &v)?;
+        }
+        if let Some(v) = get("BULKHEAD_LAUNCH").filter(|v| !v.is_empty()) {
+            self.launcher = Some(PathBuf::from(v));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_section() {
+        let c = Config::parse(
+            "[log]\nlevel = \"debug\"\nformat = \"json\"\nfile = \"/tmp/x.log\"\nmax_bytes = 8192\nkeep = 2\n[limits]\nmemory = \"1G\"\npids = 100\n[sandbox]\nlauncher = \"/opt/l\"\n",
+            "config.toml",
+        )
+        .unwrap();
+        assert_eq!(c.log.level, "debug");
+        assert!(c.log.json);
+        assert_eq!(c.log.keep, 2);
+        assert_eq!(c.limits.memory_bytes, Some(1 << 30));
+        assert_eq!(c.limits.pids, Some(100));
+        assert_eq!(c.launcher.as_deref(), Some(Path::new("/opt/l")));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let e = Config::parse("[log]\nlevle = \"x\"\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/s/config.toml") && e.contains("levle"), "{e}");
+        let e = Config::parse("[log]\nformat = \"xml\"\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.format") && e.contains("xml"), "{e}");
+        let e = Config::parse("[limits]\nmemory = \"lots\"\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.memory"), "{e}");
+        let e = Config::parse("[limits]\npids = 1\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pids"), "{e}");
+        let e = Config::parse("[nope]\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn environment_wins_and_is_validated() {
+        let mut c = Config::parse("[log]\nlevel = \"info\"\n", "f").unwrap();
+        c.apply_env(|k| (k == "BULKHEAD_LOG_LEVEL").then(|| "trace".to_string()))
+            .unwrap();
+        assert_eq!(c.log.level, "trace");
+        let e = c
+            .apply_env(|k| (k == "BULKHEAD_LOG_FORMAT").then(|| "yaml".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BULKHEAD_LOG_FORMAT"), "{e}");
+    }
+}

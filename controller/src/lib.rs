@@ -23,6 +23,8 @@ pub mod platform;
 pub mod sandbox;
 pub mod state;
 
+/// The wire protocol types (requests, replies, limits), re-exported for embedders.
+pub use bulkhead_shared as protocol;
 pub use error::{Error, Result};
 pub use platform::{
     ExecOptions, LimitsConfig, Platform, PlatformConfig, RunningSandbox, Workspace, WorkspaceConfig,

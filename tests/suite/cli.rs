@@ -340,3 +340,18 @@ fn doctor_reports_every_layer() {
     let out = env.bulkhead(&["doctor"]);
     assert!(text(&out.stdout).contains("ok "));
 }
+
+#[test]
+fn library_example_runs() {
+    if !sandbox_or_skip("library_example_runs") {
+        return;
+    }
+    let example = bulkhead_tests::bin_dir().join("examples/embed");
+    assert!(example.exists(), "{} missing: `cargo build --workspace --all-targets` builds it", example.display());
+    let out = std::process::Command::new(example).output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("[out] hello from example"), "{stdout}");
+    assert!(stdout.contains("exit: Code(0)"), "{stdout}");
+    assert!(stdout.contains("cgroup removed: true"), "{stdout}");
+}

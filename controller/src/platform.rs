@@ -139,8 +139,12 @@ impl Platform {
     /// `BULKHEAD_*` environment (see [`crate::config`]). `config.launcher` wins over both.
     pub fn open(config: PlatformConfig) -> Result<Platform> {
         let file = crate::config::Config::load(&config.state_dir)?;
-        let state = StateDir::new(config.state_dir);
-        state.ensure()?;
+        StateDir::new(&config.state_dir).ensure()?;
+        // The launcher opens workspace paths without following any symlink, so hand it the
+        // real, absolute path: a state dir reached through a symlink (/var/lib -> /data) or
+        // given relatively still works.
+        let real = fs::canonicalize(&config.state_dir).map_err(|e| Error::io(&config.state_dir, e))?;
+        let state = StateDir::new(real);
         Ok(Platform {
             state,
             launcher: config.launcher.or(file.launcher),

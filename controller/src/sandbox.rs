@@ -458,7 +458,7 @@ impl Sandbox {
         let mut exit = SandboxExit::default();
         // Drain the report pipe until EOF: Exited comes last.
         let mut buf = Vec::new();
-        let _ = (&mut self.report).read_to_end(&mut buf);
+        let _ = self.report.read_to_end(&mut buf);
         let mut rest: &[u8] = &buf;
         while let Ok(m) = {
             let mut p = Vec::new();

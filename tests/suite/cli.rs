@@ -347,11 +347,63 @@ fn library_example_runs() {
         return;
     }
     let example = bulkhead_tests::bin_dir().join("examples/embed");
-    assert!(example.exists(), "{} missing: `cargo build --workspace --all-targets` builds it", example.display());
+    assert!(
+        example.exists(),
+        "{} missing: `cargo build --workspace --all-targets` builds it",
+        example.display()
+    );
     let out = std::process::Command::new(example).output().unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let stdout = text(&out.stdout);
     assert!(stdout.contains("[out] hello from example"), "{stdout}");
     assert!(stdout.contains("exit: Code(0)"), "{stdout}");
     assert!(stdout.contains("cgroup removed: true"), "{stdout}");
+}
+
+#[test]
+fn state_dir_through_a_symlink_or_relative_path_works() {
+    if !sandbox_or_skip("state_dir_through_a_symlink_or_relative_path_works") {
+        return;
+    }
+    let env = TestEnv::new();
+    let real = env.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = env.dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let run = |dir: &std::path::Path, cwd: &std::path::Path, args: &[&str]| {
+        std::process::Command::new(bin("bulkhead"))
+            .current_dir(cwd)
+            .arg("--state-dir")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        &link.join("state"),
+        env.dir.path(),
+        &["workspace", "create", "p"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        &link.join("state"),
+        env.dir.path(),
+        &["exec", "p", "--", "true"],
+    );
+    assert!(
+        out.status.success(),
+        "through a symlink: {}",
+        text(&out.stderr)
+    );
+    let out = run(
+        std::path::Path::new("state"),
+        &real,
+        &["exec", "p", "--", "true"],
+    );
+    assert!(out.status.success(), "relative: {}", text(&out.stderr));
 }

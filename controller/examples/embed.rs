@@ -7,18 +7,28 @@
 //! (The launcher and worker are found next to the running executable, one directory up for
 //! examples, or through `BULKHEAD_LAUNCH`.)
 
-use bulkhead::{LimitsConfig, Platform, PlatformConfig, WorkspaceConfig};
 use bulkhead::protocol::{Command, ExecRequest, Reply, Request, Stream};
+use bulkhead::{LimitsConfig, Platform, PlatformConfig, WorkspaceConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let state = std::env::temp_dir().join(format!("bulkhead-example-{}", std::process::id()));
-    let platform = Platform::open(PlatformConfig { state_dir: state.clone(), launcher: None })?;
+    let platform = Platform::open(PlatformConfig {
+        state_dir: state.clone(),
+        launcher: None,
+    })?;
     let ws = platform.create_workspace("example", WorkspaceConfig::default())?;
 
     // One sandbox, many requests: the sandbox stays up between them.
-    let mut sandbox = ws.sandbox(&LimitsConfig { memory_bytes: Some(256 << 20), ..Default::default() })?;
+    let mut sandbox = ws.sandbox(&LimitsConfig {
+        memory_bytes: Some(256 << 20),
+        ..Default::default()
+    })?;
     let sb = sandbox.get();
-    println!("sandbox up: launcher pid {}, cgroup {:?}", sb.info().launcher_pid, sb.info().cgroup_version);
+    println!(
+        "sandbox up: launcher pid {}, cgroup {:?}",
+        sb.info().launcher_pid,
+        sb.info().cgroup_version
+    );
 
     let write = Request::Write {
         path: "hello.py".into(),
@@ -41,10 +51,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         kill_stragglers: false,
     };
     let outcome = sb.exec(req, &mut |stream, data| {
-        let tag = if stream == Stream::Stdout { "out" } else { "err" };
+        let tag = if stream == Stream::Stdout {
+            "out"
+        } else {
+            "err"
+        };
         print!("[{tag}] {}", String::from_utf8_lossy(data));
     })?;
-    println!("exit: {:?}, oom killed: {}", outcome.result.exit, outcome.oom_killed);
+    println!(
+        "exit: {:?}, oom killed: {}",
+        outcome.result.exit, outcome.oom_killed
+    );
 
     let end = sandbox.shutdown()?;
     println!("sandbox ended, cgroup removed: {}", end.cgroup_removed);

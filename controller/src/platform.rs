@@ -143,7 +143,8 @@ impl Platform {
         // The launcher opens workspace paths without following any symlink, so hand it the
         // real, absolute path: a state dir reached through a symlink (/var/lib -> /data) or
         // given relatively still works.
-        let real = fs::canonicalize(&config.state_dir).map_err(|e| Error::io(&config.state_dir, e))?;
+        let real =
+            fs::canonicalize(&config.state_dir).map_err(|e| Error::io(&config.state_dir, e))?;
         let state = StateDir::new(real);
         Ok(Platform {
             state,

@@ -17,9 +17,12 @@ Exit codes:
   0    success
   1    failure
   2    invalid usage or input
-  3    no such workspace
-  4    workspace already exists
+  3    no such workspace (or session)
+  4    workspace (or session) already exists
   5    doctor: a required isolation layer is missing
+  6    cred: wrong credential key or damaged creds.enc
+  7    cred: no credential key ($BULKHEAD_CREDENTIAL_KEY or --credential-key-file)
+  8    session in use by another run
   exec: the program's own status, or
   124  timed out (every process of the command was killed)
   125  sandbox setup failed
@@ -38,6 +41,10 @@ pub struct Cli {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// File holding the credential passphrase (e.g. a systemd credential); default:
+    /// $BULKHEAD_CREDENTIAL_KEY.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub credential_key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -54,6 +61,12 @@ enum Cmd {
     Exec(ExecArgs),
     /// Check which isolation layers this host gives, then start a trial sandbox.
     Doctor,
+    /// List, show and delete a workspace's session transcripts.
+    #[command(subcommand)]
+    Session(crate::sessions::SessionCmd),
+    /// Set, list and remove a workspace's encrypted credentials; rekey them all.
+    #[command(subcommand)]
+    Cred(crate::creds::cli::CredCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -300,6 +313,8 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Cmd::Exec(args) => exec(&p, args),
+        Cmd::Session(c) => crate::sessions::run(&p, c, json),
+        Cmd::Cred(c) => crate::creds::cli::run(&p, c, json, cli.credential_key_file.as_deref()),
         Cmd::Doctor => {
             let r = crate::doctor::run(&p);
             if json {

@@ -16,6 +16,9 @@
 //!
 //! [sandbox]
 //! launcher = "/usr/libexec/bulkhead/bulkhead-launch"   # BULKHEAD_LAUNCH
+//!
+//! [credentials]
+//! cipher = "aes-256-gcm"         # BULKHEAD_CREDENTIAL_CIPHER: aes-256-gcm | xchacha20poly1305
 //! ```
 //!
 //! Unknown keys and bad values are errors naming the key and the file (or the variable).
@@ -63,6 +66,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Launcher path.
     pub launcher: Option<PathBuf>,
+    /// Cipher of credential files written (None: keep each file's; AES-256-GCM for new).
+    pub credential_cipher: Option<crate::creds::Cipher>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +79,14 @@ struct FileConfig {
     limits: FileLimits,
     #[serde(default)]
     sandbox: FileSandbox,
+    #[serde(default)]
+    credentials: FileCredentials,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCredentials {
+    cipher: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +219,12 @@ impl Config {
         crate::platform::check_limits(&limits)
             .map_err(|e| Error::Invalid(format!("{origin}: [limits]: {e}")))?;
         cfg.launcher = f.sandbox.launcher;
+        if let Some(v) = f.credentials.cipher {
+            cfg.credential_cipher = Some(
+                v.parse()
+                    .map_err(|e| bad(origin, "credentials.cipher", e))?,
+            );
+        }
         Ok(cfg)
     }
 
@@ -222,6 +241,12 @@ impl Config {
         }
         if let Some(v) = get("BULKHEAD_LAUNCH").filter(|v| !v.is_empty()) {
             self.launcher = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("BULKHEAD_CREDENTIAL_CIPHER").filter(|v| !v.is_empty()) {
+            self.credential_cipher = Some(
+                v.parse()
+                    .map_err(|e| bad("environment", "BULKHEAD_CREDENTIAL_CIPHER", e))?,
+            );
         }
         Ok(())
     }

@@ -18,6 +18,13 @@ pub mod exit {
     pub const EXISTS: i32 = 4;
     /// `doctor`: a required isolation layer is missing.
     pub const DOCTOR_MISSING: i32 = 5;
+    /// `cred`: wrong credential key, or `creds.enc` was altered, truncated or copied from
+    /// another workspace.
+    pub const WRONG_CREDENTIAL_KEY: i32 = 6;
+    /// `cred`: no credential key given (`BULKHEAD_CREDENTIAL_KEY`, `--credential-key-file`).
+    pub const NO_CREDENTIAL_KEY: i32 = 7;
+    /// A session is in use by another run (a fail-fast open, or `session rm` of a held one).
+    pub const SESSION_BUSY: i32 = 8;
     pub use bulkhead_shared::exit::{
         EXEC_NOT_EXECUTABLE, EXEC_NOT_FOUND, EXEC_OOM, EXEC_SETUP_FAILED, EXEC_TIMEOUT,
     };
@@ -35,6 +42,25 @@ pub enum Error {
     /// The workspace exists already.
     #[error("workspace {0:?} already exists")]
     WorkspaceExists(String),
+    /// No such session in the workspace.
+    #[error("session {sid:?} does not exist in workspace {workspace:?} (see `bulkhead session list {workspace}`)")]
+    NoSuchSession {
+        /// Workspace id.
+        workspace: String,
+        /// Session id.
+        sid: String,
+    },
+    /// The session exists already.
+    #[error("session {sid:?} already exists in workspace {workspace:?}")]
+    SessionExists {
+        /// Workspace id.
+        workspace: String,
+        /// Session id.
+        sid: String,
+    },
+    /// Another run holds the session's lock.
+    #[error("session {0} is in use by another run; retry when it has finished")]
+    SessionBusy(String),
     /// A state file is damaged.
     #[error("{path}: {detail}")]
     Corrupt {
@@ -69,6 +95,25 @@ pub enum Error {
     /// A tool request failed inside the sandbox.
     #[error("{0}")]
     Tool(bulkhead_shared::ToolError),
+    /// `creds.enc` does not open: wrong key, or altered, truncated or foreign file.
+    #[error("wrong credential key or damaged file: {path}: {detail}")]
+    WrongCredentialKey {
+        /// File.
+        path: PathBuf,
+        /// What failed (never file contents).
+        detail: String,
+    },
+    /// No credential passphrase was given (the message names where to give it).
+    #[error("{0}")]
+    NoCredentialKey(String),
+    /// No credential set of that name.
+    #[error("workspace {workspace:?} has no credential set {name:?} (see `bulkhead cred list {workspace}`)")]
+    NoSuchCredential {
+        /// Workspace id.
+        workspace: String,
+        /// Set name.
+        name: String,
+    },
 }
 
 impl Error {
@@ -78,7 +123,13 @@ impl Error {
         match self {
             Error::Invalid(_) => exit::USAGE,
             Error::NoSuchWorkspace(_) => exit::NOT_FOUND,
+            Error::WrongCredentialKey { .. } => exit::WRONG_CREDENTIAL_KEY,
+            Error::NoCredentialKey(_) => exit::NO_CREDENTIAL_KEY,
+            Error::NoSuchCredential { .. } => exit::NOT_FOUND,
             Error::WorkspaceExists(_) => exit::EXISTS,
+            Error::NoSuchSession { .. } => exit::NOT_FOUND,
+            Error::SessionExists { .. } => exit::EXISTS,
+            Error::SessionBusy(_) => exit::SESSION_BUSY,
             Error::Setup(_) | Error::Attestation(_) | Error::Launcher(_) => exit::EXEC_SETUP_FAILED,
             Error::Tool(t) if t.kind == K::NotFound => exit::EXEC_NOT_FOUND,
             Error::Tool(t) if t.kind == K::PermissionDenied => exit::EXEC_NOT_EXECUTABLE,

@@ -16,17 +16,25 @@
 
 pub mod cli;
 pub mod config;
+pub mod creds;
 pub mod doctor;
 pub mod error;
 pub mod logging;
 pub mod platform;
 pub mod sandbox;
+pub mod sessions;
 pub mod state;
 
 /// The wire protocol types (requests, replies, limits), re-exported for embedders.
 pub use bulkhead_shared as protocol;
+pub use creds::{
+    Cipher, CredentialKey, CredentialOptions, CredentialStore, KdfParams, SecretString,
+};
 pub use error::{Error, Result};
 pub use platform::{
     ExecOptions, LimitsConfig, Platform, PlatformConfig, RunningSandbox, Workspace, WorkspaceConfig,
 };
 pub use sandbox::{ExecOutcome, Sandbox, SandboxExit, SandboxInfo};
+pub use sessions::{
+    Event, LockMode, SessionEventNotice, SessionHandle, SessionInfo, Sessions, Transcript, Usage,
+};

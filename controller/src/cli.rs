@@ -8,9 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::error::{exit, Error, Result};
-use crate::platform::{
-    ExecOptions, LimitsConfig, Platform, PlatformConfig, Workspace, WorkspaceConfig,
-};
+use crate::platform::{LimitsConfig, Platform, PlatformConfig, Workspace, WorkspaceConfig};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -60,6 +58,9 @@ enum Cmd {
     )]
     Exec(ExecArgs),
     /// Check which isolation layers this host gives, then start a trial sandbox.
+    #[command(
+        after_help = "Examples:\n  bulkhead doctor\n  bulkhead --json doctor | jq '.checks[] | select(.ok | not)'\nExit status 5 when a required layer is missing."
+    )]
     Doctor,
     /// List, show and delete a workspace's session transcripts.
     #[command(subcommand)]
@@ -80,13 +81,20 @@ enum WorkspaceCmd {
         limits: LimitArgs,
     },
     /// List workspaces.
+    #[command(
+        after_help = "Examples:\n  bulkhead workspace list\n  bulkhead --json workspace list | jq -r '.[].id'"
+    )]
     List,
     /// Show one workspace.
+    #[command(
+        after_help = "Examples:\n  bulkhead workspace show acme\n  bulkhead --json workspace show acme"
+    )]
     Show {
         /// Id.
         id: String,
     },
     /// Delete a workspace: stop its sandboxes, wipe its files, sessions and credentials.
+    #[command(after_help = "Example:\n  bulkhead workspace delete acme")]
     Delete {
         /// Id.
         id: String,
@@ -365,11 +373,8 @@ fn exec(p: &Platform, args: ExecArgs) -> Result<i32> {
         }
         None => 0,
     };
-    let opts = ExecOptions {
-        limits: args.limits.config(),
-    };
-    let mut rs = ws.sandbox(&opts.limits)?;
-    let memory = rs.limits().memory_bytes;
+    let limits = args.limits.config();
+    let memory = ws.limits(&limits).memory_bytes;
     let req = ExecRequest {
         command: WireCommand::Argv(args.argv.clone()),
         cwd: "/workspace".into(),
@@ -381,7 +386,7 @@ fn exec(p: &Platform, args: ExecArgs) -> Result<i32> {
     };
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
-    let outcome = rs.get().exec(req, &mut |stream, data| {
+    let outcome = ws.exec(req, &limits, &mut |stream, data| {
         let _ = match stream {
             Stream::Stdout => out.write_all(data).and_then(|_| out.flush()),
             Stream::Stderr => err.write_all(data).and_then(|_| err.flush()),
@@ -389,15 +394,12 @@ fn exec(p: &Platform, args: ExecArgs) -> Result<i32> {
     });
     let outcome = match outcome {
         Ok(o) => o,
-        Err(Error::Tool(t)) => {
-            let e = Error::Tool(t);
+        Err(e @ Error::Tool(_)) => {
             eprintln!("bulkhead: {e}");
-            let _ = rs.shutdown();
             return Ok(e.exit_code());
         }
         Err(e) => return Err(e),
     };
-    let end = rs.shutdown()?;
     let r = &outcome.result;
     let prog = &args.argv[0];
     if r.timed_out {
@@ -410,7 +412,7 @@ fn exec(p: &Platform, args: ExecArgs) -> Result<i32> {
     Ok(match r.exit {
         ExitKind::Code(c) => c,
         ExitKind::Signal(s) => {
-            if outcome.oom_killed || (s == libc_sigkill() && end.oom_kills > 0) {
+            if outcome.oom_killed {
                 eprintln!("bulkhead: {prog} was killed by the memory limit ({} MiB); raise it with --memory", memory >> 20);
                 exit::EXEC_OOM
             } else {
@@ -418,8 +420,4 @@ fn exec(p: &Platform, args: ExecArgs) -> Result<i32> {
             }
         }
     })
-}
-
-fn libc_sigkill() -> i32 {
-    nix::sys::signal::Signal::SIGKILL as i32
 }

@@ -32,7 +32,7 @@ pub use creds::{
 };
 pub use error::{Error, Result};
 pub use platform::{
-    ExecOptions, LimitsConfig, Platform, PlatformConfig, RunningSandbox, Workspace, WorkspaceConfig,
+    LimitsConfig, Platform, PlatformConfig, RunningSandbox, Workspace, WorkspaceConfig,
 };
 pub use sandbox::{ExecOutcome, Sandbox, SandboxExit, SandboxInfo};
 pub use sessions::{

@@ -329,13 +329,6 @@ pub fn check_limits(limits: &Limits) -> Result<()> {
     bulkhead_policy::validate_spec(&spec, caller).map_err(|e| Error::Invalid(e.to_string()))
 }
 
-/// Options of one exec.
-#[derive(Debug, Clone, Default)]
-pub struct ExecOptions {
-    /// Limits overriding the workspace's for this run.
-    pub limits: LimitsConfig,
-}
-
 impl Workspace {
     /// Id.
     pub fn id(&self) -> &str {
@@ -433,6 +426,25 @@ impl Workspace {
             run_file,
             limits: spec.limits,
         })
+    }
+
+    /// Runs one command in a sandbox started for it and stopped after it (`extra` limits
+    /// on top of the workspace's). Output goes to `on_output` as it arrives. An OOM kill is
+    /// read from the host's cgroup counters, never from the worker.
+    pub fn exec(
+        &self,
+        req: bulkhead_shared::ExecRequest,
+        extra: &LimitsConfig,
+        on_output: &mut dyn FnMut(bulkhead_shared::Stream, &[u8]),
+    ) -> Result<crate::sandbox::ExecOutcome> {
+        let mut rs = self.sandbox(extra)?;
+        let outcome = rs.get().exec(req, on_output);
+        let end = rs.shutdown();
+        let mut outcome = outcome?;
+        if let (Ok(end), bulkhead_shared::ExitKind::Signal(9)) = (&end, outcome.result.exit) {
+            outcome.oom_killed |= end.oom_kills > 0;
+        }
+        Ok(outcome)
     }
 
     /// Stops every sandbox of this workspace that any process started.

@@ -1300,11 +1300,17 @@ impl Drop for SessionHandle {
 #[derive(Debug, Subcommand)]
 pub enum SessionCmd {
     /// List a workspace's sessions: id, events, first and last timestamp, size.
+    #[command(
+        after_help = "Examples:\n  bulkhead session list acme\n  bulkhead --json session list acme"
+    )]
     List {
         /// Workspace id.
         workspace: String,
     },
     /// Print a session's transcript (with --json: the events as JSONL, one per line).
+    #[command(
+        after_help = "Examples:\n  bulkhead session show acme 20261126T214501Z-1f3a9c07\n  bulkhead --json session show acme 20261126T214501Z-1f3a9c07 | jq -c 'select(.type == \"tool_call\")'"
+    )]
     Show {
         /// Workspace id.
         workspace: String,
@@ -1312,7 +1318,10 @@ pub enum SessionCmd {
         sid: String,
     },
     /// Delete a session (refused while a run holds it: exit 8).
-    #[command(visible_alias = "remove")]
+    #[command(
+        visible_alias = "remove",
+        after_help = "Example:\n  bulkhead session rm acme 20261126T214501Z-1f3a9c07"
+    )]
     Rm {
         /// Workspace id.
         workspace: String,

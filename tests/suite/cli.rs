@@ -407,3 +407,39 @@ fn state_dir_through_a_symlink_or_relative_path_works() {
     );
     assert!(out.status.success(), "relative: {}", text(&out.stderr));
 }
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let env = TestEnv::new();
+    let leaves: &[&[&str]] = &[
+        &["workspace", "create"],
+        &["workspace", "list"],
+        &["workspace", "show"],
+        &["workspace", "delete"],
+        &["exec"],
+        &["doctor"],
+        &["cred", "set"],
+        &["cred", "list"],
+        &["cred", "rm"],
+        &["cred", "rekey"],
+        &["session", "list"],
+        &["session", "show"],
+        &["session", "rm"],
+    ];
+    for cmd in leaves {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = env.bulkhead(&args);
+        assert!(out.status.success(), "{cmd:?} --help failed");
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Example"),
+            "`bulkhead {}` --help has no example",
+            cmd.join(" ")
+        );
+        assert!(
+            help.contains("--json") && help.contains("--state-dir"),
+            "{cmd:?} lacks the global flags"
+        );
+    }
+}

@@ -45,11 +45,15 @@ Examples:
         from_json: Option<PathBuf>,
     },
     /// List a workspace's credential sets and their keys (never values).
+    #[command(
+        after_help = "Examples:\n  bulkhead cred list acme\n  bulkhead --json cred list acme"
+    )]
     List {
         /// Workspace id.
         id: String,
     },
     /// Remove a credential set from a workspace.
+    #[command(after_help = "Example:\n  bulkhead cred rm acme github")]
     Rm {
         /// Workspace id.
         id: String,
@@ -60,7 +64,10 @@ Examples:
     #[command(after_help = "\
 The old passphrase comes from --credential-key-file or $BULKHEAD_CREDENTIAL_KEY, the new one
 from --new-key-file or $BULKHEAD_NEW_CREDENTIAL_KEY. Each file is rewritten atomically; an
-interrupted rekey is completed by running it again (files already on the new key are left).")]
+interrupted rekey is completed by running it again (files already on the new key are left).
+
+Example:
+  bulkhead --credential-key-file old.key cred rekey --new-key-file new.key")]
     Rekey {
         /// File holding the new passphrase (trailing newlines stripped).
         #[arg(long, value_name = "PATH")]

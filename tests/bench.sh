@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make bench`: builds the release binaries and runs bulkhead-bench, which measures cold
+# start, persistent exec and density of bulkhead sandboxes against bubblewrap on this machine
+# (see tests/src/bin/bulkhead-bench.rs). Arguments go to the bench: --quick for a smoke run,
+# --iterations N, --density N, --bwrap-density M, --threads T, --only cold|density.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The baseline is bubblewrap; install it when it is missing (package registry only).
+if ! command -v bwrap >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bench: installing bubblewrap for the baseline" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+    else
+        echo "bench: bwrap is missing and cannot be installed here (needs root and apt-get); no baseline" >&2
+    fi
+fi
+
+cargo build --release --workspace
+target_dir="${CARGO_TARGET_DIR:-target}"
+exec "$target_dir/release/bulkhead-bench" "$@"

@@ -42,7 +42,7 @@ use bulkhead_policy::{validate_spec, Caller};
 use bulkhead_shared::exit::{LAUNCH_PROTOCOL, LAUNCH_USAGE, LAUNCH_WORKER_ERROR};
 use bulkhead_shared::frame::encode_frame;
 use bulkhead_shared::{
-    ControllerMsg, LaunchSpec, LauncherReport, SetupError, SetupStep, WorkerEnd,
+    CgroupVersion, ControllerMsg, LaunchSpec, LauncherReport, SetupError, SetupStep, WorkerEnd,
 };
 
 /// The controller's socket.
@@ -225,9 +225,15 @@ fn run() -> i32 {
     let pid = match pid {
         Ok(0) => {
             sys::close(go_wr);
-            child(prepared, go_rd, &mut end)
+            child(prepared, &cg, go_rd, &mut end)
         }
-        Ok(pid) => pid,
+        Ok(pid) => {
+            // The plan, mounts and filters belong to the child now; give the memory back
+            // (the supervisor lives as long as the sandbox, ×1000 on a busy host).
+            drop(prepared);
+            sys::trim_heap();
+            pid
+        }
         Err(e) => {
             cgroup::destroy(&cg);
             let hint = if e.raw_os_error() == Some(libc::EPERM)
@@ -245,7 +251,11 @@ fn run() -> i32 {
     sys::close(go_rd);
 
     // 5. id maps, then the cgroup, then let the child go.
-    let setup = write_id_maps(pid, host_uid, host_gid).and_then(|_| cgroup::attach(&cg, pid));
+    // cgroup v1: the child moves itself (cheap, see cgroup::attach_self); v2: we move it.
+    let setup = write_id_maps(pid, host_uid, host_gid).and_then(|_| match cg.version {
+        CgroupVersion::V2 => cgroup::attach(&cg, pid),
+        CgroupVersion::V1 => Ok(()),
+    });
     if let Err(e) = setup {
         let _ = sys::kill(pid, libc::SIGKILL);
         let _ = sys::waitpid(pid, false);
@@ -381,7 +391,7 @@ fn write_id_maps(pid: libc::pid_t, host_uid: u32, host_gid: u32) -> Result<(), S
 }
 
 /// The child: steps 4 (cgroup ns) to 13, then exec. Never returns.
-fn child(p: Prepared, go_rd: RawFd, end: &mut WorkerEnd) -> ! {
+fn child(p: Prepared, cg: &cgroup::Cgroup, go_rd: RawFd, end: &mut WorkerEnd) -> ! {
     let mut b = [0u8; 1];
     if !matches!(sys::read(go_rd, &mut b), Ok(1)) {
         // The parent failed and reports it.
@@ -392,7 +402,7 @@ fn child(p: Prepared, go_rd: RawFd, end: &mut WorkerEnd) -> ! {
         let code = report_failure(end, err(SetupStep::Sanitize, &e, "", "PR_SET_DUMPABLE"));
         sys::exit_now(code);
     }
-    match setup_child(&p) {
+    match setup_child(&p, cg) {
         Ok(()) => {
             let argv = [c"bulkhead-worker"];
             let envp = [c"PATH=/usr/local/bin:/usr/bin:/bin"];
@@ -410,8 +420,12 @@ fn child(p: Prepared, go_rd: RawFd, end: &mut WorkerEnd) -> ! {
     }
 }
 
-fn setup_child(p: &Prepared) -> Result<(), SetupError> {
+fn setup_child(p: &Prepared, cg: &cgroup::Cgroup) -> Result<(), SetupError> {
     use SetupStep as S;
+    // 3 (cont.). cgroup v1: join the sandbox cgroup before anything else is allocated.
+    if cg.version == CgroupVersion::V1 {
+        cgroup::attach_self(cg)?;
+    }
     // 4. the cgroup namespace, now that we sit in the sandbox's cgroup.
     sys::unshare(libc::CLONE_NEWCGROUP)
         .map_err(|e| err(S::Namespaces, &e, "", "unshare cgroup namespace"))?;

@@ -479,6 +479,12 @@ pub fn ids() -> (u32, u32, u32) {
     unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) }
 }
 
+/// Returns free heap memory to the kernel (`malloc_trim(0)`).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory of the allocator; no pointers involved.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// `umask(mask)`.
 pub fn umask(mask: u32) {
     // SAFETY: integer argument only.

@@ -218,7 +218,36 @@ fn run() -> i32 {
     // /proc/<pid>/{uid,gid}_map and setgroups of a non-dumpable process belong to root,
     // which a rootless parent is not. It inherits this flag; both sides clear it right after.
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
-    let pid = sys::clone_fork(flags);
+    // cgroup v2: clone straight into the sandbox cgroup (no migration). Kernels before 5.7
+    // lack CLONE_INTO_CGROUP: fall back to clone + a cgroup.procs write.
+    let mut born_in_cgroup = false;
+    let pid = match cg.version {
+        CgroupVersion::V2 => {
+            let dir = cg.dirs[0].to_string_lossy().into_owned();
+            match sys::open_dir_path(&dir).and_then(|fd| {
+                let r = sys::clone3_into_cgroup(flags, fd);
+                if !matches!(r, Ok(0)) {
+                    sys::close(fd);
+                }
+                r
+            }) {
+                Ok(p) => {
+                    born_in_cgroup = true;
+                    Ok(p)
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+                    ) =>
+                {
+                    sys::clone_fork(flags)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        CgroupVersion::V1 => sys::clone_fork(flags),
+    };
     if !matches!(pid, Ok(0)) {
         let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0);
     }
@@ -253,8 +282,8 @@ fn run() -> i32 {
     // 5. id maps, then the cgroup, then let the child go.
     // cgroup v1: the child moves itself (cheap, see cgroup::attach_self); v2: we move it.
     let setup = write_id_maps(pid, host_uid, host_gid).and_then(|_| match cg.version {
-        CgroupVersion::V2 => cgroup::attach(&cg, pid),
-        CgroupVersion::V1 => Ok(()),
+        CgroupVersion::V2 if !born_in_cgroup => cgroup::attach(&cg, pid),
+        _ => Ok(()),
     });
     if let Err(e) = setup {
         let _ = sys::kill(pid, libc::SIGKILL);

@@ -1,3 +1,4 @@
 mod cgroup;
+mod clone3;
 mod seccomp;
 mod worker;

@@ -1,0 +1,59 @@
+//! clone3(CLONE_INTO_CGROUP): a child born in a cgroup v2 directory, with no migration.
+//! Runs on the real cgroup2 mount (on a hybrid host the controller-less `unified` one).
+
+#[allow(dead_code)]
+#[path = "../../src/sys.rs"]
+mod sys;
+
+use std::path::PathBuf;
+
+fn v2_own_dir() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2")
+            .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(mount.join(path.trim_start_matches('/')))
+}
+
+#[test]
+fn child_is_born_in_the_cgroup() {
+    let must = std::env::var("BULKHEAD_PRIV_TESTS_MUST_RUN").is_ok_and(|v| v == "1");
+    let Some(parent) = v2_own_dir() else {
+        assert!(!must, "no cgroup2 mount");
+        eprintln!("SKIP child_is_born_in_the_cgroup: no cgroup2 mount");
+        return;
+    };
+    let dir = parent.join(format!("bulkhead-clone3-test-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&dir) {
+        assert!(!must, "cannot create {}: {e}", dir.display());
+        eprintln!(
+            "SKIP child_is_born_in_the_cgroup: cannot create {}: {e}",
+            dir.display()
+        );
+        return;
+    }
+    let fd = sys::open_dir_path(dir.to_str().unwrap()).expect("open cgroup dir");
+    let pid = sys::clone3_into_cgroup(0, fd).expect("clone3");
+    if pid == 0 {
+        // Child of a multi-threaded test process: only async-signal-safe calls.
+        // SAFETY: pause and _exit are async-signal-safe and touch no Rust state.
+        unsafe {
+            libc::pause();
+            libc::_exit(0)
+        }
+    }
+    sys::close(fd);
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let _ = sys::kill(pid, libc::SIGKILL);
+    let _ = sys::waitpid(pid, false);
+    let _ = std::fs::remove_dir(&dir);
+    assert!(
+        procs.lines().any(|l| l.trim() == pid.to_string()),
+        "child {pid} not in {}: {procs:?}",
+        dir.display()
+    );
+}

@@ -19,4 +19,16 @@ fi
 
 cargo build --release --workspace
 target_dir="${CARGO_TARGET_DIR:-target}"
-exec "$target_dir/release/bulkhead-bench" "$@"
+"$target_dir/release/bulkhead-bench" "$@"
+# The controller core: unlocking credentials (the KDF) and reading one once unlocked, each
+# against a raw baseline; appending a turn to a 0 / 1,000 / 10,000-event transcript against a
+# raw write + fsync (the cost must not grow with the transcript).
+case " $* " in
+  *" --only "*) ;;
+  *)
+    echo
+    "$target_dir/release/bulkhead-bench-creds"
+    echo
+    "$target_dir/release/bulkhead-bench-sessions"
+    ;;
+esac

@@ -983,7 +983,11 @@ fn no_capabilities_and_unprivileged_identity() {
         "seccomp is not in filter mode inside:\n{out}"
     );
     let filters: u32 = status("Seccomp_filters").parse().unwrap_or(0);
-    assert!(filters >= 3, "fewer than 3 seccomp filters inside:\n{out}");
+    let expected = bulkhead_policy::seccomp::build_filters().unwrap().len() as u32;
+    assert_eq!(
+        filters, expected,
+        "seccomp filters inside differ from the policy's:\n{out}"
+    );
     let id = out
         .lines()
         .find_map(|l| l.strip_prefix("ID "))

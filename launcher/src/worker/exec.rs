@@ -186,6 +186,16 @@ pub fn plan(req: &ExecRequest) -> Result<ChildPlan, ToolError> {
 }
 
 /// Runs in the forked child: never returns. Only raw system calls from here on.
+/// Signals this process ignores, found once (in the parent, before any fork).
+fn ignored_signals() -> &'static [libc::c_int] {
+    static IGNORED: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+    IGNORED.get_or_init(|| {
+        (1..=MAX_SIGNAL)
+            .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP && sys::is_ignored(s))
+            .collect()
+    })
+}
+
 fn child_main(plan: &ChildPlan, stdio: [RawFd; 3], report: RawFd, unblock: &sys::SigSet) -> ! {
     let (stage, err) = child_setup_and_exec(plan, stdio, report, unblock);
     let errno = err.raw_os_error().unwrap_or(libc::EIO);
@@ -210,11 +220,10 @@ fn child_setup_and_exec(
             setup(sys::dup2(fd, target as RawFd))?;
         }
         close_fds_except(report);
-        for sig in 1..=MAX_SIGNAL {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                // Glibc-reserved and out-of-range signals fail with EINVAL: nothing to reset.
-                let _ = sys::reset_signal(sig);
-            }
+        // execve resets caught signals itself; only ignored ones (SIGPIPE, which the Rust
+        // runtime ignores) would leak into the command.
+        for &sig in ignored_signals() {
+            let _ = sys::reset_signal(sig);
         }
         setup(sys::sigprocmask(libc::SIG_SETMASK, unblock))?;
         sys::chdir(&plan.cwd).map_err(|e| (STAGE_CHDIR, e))?;
@@ -367,6 +376,7 @@ impl Exec {
         let (err_r, err_w) = sys::pipe().map_err(err)?;
         let (report_r, report_w) = sys::pipe().map_err(err)?;
         let started = Instant::now();
+        let _ = ignored_signals();
         let pid = match sys::fork().map_err(err)? {
             sys::Fork::Child => child_main(
                 &plan,

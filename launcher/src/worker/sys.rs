@@ -168,6 +168,15 @@ pub fn reset_signal(sig: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Whether `sig` is currently ignored (`SIG_IGN`). Invalid signals are not.
+pub fn is_ignored(sig: libc::c_int) -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a NULL new action only queries; `old` is a valid out-pointer.
+    let r = unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: sigaction succeeded, so `old` is initialized.
+    r == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
+}
+
 /// `poll(fds, timeout_ms)`; EINTR counts as "nothing ready".
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
     // SAFETY: `fds` is a valid, writable slice of pollfd of the length passed.

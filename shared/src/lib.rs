@@ -12,6 +12,8 @@
 pub mod ends;
 pub mod exit;
 pub mod frame;
+#[cfg(test)]
+mod golden;
 pub mod ids;
 pub mod msg;
 pub mod ratelimit;

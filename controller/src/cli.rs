@@ -77,6 +77,18 @@ enum WorkspaceCmd {
     Create {
         /// Id: [a-z0-9][a-z0-9_-]{0,62}.
         id: String,
+        /// Primary model, provider/model (e.g. anthropic/claude-sonnet-4-5).
+        #[arg(long, value_name = "PROVIDER/MODEL")]
+        model: Option<String>,
+        /// Fallback model, provider/model; repeatable, tried in order.
+        #[arg(long = "fallback", value_name = "PROVIDER/MODEL")]
+        fallbacks: Vec<String>,
+        /// Base URL of the model server (self-hosted or local).
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// Enable a skill of the platform registry; repeatable.
+        #[arg(long = "skill", value_name = "ID")]
+        skills: Vec<String>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -241,6 +253,10 @@ fn ws_json(w: &Workspace) -> serde_json::Value {
         "host_uid": w.record().host_uid,
         "path": w.dir(),
         "files": w.files_dir(),
+        "model": w.record().config.model,
+        "fallbacks": w.record().config.fallbacks,
+        "base_url": w.record().config.base_url,
+        "skills": w.record().config.skills,
         "limits": {
             "memory_bytes": limits.memory_bytes,
             "pids": limits.pids,
@@ -257,10 +273,21 @@ fn run(cli: Cli) -> Result<i32> {
     let p = platform(&cli)?;
     let json = cli.json;
     match cli.command {
-        Cmd::Workspace(WorkspaceCmd::Create { id, limits }) => {
+        Cmd::Workspace(WorkspaceCmd::Create {
+            id,
+            model,
+            fallbacks,
+            base_url,
+            skills,
+            limits,
+        }) => {
             let w = p.create_workspace(
                 &id,
                 WorkspaceConfig {
+                    model,
+                    fallbacks,
+                    base_url,
+                    skills,
                     limits: limits.config(),
                 },
             )?;
@@ -297,6 +324,19 @@ fn run(cli: Cli) -> Result<i32> {
                 println!("files:   {}", w.files_dir().display());
                 if let Some(u) = w.record().host_uid {
                     println!("host uid: {u}");
+                }
+                let c = &w.record().config;
+                if let Some(m) = &c.model {
+                    println!("model:   {m}");
+                }
+                if !c.fallbacks.is_empty() {
+                    println!("fallbacks: {}", c.fallbacks.join(", "));
+                }
+                if let Some(u) = &c.base_url {
+                    println!("base url: {u}");
+                }
+                if !c.skills.is_empty() {
+                    println!("skills:  {}", c.skills.join(", "));
                 }
                 println!(
                     "memory:  {} MiB",

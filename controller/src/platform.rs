@@ -86,9 +86,65 @@ impl LimitsConfig {
 /// `workspace.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceConfig {
+    /// Primary model as `provider/model` (e.g. `anthropic/claude-sonnet-4-5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Fallback models, in order, as `provider/model`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
+    /// Base URL overriding the provider's default (a self-hosted or local model server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Skills enabled for this workspace (ids of the platform's skill registry). Kept here,
+    /// outside the sandbox's reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<String>,
     /// Sandbox limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+/// Checks a `provider/model` string: a provider name `[a-z0-9][a-z0-9_-]*`, a slash, and a
+/// model name of printable characters without spaces.
+pub fn validate_model(s: &str) -> Result<()> {
+    let bad = || {
+        Error::Invalid(format!(
+            "invalid model {s:?}: expected provider/model, e.g. anthropic/claude-sonnet-4-5 or openai/gpt-4o"
+        ))
+    };
+    let (provider, model) = s.split_once('/').ok_or_else(bad)?;
+    let provider_ok = !provider.is_empty()
+        && provider.len() <= 64
+        && provider
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let model_ok =
+        !model.is_empty() && model.len() <= 200 && model.chars().all(|c| c.is_ascii_graphic());
+    if provider_ok && model_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+impl WorkspaceConfig {
+    /// Validates every field (model strings, skill ids, base URL scheme, limits).
+    pub fn validate(&self) -> Result<()> {
+        for m in self.model.iter().chain(&self.fallbacks) {
+            validate_model(m)?;
+        }
+        for s in &self.skills {
+            validate_workspace_id(s).map_err(|e| Error::Invalid(format!("skill id: {e}")))?;
+        }
+        if let Some(u) = &self.base_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > 2048 {
+                return Err(Error::Invalid(format!(
+                    "invalid base URL {u:?}: expected http:// or https://"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What is stored: config plus identity facts.
@@ -161,6 +217,7 @@ impl Platform {
     /// Creates a workspace.
     pub fn create_workspace(&self, id: &str, config: WorkspaceConfig) -> Result<Workspace> {
         validate_workspace_id(id).map_err(|e| Error::Invalid(e.to_string()))?;
+        config.validate()?;
         // Validate limits now, not at first use.
         let limits = self
             .defaults

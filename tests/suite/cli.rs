@@ -443,3 +443,56 @@ fn every_command_has_help_with_an_example() {
         );
     }
 }
+
+#[test]
+fn workspace_config_records_models_and_skills() {
+    let env = TestEnv::new();
+    let out = env.bulkhead(&[
+        "--json",
+        "workspace",
+        "create",
+        "m",
+        "--model",
+        "anthropic/claude-sonnet-4-5",
+        "--fallback",
+        "openai/gpt-4o",
+        "--fallback",
+        "google/gemini-2.5-flash",
+        "--base-url",
+        "http://127.0.0.1:8080",
+        "--skill",
+        "github",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["model"], "anthropic/claude-sonnet-4-5");
+    assert_eq!(
+        v["fallbacks"],
+        serde_json::json!(["openai/gpt-4o", "google/gemini-2.5-flash"])
+    );
+    assert_eq!(v["skills"], serde_json::json!(["github"]));
+    // Stored in workspace.json, read back by show.
+    let stored: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.state().join("workspaces/m/workspace.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["model"], "anthropic/claude-sonnet-4-5");
+    let out = env.bulkhead(&["workspace", "show", "m"]);
+    assert!(
+        text(&out.stdout).contains("fallbacks: openai/gpt-4o, google/gemini-2.5-flash"),
+        "{}",
+        text(&out.stdout)
+    );
+    for bad in [
+        &["--model", "gpt-4o"][..],
+        &["--fallback", "Open AI/x"],
+        &["--skill", "../x"],
+        &["--base-url", "file:///etc"],
+    ] {
+        let mut args = vec!["workspace", "create", "n"];
+        args.extend_from_slice(bad);
+        let out = env.bulkhead(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
+    assert!(!env.state().join("workspaces/n").exists());
+}

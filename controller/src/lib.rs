@@ -19,6 +19,7 @@ pub mod config;
 pub mod creds;
 pub mod doctor;
 pub mod error;
+pub mod llm;
 pub mod logging;
 pub mod platform;
 pub mod sandbox;

@@ -1,0 +1,391 @@
+//! The HTTP transport the provider clients share: `ureq`, blocking, JSON in, JSON or SSE out,
+//! with timeouts and size caps, and errors classified and scrubbed of the key.
+//!
+//! - Redirects are refused: a redirect could carry a key header to another host.
+//! - Error bodies are read up to 1 MiB, success bodies and streams up to
+//!   [`HttpConfig::max_body_bytes`], SSE lines up to [`HttpConfig::max_line_bytes`].
+//! - A non-streaming call may take [`HttpConfig::request_timeout`]; a stream may be silent at
+//!   most [`HttpConfig::stream_idle_timeout`] between two reads, after which it ends as
+//!   [`FailoverReason::Timeout`].
+
+use std::io::Read;
+use std::time::Duration;
+
+use super::classify::{classify, error_message};
+use super::sse::{SseError, SseLimits, SseReader};
+use super::{ApiKey, FailoverReason, ProviderError};
+
+/// Timeouts, caps and proxy use of the provider clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Connecting (DNS, TCP, TLS).
+    pub connect_timeout: Duration,
+    /// A whole non-streaming response, and the wait for a stream's response headers.
+    pub request_timeout: Duration,
+    /// Longest silence inside a stream (between two reads of the socket, the wait for the
+    /// response headers included).
+    pub stream_idle_timeout: Duration,
+    /// Largest response body or stream, in bytes.
+    pub max_body_bytes: u64,
+    /// Longest SSE line, in bytes.
+    pub max_line_bytes: usize,
+    /// Use the `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` (and `NO_PROXY`) environment variables
+    /// (never for a base URL on this machine, see
+    /// [`build_provider`](super::models::build_provider)).
+    pub proxy_from_env: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(600),
+            stream_idle_timeout: Duration::from_secs(120),
+            max_body_bytes: 16 << 20,
+            max_line_bytes: 4 << 20,
+            proxy_from_env: true,
+        }
+    }
+}
+
+/// Most bytes of an error body read.
+const MAX_ERROR_BODY: u64 = 1 << 20;
+
+/// A `ureq` agent with the settings of an [`HttpConfig`].
+pub struct HttpClient {
+    agent: ureq::Agent,
+    cfg: HttpConfig,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who a call is for: names errors and scrubs the key from them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub key: &'a ApiKey,
+}
+
+impl Call<'_> {
+    /// A classified error for this call (message scrubbed of the key).
+    pub fn err(
+        &self,
+        reason: FailoverReason,
+        status: Option<u16>,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> ProviderError {
+        ProviderError::new(
+            reason,
+            status,
+            message,
+            retry_after,
+            self.provider,
+            self.model,
+            Some(self.key),
+        )
+    }
+
+    /// An error sent with HTTP 200 (an `error` event in a stream, or an error object in
+    /// place of a reply): classified from its body, with no status.
+    pub fn stream_error(&self, data: &str) -> ProviderError {
+        let (reason, retry_after) = classify(self.provider, None, data, &[]);
+        let msg = error_message(data).unwrap_or_else(|| data.to_string());
+        self.err(reason, None, msg, retry_after)
+    }
+
+    /// A reply that does not have the expected shape.
+    pub fn format(&self, what: impl std::fmt::Display) -> ProviderError {
+        self.err(FailoverReason::Format, None, what.to_string(), None)
+    }
+
+    /// A stream that ended before the reply was complete (retryable).
+    pub fn truncated(&self) -> ProviderError {
+        self.err(
+            FailoverReason::Unknown,
+            None,
+            "the stream ended before the reply was complete",
+            None,
+        )
+    }
+}
+
+/// The URL without credentials or query, for messages.
+pub(crate) fn display_url(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    match no_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{scheme}://{host}{path}")
+        }
+        None => no_query.to_string(),
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) {
+        return true;
+    }
+    match e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
+        Some(ureq::Error::Timeout(_)) => true,
+        Some(ureq::Error::Io(inner)) => is_timeout(inner),
+        _ => false,
+    }
+}
+
+impl HttpClient {
+    /// A client with `cfg`.
+    pub fn new(cfg: HttpConfig) -> Self {
+        let mut b = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(cfg.connect_timeout))
+            .user_agent(concat!("bulkhead/", env!("CARGO_PKG_VERSION")));
+        if !cfg.proxy_from_env {
+            b = b.proxy(None);
+        }
+        HttpClient {
+            agent: b.build().into(),
+            cfg,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HttpConfig {
+        &self.cfg
+    }
+
+    fn send(
+        &self,
+        call: &Call<'_>,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &serde_json::Value,
+        stream: bool,
+    ) -> Result<ureq::http::Response<ureq::Body>, ProviderError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| call.format(format!("could not encode the request: {e}")))?;
+        let mut rb = self
+            .agent
+            .post(url)
+            .header("content-type", "application/json")
+            .header(
+                "accept",
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            );
+        for (k, v) in headers {
+            rb = rb.header(*k, v.as_str());
+        }
+        let per_read = if stream {
+            self.cfg.stream_idle_timeout
+        } else {
+            self.cfg.request_timeout
+        };
+        let mut cb = rb
+            .config()
+            .timeout_per_read(Some(per_read))
+            .timeout_recv_response(Some(self.cfg.request_timeout));
+        if !stream {
+            cb = cb.timeout_recv_body(Some(self.cfg.request_timeout));
+        }
+        log::debug!(target: "llm", provider = call.provider, model = call.model; "POST {}", display_url(url));
+        let resp = cb
+            .build()
+            .send(&bytes[..])
+            .map_err(|e| self.transport_error(call, url, e))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        Err(self.status_error(call, resp))
+    }
+
+    fn transport_error(&self, call: &Call<'_>, url: &str, e: ureq::Error) -> ProviderError {
+        let shown = display_url(url);
+        match e {
+            ureq::Error::Timeout(t) => call.err(
+                FailoverReason::Timeout,
+                None,
+                format!("{shown}: timed out ({t})"),
+                None,
+            ),
+            ureq::Error::Io(io) if is_timeout(&io) => call.err(
+                FailoverReason::Timeout,
+                None,
+                format!("{shown}: timed out: {io}"),
+                None,
+            ),
+            ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => call.err(
+                FailoverReason::Unknown,
+                None,
+                format!("{shown}: the server answered with a redirect, which is refused (check the base URL)"),
+                None,
+            ),
+            other => call.err(
+                FailoverReason::Unknown,
+                None,
+                format!("could not reach {shown}: {other}"),
+                None,
+            ),
+        }
+    }
+
+    fn status_error(
+        &self,
+        call: &Call<'_>,
+        resp: ureq::http::Response<ureq::Body>,
+    ) -> ProviderError {
+        let status = resp.status();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let mut raw = Vec::new();
+        let _ = resp
+            .into_body()
+            .into_reader()
+            .take(MAX_ERROR_BODY)
+            .read_to_end(&mut raw);
+        let body = String::from_utf8_lossy(&raw);
+        let (reason, retry_after) = classify(call.provider, Some(status.as_u16()), &body, &headers);
+        let canonical = status.canonical_reason().unwrap_or("");
+        let message = match error_message(&body) {
+            Some(m) if !m.trim_start().starts_with('<') => m,
+            _ => format!("HTTP {} {canonical}", status.as_u16())
+                .trim_end()
+                .to_string(),
+        };
+        call.err(reason, Some(status.as_u16()), message, retry_after)
+    }
+
+    fn read_error(&self, call: &Call<'_>, e: &std::io::Error) -> ProviderError {
+        if is_timeout(e) {
+            call.err(
+                FailoverReason::Timeout,
+                None,
+                format!(
+                    "no data from the server for {:.1}s",
+                    self.cfg.request_timeout.as_secs_f64()
+                ),
+                None,
+            )
+        } else {
+            call.err(
+                FailoverReason::Unknown,
+                None,
+                format!("reading the response: {e}"),
+                None,
+            )
+        }
+    }
+
+    /// POSTs `body` and returns the JSON reply.
+    pub(crate) fn post_json(
+        &self,
+        call: &Call<'_>,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ProviderError> {
+        let resp = self.send(call, url, headers, body, false)?;
+        let mut raw = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .take(self.cfg.max_body_bytes + 1)
+            .read_to_end(&mut raw)
+            .map_err(|e| self.read_error(call, &e))?;
+        if raw.len() as u64 > self.cfg.max_body_bytes {
+            return Err(call.format(format!(
+                "the response is larger than {} bytes",
+                self.cfg.max_body_bytes
+            )));
+        }
+        serde_json::from_slice(&raw).map_err(|e| {
+            let start: String = String::from_utf8_lossy(&raw).chars().take(200).collect();
+            call.format(format!("the response is not valid JSON ({e}): {start}"))
+        })
+    }
+
+    /// POSTs `body` and returns the event stream of the reply.
+    pub(crate) fn post_sse(
+        &self,
+        call: &Call<'_>,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &serde_json::Value,
+    ) -> Result<SseStream, ProviderError> {
+        let resp = self.send(call, url, headers, body, true)?;
+        let limits = SseLimits {
+            max_line: self.cfg.max_line_bytes,
+            max_event: self.cfg.max_body_bytes.min(usize::MAX as u64) as usize,
+            max_total: self.cfg.max_body_bytes,
+        };
+        Ok(SseStream {
+            reader: SseReader::new(Box::new(resp.into_body().into_reader()), limits),
+            idle: self.cfg.stream_idle_timeout,
+        })
+    }
+}
+
+/// The events of a streamed reply.
+pub(crate) struct SseStream {
+    reader: SseReader<Box<dyn Read + Send>>,
+    idle: Duration,
+}
+
+impl SseStream {
+    /// The next event, `Ok(None)` at the end of the stream. A stalled stream is
+    /// [`FailoverReason::Timeout`]; an oversized one [`FailoverReason::Format`].
+    pub fn next(&mut self, call: &Call<'_>) -> Result<Option<super::sse::SseEvent>, ProviderError> {
+        self.reader.next_event().map_err(|e| match e {
+            SseError::Io(io) if is_timeout(&io) => call.err(
+                FailoverReason::Timeout,
+                None,
+                format!(
+                    "the stream stalled: no data for {:.1}s",
+                    self.idle.as_secs_f64()
+                ),
+                None,
+            ),
+            SseError::Io(io) => call.err(
+                FailoverReason::Unknown,
+                None,
+                format!("reading the stream: {io}"),
+                None,
+            ),
+            other => call.format(other),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials_or_query() {
+        assert_eq!(
+            display_url("https://user:secret@api.example.com/v1/x?key=abc"),
+            "https://api.example.com/v1/x"
+        );
+        assert_eq!(
+            display_url("http://127.0.0.1:8/v1"),
+            "http://127.0.0.1:8/v1"
+        );
+        assert_eq!(display_url("http://h"), "http://h");
+    }
+}

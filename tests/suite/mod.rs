@@ -4,5 +4,7 @@ mod creds;
 mod docs;
 mod escape_a;
 mod escape_b;
+mod llm;
+mod mock_llm;
 mod rootless;
 mod sessions;

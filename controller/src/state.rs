@@ -123,15 +123,20 @@ impl StateDir {
     /// Takes the platform-wide exclusive lock (create/delete/uid allocation).
     pub fn lock(&self) -> Result<nix::fcntl::Flock<File>> {
         self.ensure()?;
-        let p = self.lock_path();
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&p)
-            .map_err(|e| Error::io(&p, e))?;
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::io(&p, std::io::Error::from(e)))
+        lock_exclusive(&self.lock_path())
     }
+}
+
+/// Takes an exclusive `flock` on `path` (created 0600 if missing), waiting for it; released
+/// when the returned guard is dropped.
+pub fn lock_exclusive(path: &Path) -> Result<nix::fcntl::Flock<File>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io(path, std::io::Error::from(e)))
 }

@@ -15,6 +15,7 @@
 //! code against a temp dir, through a `Kernel` whose hooks create the control files after
 //! a mkdir and delete them before a rmdir, as cgroupfs would.
 
+use bulkhead_policy::cgroup::describe;
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -156,18 +157,6 @@ fn setup_error(err: &io::Error, path: &Path, detail: String) -> SetupError {
         errno: err.raw_os_error().unwrap_or(0),
         path: path.display().to_string(),
         detail,
-    }
-}
-
-/// An I/O error as a lowercase phrase without the "(os error N)" tail (the errno travels in
-/// [`SetupError::errno`]).
-fn describe(err: &io::Error) -> String {
-    let text = err.to_string();
-    let text = text.split(" (os error").next().unwrap_or_default();
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 

@@ -153,8 +153,9 @@ impl fmt::Display for CgroupPlanError {
 
 impl std::error::Error for CgroupPlanError {}
 
-/// An I/O error as a lowercase phrase without the "(os error N)" tail.
-fn describe(err: &std::io::Error) -> String {
+/// An I/O error as a lowercase phrase without the "(os error N)" tail (the errno travels
+/// separately, e.g. in `SetupError::errno`).
+pub fn describe(err: &std::io::Error) -> String {
     let text = err.to_string();
     let text = text.split(" (os error").next().unwrap_or_default();
     let mut chars = text.chars();

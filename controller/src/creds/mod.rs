@@ -78,9 +78,9 @@ mod envelope;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -688,16 +688,7 @@ fn decrypt(
 
 /// The exclusive credential lock of a workspace directory.
 fn lock(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
-    let p = dir.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&p)
-        .map_err(|e| Error::io(&p, e))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io(&p, std::io::Error::from(e)))
+    crate::state::lock_exclusive(&dir.join(LOCK_FILE))
 }
 
 impl CredentialStore {

@@ -21,6 +21,9 @@ Exit codes:
   6    cred: wrong credential key or damaged creds.enc
   7    cred: no credential key ($BULKHEAD_CREDENTIAL_KEY or --credential-key-file)
   8    session in use by another run
+  9    run: every model failed (each attempt is listed)
+  10   run: the step limit was reached without a final answer
+  130  run: cancelled (SIGINT/SIGTERM)
   exec: the program's own status, or
   124  timed out (every process of the command was killed)
   125  sandbox setup failed
@@ -68,6 +71,12 @@ enum Cmd {
     /// Set, list and remove a workspace's encrypted credentials; rekey them all.
     #[command(subcommand)]
     Cred(crate::creds::cli::CredCmd),
+    /// Run the agent on a message in a workspace: the model works with tools in the
+    /// workspace's sandbox until it answers.
+    #[command(
+        after_help = "Events (tool calls, retries, fallbacks, compactions) go to stderr, the answer to stdout;\n--json prints every event as a JSON line on stdout instead.\n\nExamples:\n  bulkhead run acme --model anthropic/claude-sonnet-4-5 'list the files and summarize README.md'\n  bulkhead run acme --session s1 --fallback openai/gpt-4o --fallback google/gemini-2.5-flash 'continue'\n  echo 'what changed?' | bulkhead --json run acme --base-url http://127.0.0.1:11434/v1 --model ollama/qwen3 -\nKeys: the workspace's credentials (with --credential-key-file or $BULKHEAD_CREDENTIAL_KEY), then\n$ANTHROPIC_API_KEY, $OPENAI_API_KEY, $GEMINI_API_KEY, … (and *_API_KEYS lists). Exit 9: every model\nfailed; 10: --max-steps reached; 8: the session is in use; 130: cancelled."
+    )]
+    Run(crate::agent::cli::RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,6 +372,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Exec(args) => exec(&p, args),
         Cmd::Session(c) => crate::sessions::run(&p, c, json),
         Cmd::Cred(c) => crate::creds::cli::run(&p, c, json, cli.credential_key_file.as_deref()),
+        Cmd::Run(a) => crate::agent::cli::run(&p, a, json, cli.credential_key_file.as_deref()),
         Cmd::Doctor => {
             let r = crate::doctor::run(&p);
             if json {

@@ -25,6 +25,12 @@ pub mod exit {
     pub const NO_CREDENTIAL_KEY: i32 = 7;
     /// A session is in use by another run (a fail-fast open, or `session rm` of a held one).
     pub const SESSION_BUSY: i32 = 8;
+    /// `run`: every model of the chain failed (the error lists each attempt and its reason).
+    pub const ALL_MODELS_FAILED: i32 = 9;
+    /// `run`: the step limit (`--max-steps`) was reached before a final answer.
+    pub const MAX_STEPS: i32 = 10;
+    /// `run`: cancelled (SIGINT/SIGTERM, or a cancel token).
+    pub const CANCELLED: i32 = 130;
     pub use bulkhead_shared::exit::{
         EXEC_NOT_EXECUTABLE, EXEC_NOT_FOUND, EXEC_OOM, EXEC_SETUP_FAILED, EXEC_TIMEOUT,
     };
@@ -106,6 +112,18 @@ pub enum Error {
     /// No credential passphrase was given (the message names where to give it).
     #[error("{0}")]
     NoCredentialKey(String),
+    /// Every model of a run's chain failed.
+    #[error("all models failed ({} attempt(s)):{}", .attempts.len(), crate::agent::format_attempts(.attempts))]
+    AllModelsFailed {
+        /// Every model call of the run, with its outcome.
+        attempts: Vec<crate::agent::Attempt>,
+    },
+    /// A run was cancelled.
+    #[error("{0}")]
+    Cancelled(String),
+    /// A run's time limit passed.
+    #[error("the run timed out after {0:.0}s")]
+    RunTimedOut(f64),
     /// No credential set of that name.
     #[error("workspace {workspace:?} has no credential set {name:?} (see `bulkhead cred list {workspace}`)")]
     NoSuchCredential {
@@ -130,6 +148,9 @@ impl Error {
             Error::NoSuchSession { .. } => exit::NOT_FOUND,
             Error::SessionExists { .. } => exit::EXISTS,
             Error::SessionBusy(_) => exit::SESSION_BUSY,
+            Error::AllModelsFailed { .. } => exit::ALL_MODELS_FAILED,
+            Error::Cancelled(_) => exit::CANCELLED,
+            Error::RunTimedOut(_) => exit::EXEC_TIMEOUT,
             Error::Setup(_) | Error::Attestation(_) | Error::Launcher(_) => exit::EXEC_SETUP_FAILED,
             Error::Tool(t) if t.kind == K::NotFound => exit::EXEC_NOT_FOUND,
             Error::Tool(t) if t.kind == K::PermissionDenied => exit::EXEC_NOT_EXECUTABLE,

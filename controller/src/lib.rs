@@ -14,6 +14,7 @@
 //! The `bulkhead` binary is one client of this API.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod creds;
@@ -26,6 +27,7 @@ pub mod sandbox;
 pub mod sessions;
 pub mod state;
 
+pub use agent::{CancelToken, RunEvent, RunOutcome, RunRequest, RunResult};
 /// The wire protocol types (requests, replies, limits), re-exported for embedders.
 pub use bulkhead_shared as protocol;
 pub use creds::{

@@ -163,6 +163,13 @@ fn format_line(ts: &str, record: &log::Record<'_>, json: bool) -> String {
     redact(&line)
 }
 
+/// Whether a record is a raw dump of HTTP bytes: `ureq_proto` logs every request at TRACE as
+/// hex + ASCII rows of 16 bytes, which cut an API-key header across lines where the redactor
+/// cannot see the key whole. Such records are never written, whatever the level asked.
+fn is_wire_dump(record: &log::Record<'_>) -> bool {
+    record.level() == log::Level::Trace && record.target().starts_with("ureq_proto")
+}
+
 static INIT: Mutex<bool> = Mutex::new(false);
 
 /// Initializes logging once per process; later calls do nothing. Errors opening the log
@@ -179,6 +186,9 @@ pub fn init(cfg: &LogConfig) -> std::io::Result<()> {
     let mut b = env_logger::Builder::new();
     b.parse_filters(&cfg.level);
     b.format(move |buf, record| {
+        if is_wire_dump(record) {
+            return Ok(());
+        }
         let ts = buf.timestamp_millis().to_string();
         writeln!(buf, "{}", format_line(&ts, record, json))
     });

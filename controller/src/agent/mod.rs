@@ -1,0 +1,285 @@
+//! The agent loop: [`Workspace::run`] takes a message, calls the model with the workspace's
+//! tools until it gives a final answer, and records the turn in the session's transcript.
+//!
+//! ```no_run
+//! use bulkhead::{Platform, PlatformConfig};
+//! use bulkhead::agent::{RunRequest, RunEvent};
+//! let platform = Platform::open(PlatformConfig::default())?;
+//! let ws = platform.workspace("acme")?;
+//! let mut req = RunRequest::new("Write hello.txt with bash, then read it back.");
+//! req.model = Some("anthropic/claude-sonnet-4-5".into());
+//! req.fallbacks = Some(vec!["openai/gpt-4o".into()]);
+//! req.session = Some("support-42".into());
+//! let result = ws.run_with_events(req, &mut |e: &RunEvent| eprintln!("{}", e.to_json_line()))?;
+//! println!("{} ({} in / {} out tokens)", result.response, result.usage.input_tokens, result.usage.output_tokens);
+//! # Ok::<(), bulkhead::Error>(())
+//! ```
+//!
+//! # A run
+//!
+//! 1. **Models.** The request's model (else the workspace's) and fallbacks (else the
+//!    workspace's), each `provider/model`. The base URL (request, else workspace) applies to
+//!    the primary's provider and to fallbacks of the same provider; other providers use
+//!    their environment variables (`OPENAI_BASE_URL`, …) or defaults (see
+//!    [`crate::llm::models`]). **Context-window guard**: a model whose window is below
+//!    [`ContextConfig::min_tokens`] (16,000) is refused (a fallback is dropped with a warning),
+//!    below [`ContextConfig::warn_below_tokens`] (32,000) it is used with a warning.
+//! 2. **Keys**, per provider: the workspace's credential store when
+//!    [`RunRequest::credential_key`] is given (the CLI gives it when `--credential-key-file`
+//!    or `$BULKHEAD_CREDENTIAL_KEY` is set, and skips the store silently otherwise), then the
+//!    environment ([`crate::llm::keys`]). Keys stay in the controller: the sandbox's
+//!    environment is an allowlist, tool output is passed through the log redactor (every key
+//!    is registered as a secret) before the model, the transcript or an event sees it.
+//! 3. **Session.** The transcript `sessions/<sid>.jsonl` is opened with
+//!    [`RunRequest::lock`] — by default [`LockMode::FailFast`]: a second run of a busy session
+//!    fails at once with [`Error::SessionBusy`] (CLI exit 8) instead of queueing silently;
+//!    set [`LockMode::Wait`] to serialize. Earlier turns become the context
+//!    ([`context`] explains how, compactions included).
+//! 4. **System prompt**: the caller's (or [`DEFAULT_SYSTEM_PROMPT`]), a note on the sandbox
+//!    and the tools, the operator's `workspaces/<id>/instructions.md` (outside the sandbox's
+//!    reach), the tenant's `/workspace/AGENTS.md` (read without following symlinks), and the
+//!    tool registry's prompt sections (where enabled skills will list their descriptions).
+//! 5. **Steps**, up to [`RunRequest::max_steps`]: fit the context (old tool results pruned,
+//!    then a compaction past the threshold), call the model with failover ([`failover`]),
+//!    run the tool calls it made in order (arguments validated against each tool's schema; a
+//!    malformed call or an unknown tool is an error result the model sees), truncate each
+//!    result to its budget (head + tail + marker), commit the step to the transcript. A reply
+//!    without tool calls is the answer.
+//! 6. **End**: the sandbox (started at the first tool call) is shut down, `run_end` with the
+//!    run's usage is committed, [`RunEvent::RunEnd`] is sent.
+//!
+//! # Transcript
+//!
+//! `run_start` and `user_message` are committed when the run starts; each step's
+//! `assistant_message`, `tool_call`s and `tool_result`s when the step ends; `compaction`
+//! when it happens; failed model attempts, key rotations and fallbacks as `error` events
+//! (kinds `llm`, `key_rotation`, `fallback`); a failure of the run as an `error` (kinds
+//! `llm`, `cancelled`, `timeout`, `run`); `run_end` with the usage and the outcome
+//! (`completed`, `max_steps`, `failed`, `cancelled`, `timed_out`) last. The session's usage is
+//! the sum of its `run_end`s ([`RunResult::session_usage`]).
+//!
+//! # Cancellation
+//!
+//! [`RunRequest::cancel`] takes a [`CancelToken`]: cancelling it stops the run between steps,
+//! abandons a model call in flight, wakes a backoff wait, and kills the run's sandbox (so a
+//! running command dies). The run ends with [`Error::Cancelled`] (CLI exit 130; the CLI
+//! cancels on SIGINT/SIGTERM).
+
+pub mod cancel;
+pub mod cli;
+pub mod context;
+mod engine;
+pub mod events;
+pub mod failover;
+pub mod pricing;
+pub mod schema;
+pub mod tools;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use cancel::CancelToken;
+pub use context::ContextConfig;
+pub use events::{format_attempts, Attempt, RunEvent, RunOutcome, RunResult, ToolCallRecord};
+pub use failover::Cooldowns;
+pub use tools::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
+
+use crate::creds::CredentialKey;
+use crate::error::Result;
+use crate::llm::{HttpConfig, ModelRef, Provider, RetryPolicy};
+use crate::platform::{LimitsConfig, Workspace};
+use crate::sessions::LockMode;
+
+/// The system prompt when the caller gives none.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a capable assistant that completes the \
+user's task by using the tools you are given, checking your work, and then answering \
+concisely with what you did and found.";
+
+/// Default step limit.
+pub const DEFAULT_MAX_STEPS: usize = 20;
+
+/// Time limits of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting to a model server.
+    pub connect: Duration,
+    /// A whole non-streaming model call, and the wait for a stream's first byte.
+    pub request: Duration,
+    /// Longest silence inside a streamed reply.
+    pub stream_idle: Duration,
+    /// A `bash` command without `timeout_secs`.
+    pub tool_default: Duration,
+    /// The most a `bash` command may ask for.
+    pub tool_max: Duration,
+    /// The whole run (`None`: no limit). When it passes, the run ends with
+    /// [`Error::RunTimedOut`] (CLI exit 124).
+    pub run: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(15),
+            request: Duration::from_secs(600),
+            stream_idle: Duration::from_secs(120),
+            tool_default: Duration::from_secs(120),
+            tool_max: Duration::from_secs(600),
+            run: None,
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The user's message.
+    pub message: String,
+    /// Session to continue or start (`None`: a new session with a generated id).
+    pub session: Option<String>,
+    /// System prompt (`None`: [`DEFAULT_SYSTEM_PROMPT`]); the environment note and the
+    /// instructions files are appended either way.
+    pub system_prompt: Option<String>,
+    /// Primary model, `provider/model` (`None`: the workspace's).
+    pub model: Option<String>,
+    /// Fallback models in order (`None`: the workspace's; `Some(vec![])`: none).
+    pub fallbacks: Option<Vec<String>>,
+    /// Base URL for the primary's provider (`None`: the workspace's, then the environment).
+    pub base_url: Option<String>,
+    /// Most model steps (default [`DEFAULT_MAX_STEPS`]).
+    pub max_steps: usize,
+    /// Stream replies (SSE); text arrives as [`RunEvent::TextDelta`]s.
+    pub stream: bool,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Retries of one model (and how long a `Retry-After` is worth waiting for).
+    pub retry: RetryPolicy,
+    /// Context management.
+    pub context: ContextConfig,
+    /// How to take the session's lock (default [`LockMode::FailFast`]).
+    pub lock: LockMode,
+    /// Cancels the run.
+    pub cancel: Option<CancelToken>,
+    /// Passphrase of the workspace's credential store (`None`: keys from the environment
+    /// only).
+    pub credential_key: Option<CredentialKey>,
+    /// The environment read for keys and base URLs (`None`: the process environment).
+    pub env: Option<BTreeMap<String, String>>,
+    /// Tools (`None`: [`ToolRegistry::builtin`]).
+    pub tools: Option<Arc<ToolRegistry>>,
+    /// Sandbox limits on top of the workspace's.
+    pub limits: LimitsConfig,
+}
+
+impl RunRequest {
+    /// A request with the defaults.
+    pub fn new(message: impl Into<String>) -> Self {
+        RunRequest {
+            message: message.into(),
+            session: None,
+            system_prompt: None,
+            model: None,
+            fallbacks: None,
+            base_url: None,
+            max_steps: DEFAULT_MAX_STEPS,
+            stream: true,
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+            context: ContextConfig::default(),
+            lock: LockMode::FailFast,
+            cancel: None,
+            credential_key: None,
+            env: None,
+            tools: None,
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for RunRequest {
+    fn default() -> Self {
+        Self::new("")
+    }
+}
+
+/// Builds the client of a model: `(model, explicit base URL) → provider`.
+pub(crate) type ProviderFactory<'a> =
+    dyn Fn(&ModelRef, Option<&str>) -> Result<Arc<dyn Provider>> + Send + Sync + 'a;
+
+fn http_config(t: &Timeouts) -> HttpConfig {
+    HttpConfig {
+        connect_timeout: t.connect,
+        request_timeout: t.request,
+        stream_idle_timeout: t.stream_idle,
+        ..HttpConfig::default()
+    }
+}
+
+impl Workspace {
+    /// Runs the agent on `req` (see [`crate::agent`]).
+    pub fn run(&self, req: RunRequest) -> Result<RunResult> {
+        self.run_with_events(req, &mut |_| {})
+    }
+
+    /// [`Workspace::run`], with every [`RunEvent`] given to `on_event` as it happens (on the
+    /// calling thread).
+    pub fn run_with_events(
+        &self,
+        req: RunRequest,
+        on_event: &mut dyn FnMut(&RunEvent),
+    ) -> Result<RunResult> {
+        let env_map = req.env.clone();
+        let env = move |k: &str| -> Option<String> {
+            match &env_map {
+                Some(m) => m.get(k).cloned(),
+                None => std::env::var(k).ok(),
+            }
+        };
+        let http = http_config(&req.timeouts);
+        let env_for_factory = env.clone();
+        let factory = move |m: &ModelRef, base: Option<&str>| {
+            crate::llm::provider_for(m, base, &env_for_factory, http.clone())
+        };
+        engine::Setup {
+            ws: self,
+            req,
+            cooldowns: Cooldowns::global(),
+            factory: &factory,
+            env: &env,
+        }
+        .run(on_event)
+    }
+
+    /// [`Workspace::run`], sending every event on `events` (send errors are ignored: a
+    /// receiver that went away does not stop the run).
+    pub fn run_streaming(&self, req: RunRequest, events: Sender<RunEvent>) -> Result<RunResult> {
+        self.run_with_events(req, &mut |e| {
+            let _ = events.send(e.clone());
+        })
+    }
+}
+
+/// Runs with an injected provider factory and cooldown table (tests, benchmarks).
+#[doc(hidden)]
+pub fn run_with_factory(
+    ws: &Workspace,
+    req: RunRequest,
+    factory: &ProviderFactory<'_>,
+    cooldowns: &Cooldowns,
+    on_event: &mut dyn FnMut(&RunEvent),
+) -> Result<RunResult> {
+    let env_map = req.env.clone().unwrap_or_default();
+    let env = move |k: &str| env_map.get(k).cloned();
+    engine::Setup {
+        ws,
+        req,
+        cooldowns,
+        factory,
+        env: &env,
+    }
+    .run(on_event)
+}
+
+#[cfg(test)]
+mod tests;

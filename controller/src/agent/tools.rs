@@ -1,0 +1,806 @@
+//! Tools the model may call: the [`Tool`] trait, the [`ToolRegistry`], and the built-in
+//! sandbox tools `bash`, `read`, `write`, `edit`, `ls`.
+//!
+//! The built-in tools run in the workspace's sandbox through the worker: one sandbox per run,
+//! started at the first tool call and shut down when the run ends, so files, the current
+//! state of `/tmp` and background processes persist from one call to the next within a run.
+//! Memory, skill and subagent tools plug in later as more implementations of [`Tool`]
+//! registered in a [`ToolRegistry`] (`memory_*` tools declare [`ToolKind::Memory`], which
+//! turns on the memory flush before compaction). A registry also carries prompt sections
+//! (for example the enabled skills' descriptions) appended to the system prompt.
+//!
+//! Arguments are validated against the tool's schema before [`Tool::call`] runs (see
+//! [`super::schema`]); a tool may rely on required fields being present and typed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulkhead_shared::{
+    Command as WireCommand, ExecRequest, ExitKind, FileKind, Reply, Request, ToolErrorKind,
+};
+use serde_json::{json, Value};
+
+use super::cancel::{CancelToken, HookGuard};
+use crate::error::{Error, Result};
+use crate::llm::ToolSpec;
+use crate::platform::{LimitsConfig, RunningSandbox, Workspace};
+use crate::sandbox::Sandbox;
+
+/// What a tool returns to the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutput {
+    /// The text given to the model (truncated to the budget by the loop).
+    pub content: String,
+    /// Whether the tool failed; the model sees it as an error result.
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    /// A successful result.
+    pub fn ok(content: impl Into<String>) -> Self {
+        ToolOutput {
+            content: content.into(),
+            is_error: false,
+        }
+    }
+
+    /// A failed result (the model sees the message and may try again).
+    pub fn error(content: impl Into<String>) -> Self {
+        ToolOutput {
+            content: content.into(),
+            is_error: true,
+        }
+    }
+}
+
+/// What kind of tool, for the loop's own decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolKind {
+    /// Runs in the workspace's sandbox.
+    Sandbox,
+    /// Saves or searches the workspace's memory (enables the memory flush before a
+    /// compaction).
+    Memory,
+    /// Anything else (skills, subagents, host-side tools).
+    Other,
+}
+
+/// A tool the model may call.
+pub trait Tool: Send + Sync {
+    /// The name the model calls it by (`[A-Za-z0-9_-]{1,64}`).
+    fn name(&self) -> &str;
+    /// What it does, for the model.
+    fn description(&self) -> &str;
+    /// JSON Schema of its arguments (an `object` schema).
+    fn schema(&self) -> Value;
+    /// Its kind (default [`ToolKind::Other`]).
+    fn kind(&self) -> ToolKind {
+        ToolKind::Other
+    }
+    /// Runs it with validated `args`. `Ok` with [`ToolOutput::error`] is a failure the model
+    /// should see (file not found, command failed); `Err` is a failure of the platform
+    /// (the sandbox could not start or died), handled by the loop.
+    fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput>;
+}
+
+impl fmt::Debug for dyn Tool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tool({})", self.name())
+    }
+}
+
+/// A section appended to the system prompt by a registry (e.g. the skills' descriptions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptSection {
+    /// Heading.
+    pub title: String,
+    /// Text.
+    pub body: String,
+}
+
+/// The tools of a run, in the order the model sees them.
+#[derive(Debug, Clone, Default)]
+pub struct ToolRegistry {
+    tools: Vec<Arc<dyn Tool>>,
+    sections: Vec<PromptSection>,
+}
+
+fn valid_tool_name(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl ToolRegistry {
+    /// No tools.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The built-in sandbox tools: `bash`, `read`, `write`, `edit`, `ls`.
+    pub fn builtin() -> Self {
+        let mut r = Self::empty();
+        for t in builtin_tools() {
+            r.register(t)
+                .expect("built-in tool names are valid and unique");
+        }
+        r
+    }
+
+    /// Adds a tool; refuses an invalid or duplicate name.
+    pub fn register(&mut self, tool: Arc<dyn Tool>) -> Result<()> {
+        let name = tool.name().to_string();
+        if !valid_tool_name(&name) {
+            return Err(Error::Invalid(format!(
+                "invalid tool name {name:?}: use 1 to 64 of A-Z a-z 0-9 _ -"
+            )));
+        }
+        if self.get(&name).is_some() {
+            return Err(Error::Invalid(format!("tool {name:?} is registered twice")));
+        }
+        self.tools.push(tool);
+        Ok(())
+    }
+
+    /// Adds a section to the system prompt (the hook for skills' descriptions).
+    pub fn add_prompt_section(&mut self, title: impl Into<String>, body: impl Into<String>) {
+        self.sections.push(PromptSection {
+            title: title.into(),
+            body: body.into(),
+        });
+    }
+
+    /// The prompt sections, in order.
+    pub fn prompt_sections(&self) -> &[PromptSection] {
+        &self.sections
+    }
+
+    /// A tool by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.iter().find(|t| t.name() == name)
+    }
+
+    /// Tool names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.tools.iter().map(|t| t.name()).collect()
+    }
+
+    /// Whether the registry has no tool.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    /// The specs sent to the model.
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        self.tools
+            .iter()
+            .map(|t| ToolSpec {
+                name: t.name().to_string(),
+                description: t.description().to_string(),
+                input_schema: t.schema(),
+            })
+            .collect()
+    }
+
+    /// The registry restricted to the tools of one kind.
+    pub fn only(&self, kind: ToolKind) -> ToolRegistry {
+        ToolRegistry {
+            tools: self
+                .tools
+                .iter()
+                .filter(|t| t.kind() == kind)
+                .cloned()
+                .collect(),
+            sections: Vec::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The run's sandbox
+// ---------------------------------------------------------------------------------------
+
+/// The sandbox of a run: started on first use, with a cancel hook that stops it.
+pub(crate) struct SandboxSlot {
+    running: Option<(RunningSandbox, HookGuard)>,
+    limits: LimitsConfig,
+    has_bash: Option<bool>,
+    /// Sandboxes started by this run.
+    pub(crate) started: usize,
+}
+
+impl fmt::Debug for SandboxSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxSlot")
+            .field("running", &self.running.is_some())
+            .field("started", &self.started)
+            .finish()
+    }
+}
+
+impl SandboxSlot {
+    pub(crate) fn new(limits: LimitsConfig) -> Self {
+        SandboxSlot {
+            running: None,
+            limits,
+            has_bash: None,
+            started: 0,
+        }
+    }
+
+    fn get(&mut self, ws: &Workspace, cancel: &CancelToken) -> Result<&mut Sandbox> {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled("the run was cancelled".into()));
+        }
+        if self.running.is_none() {
+            let mut rs = ws.sandbox(&self.limits)?;
+            self.started += 1;
+            let pid = rs.get().info().launcher_pid;
+            // SIGTERM to the launcher: it kills every process of the sandbox and removes
+            // the cgroup; the worker's socket closes and a blocked request returns. The
+            // launcher is our unreaped child while the guard lives (it is dropped before
+            // the sandbox is shut down and reaped), so the pid cannot have been reused.
+            let hook = cancel.on_cancel(move || {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            });
+            self.running = Some((rs, hook));
+        }
+        Ok(self.running.as_mut().expect("just started").0.get())
+    }
+
+    /// Forgets a sandbox that broke (it is killed); the next call starts a new one.
+    pub(crate) fn discard(&mut self) {
+        if let Some((rs, hook)) = self.running.take() {
+            drop(hook);
+            drop(rs);
+        }
+        self.has_bash = None;
+    }
+
+    /// Stops the sandbox, if one was started.
+    pub(crate) fn shutdown(&mut self) {
+        if let Some((rs, hook)) = self.running.take() {
+            drop(hook);
+            if let Err(e) = rs.shutdown() {
+                log::warn!(target: "agent", "stopping the run's sandbox: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for SandboxSlot {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What a tool call may use: the workspace, the run's sandbox, the cancel token.
+pub struct ToolContext<'a> {
+    pub(crate) workspace: &'a Workspace,
+    pub(crate) sandbox: &'a mut SandboxSlot,
+    pub(crate) cancel: &'a CancelToken,
+    pub(crate) run_id: &'a str,
+    pub(crate) session: &'a str,
+    pub(crate) default_timeout: Duration,
+    pub(crate) max_timeout: Duration,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl fmt::Debug for ToolContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolContext")
+            .field("workspace", &self.workspace.id())
+            .field("run_id", &self.run_id)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToolContext<'_> {
+    /// The workspace.
+    pub fn workspace(&self) -> &Workspace {
+        self.workspace
+    }
+
+    /// The run's sandbox, started now if this is the first use.
+    pub fn sandbox(&mut self) -> Result<&mut Sandbox> {
+        self.sandbox.get(self.workspace, self.cancel)
+    }
+
+    /// The run's cancel token.
+    pub fn cancel_token(&self) -> &CancelToken {
+        self.cancel
+    }
+
+    /// Run id.
+    pub fn run_id(&self) -> &str {
+        self.run_id
+    }
+
+    /// Session id.
+    pub fn session(&self) -> &str {
+        self.session
+    }
+
+    /// The time limit for a command: `requested` (seconds) or the default, capped by the
+    /// maximum and by what is left of the run's time.
+    pub fn command_timeout(&self, requested: Option<f64>) -> Duration {
+        let mut t = requested
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(self.default_timeout)
+            .min(self.max_timeout);
+        if let Some(d) = self.deadline {
+            t = t.min(
+                d.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            );
+        }
+        t
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Built-in tools
+// ---------------------------------------------------------------------------------------
+
+/// Most bytes of command output collected from the worker (the loop then truncates to the
+/// model's budget, keeping head and tail).
+pub const BASH_OUTPUT_CAP: u64 = 512 * 1024;
+
+/// Largest `write` content (one protocol frame carries it).
+pub const MAX_WRITE_BYTES: usize = 896 * 1024;
+
+/// Most bytes scanned by one `read` call.
+pub const MAX_READ_SCAN_BYTES: u64 = 16 << 20;
+
+/// Lines returned by `read` without a `limit`.
+pub const DEFAULT_READ_LINES: u64 = 2000;
+
+/// The built-in tools.
+pub fn builtin_tools() -> Vec<Arc<dyn Tool>> {
+    vec![
+        Arc::new(BashTool),
+        Arc::new(ReadTool),
+        Arc::new(WriteTool),
+        Arc::new(EditTool),
+        Arc::new(LsTool),
+    ]
+}
+
+fn tool_error_text(e: &bulkhead_shared::ToolError) -> String {
+    let kind = match e.kind {
+        ToolErrorKind::NotFound => "not found",
+        ToolErrorKind::PermissionDenied => "permission denied",
+        ToolErrorKind::InvalidInput => "invalid input",
+        ToolErrorKind::TooLarge => "too large",
+        ToolErrorKind::NotUnique => "not unique",
+        ToolErrorKind::RateLimited => "rate limited",
+        ToolErrorKind::WrongType => "wrong type",
+        ToolErrorKind::Io => "I/O error",
+    };
+    format!("{kind}: {}", e.message)
+}
+
+/// Sends `req` to the sandbox: `Ok(Ok(reply))`, `Ok(Err(text))` for a tool error the model
+/// should see, `Err` for a platform failure.
+fn request(ctx: &mut ToolContext<'_>, req: Request) -> Result<std::result::Result<Reply, String>> {
+    let sb = ctx.sandbox()?;
+    match sb.request(req, &mut |_, _| {})? {
+        Ok(r) => Ok(Ok(r)),
+        Err(e) => Ok(Err(tool_error_text(&e))),
+    }
+}
+
+fn str_arg<'v>(args: &'v Value, k: &str) -> &'v str {
+    args.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+/// `bash`: runs a shell command in `/workspace`.
+#[derive(Debug, Clone, Copy)]
+pub struct BashTool;
+
+impl Tool for BashTool {
+    fn name(&self) -> &str {
+        "bash"
+    }
+    fn description(&self) -> &str {
+        "Run a shell command (bash -c) in the workspace's Linux sandbox, working directory \
+         /workspace. Returns stdout and stderr interleaved, then the exit status when it is not 0. \
+         No network except loopback. Files outside /workspace and /tmp are read-only."
+    }
+    fn schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "command": {"type": "string", "minLength": 1, "description": "The command line."},
+                "timeout_secs": {"type": "number", "exclusiveMinimum": 0,
+                    "description": "Kill the command after this many seconds (default 120, at most 600)."}
+            },
+            "required": ["command"],
+            "additionalProperties": false
+        })
+    }
+    fn kind(&self) -> ToolKind {
+        ToolKind::Sandbox
+    }
+    fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
+        let command = str_arg(args, "command").to_string();
+        let timeout = ctx.command_timeout(args.get("timeout_secs").and_then(Value::as_f64));
+        let timeout_ms = (timeout.as_millis() as u64).max(1);
+        let mut out: Vec<u8> = Vec::new();
+        let use_bash = ctx.sandbox.has_bash != Some(false);
+        let make = |cmd: WireCommand| ExecRequest {
+            command: cmd,
+            cwd: "/workspace".into(),
+            env: Vec::new(),
+            stdin: Vec::new(),
+            timeout_ms,
+            output_cap: BASH_OUTPUT_CAP,
+            // Background processes may live until the run's sandbox stops.
+            kill_stragglers: false,
+        };
+        let first = if use_bash {
+            WireCommand::Argv(vec!["bash".into(), "-c".into(), command.clone()])
+        } else {
+            WireCommand::Shell(command.clone())
+        };
+        let sb = ctx.sandbox()?;
+        let mut res = sb.exec(make(first), &mut |_, d| out.extend_from_slice(d));
+        if use_bash {
+            match &res {
+                Err(Error::Tool(t)) if t.kind == ToolErrorKind::NotFound => {
+                    // No bash in this image: /bin/sh from now on.
+                    ctx.sandbox.has_bash = Some(false);
+                    out.clear();
+                    let sb = ctx.sandbox()?;
+                    res = sb.exec(make(WireCommand::Shell(command)), &mut |_, d| {
+                        out.extend_from_slice(d)
+                    });
+                }
+                Ok(_) => ctx.sandbox.has_bash = Some(true),
+                Err(_) => {}
+            }
+        }
+        let outcome = match res {
+            Ok(o) => o,
+            Err(Error::Tool(t)) => return Ok(ToolOutput::error(tool_error_text(&t))),
+            Err(e) => return Err(e),
+        };
+        let mut text = String::from_utf8_lossy(&out).into_owned();
+        let r = &outcome.result;
+        let status = if r.timed_out {
+            Some(format!(
+                "[timed out after {:.0}s; every process of the command was killed]",
+                timeout.as_secs_f64()
+            ))
+        } else if r.cancelled {
+            Some("[cancelled]".to_string())
+        } else {
+            match r.exit {
+                ExitKind::Code(0) => None,
+                ExitKind::Code(c) => Some(format!("[exit code {c}]")),
+                ExitKind::Signal(s) if outcome.oom_killed => Some(format!(
+                    "[killed by the sandbox's memory limit (signal {s})]"
+                )),
+                ExitKind::Signal(s) => Some(format!("[killed by signal {s}]")),
+            }
+        };
+        let is_error = status.is_some();
+        if let Some(s) = status {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&s);
+        } else if text.is_empty() {
+            text.push_str("(no output)");
+        }
+        Ok(ToolOutput {
+            content: text,
+            is_error,
+        })
+    }
+}
+
+/// `read`: lines of a text file.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTool;
+
+impl Tool for ReadTool {
+    fn name(&self) -> &str {
+        "read"
+    }
+    fn description(&self) -> &str {
+        "Read a text file of the workspace. `offset` is the first line (1-based, default 1), \
+         `limit` the number of lines (default 2000). Relative paths are under /workspace."
+    }
+    fn schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "minLength": 1},
+                "offset": {"type": "integer", "minimum": 1},
+                "limit": {"type": "integer", "minimum": 1}
+            },
+            "required": ["path"],
+            "additionalProperties": false
+        })
+    }
+    fn kind(&self) -> ToolKind {
+        ToolKind::Sandbox
+    }
+    fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
+        let path = str_arg(args, "path").to_string();
+        let first = args
+            .get("offset")
+            .and_then(Value::as_f64)
+            .unwrap_or(1.0)
+            .max(1.0) as u64;
+        let limit = args
+            .get("limit")
+            .and_then(Value::as_f64)
+            .map_or(DEFAULT_READ_LINES, |l| l.max(1.0) as u64);
+        let want_lines = first - 1 + limit;
+        let mut data: Vec<u8> = Vec::new();
+        let mut pos = 0u64;
+        let (size, eof) = loop {
+            let r = request(
+                ctx,
+                Request::Read {
+                    path: path.clone(),
+                    offset: pos,
+                    limit: 512 * 1024,
+                },
+            )?;
+            let rr = match r {
+                Ok(Reply::Read(rr)) => rr,
+                Ok(_) => return Err(Error::Protocol("wrong reply type for read".into())),
+                Err(e) => return Ok(ToolOutput::error(e)),
+            };
+            pos += rr.data.len() as u64;
+            data.extend_from_slice(&rr.data);
+            let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+            if rr.eof || rr.data.is_empty() || lines >= want_lines || pos >= MAX_READ_SCAN_BYTES {
+                break (rr.size, rr.eof || rr.data.is_empty());
+            }
+        };
+        if data.iter().take(8192).any(|&b| b == 0) {
+            return Ok(ToolOutput::error(format!(
+                "{path} looks binary ({size} bytes); inspect it with bash (e.g. `xxd {path} | head`)"
+            )));
+        }
+        let text = String::from_utf8_lossy(&data);
+        let all: Vec<&str> = text.split_inclusive('\n').collect();
+        let start = (first - 1) as usize;
+        if start >= all.len() && !(start == 0 && all.is_empty()) {
+            return Ok(ToolOutput::error(format!(
+                "{path} has {} lines; offset {first} is past the end",
+                all.len()
+            )));
+        }
+        let end = (start + limit as usize).min(all.len());
+        let mut out: String = all[start..end].concat();
+        let more = end < all.len() || !eof;
+        if more {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format!(
+                "[showing lines {}-{} of {}{}; read on with offset={}]",
+                first,
+                end,
+                if eof { "" } else { "at least " },
+                all.len(),
+                end + 1
+            ));
+        } else if out.is_empty() {
+            out.push_str("(empty file)");
+        }
+        Ok(ToolOutput::ok(out))
+    }
+}
+
+/// `write`: creates or replaces a file.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteTool;
+
+impl Tool for WriteTool {
+    fn name(&self) -> &str {
+        "write"
+    }
+    fn description(&self) -> &str {
+        "Create or overwrite a file of the workspace with `content` (parent directories are \
+         created). Relative paths are under /workspace."
+    }
+    fn schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "minLength": 1},
+                "content": {"type": "string"}
+            },
+            "required": ["path", "content"],
+            "additionalProperties": false
+        })
+    }
+    fn kind(&self) -> ToolKind {
+        ToolKind::Sandbox
+    }
+    fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
+        let path = str_arg(args, "path").to_string();
+        let content = str_arg(args, "content");
+        if content.len() > MAX_WRITE_BYTES {
+            return Ok(ToolOutput::error(format!(
+                "content is {} bytes, more than one write takes ({MAX_WRITE_BYTES}); write it in parts \
+                 (e.g. write the first part, then append the rest with bash)",
+                content.len()
+            )));
+        }
+        match request(
+            ctx,
+            Request::Write {
+                path: path.clone(),
+                data: content.as_bytes().to_vec(),
+                mode: 0o644,
+                create_parents: true,
+            },
+        )? {
+            Ok(Reply::Write { bytes }) => {
+                Ok(ToolOutput::ok(format!("wrote {bytes} bytes to {path}")))
+            }
+            Ok(_) => Err(Error::Protocol("wrong reply type for write".into())),
+            Err(e) => Ok(ToolOutput::error(e)),
+        }
+    }
+}
+
+/// `edit`: exact string replacement.
+#[derive(Debug, Clone, Copy)]
+pub struct EditTool;
+
+impl Tool for EditTool {
+    fn name(&self) -> &str {
+        "edit"
+    }
+    fn description(&self) -> &str {
+        "Replace the exact text `old` with `new` in a file. `old` must occur exactly once \
+         unless `replace_all` is true."
+    }
+    fn schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "minLength": 1},
+                "old": {"type": "string", "minLength": 1},
+                "new": {"type": "string"},
+                "replace_all": {"type": "boolean"}
+            },
+            "required": ["path", "old", "new"],
+            "additionalProperties": false
+        })
+    }
+    fn kind(&self) -> ToolKind {
+        ToolKind::Sandbox
+    }
+    fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
+        let path = str_arg(args, "path").to_string();
+        match request(
+            ctx,
+            Request::Edit {
+                path: path.clone(),
+                old: str_arg(args, "old").to_string(),
+                new: str_arg(args, "new").to_string(),
+                replace_all: args
+                    .get("replace_all")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            },
+        )? {
+            Ok(Reply::Edit { replacements }) => Ok(ToolOutput::ok(format!(
+                "replaced {replacements} occurrence{} in {path}",
+                if replacements == 1 { "" } else { "s" }
+            ))),
+            Ok(_) => Err(Error::Protocol("wrong reply type for edit".into())),
+            Err(e) => Ok(ToolOutput::error(e)),
+        }
+    }
+}
+
+/// `ls`: a directory listing.
+#[derive(Debug, Clone, Copy)]
+pub struct LsTool;
+
+impl Tool for LsTool {
+    fn name(&self) -> &str {
+        "ls"
+    }
+    fn description(&self) -> &str {
+        "List a directory (default /workspace): one entry per line, directories end in `/`, \
+         symlinks in `@`, files show their size."
+    }
+    fn schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {"path": {"type": "string"}},
+            "additionalProperties": false
+        })
+    }
+    fn kind(&self) -> ToolKind {
+        ToolKind::Sandbox
+    }
+    fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
+        let path = match str_arg(args, "path") {
+            "" => "/workspace".to_string(),
+            p => p.to_string(),
+        };
+        match request(ctx, Request::Ls { path: path.clone() })? {
+            Ok(Reply::Ls { entries, truncated }) => {
+                let mut out = String::new();
+                for e in &entries {
+                    match e.stat.kind {
+                        FileKind::Dir => out.push_str(&format!("{}/\n", e.name)),
+                        FileKind::Symlink => out.push_str(&format!("{}@\n", e.name)),
+                        FileKind::File => {
+                            out.push_str(&format!("{}  {} bytes\n", e.name, e.stat.size))
+                        }
+                        FileKind::Other => out.push_str(&format!("{}  (special)\n", e.name)),
+                    }
+                }
+                if truncated {
+                    out.push_str("[more entries not shown]\n");
+                }
+                if out.is_empty() {
+                    out.push_str("(empty directory)");
+                }
+                Ok(ToolOutput::ok(out.trim_end().to_string()))
+            }
+            Ok(_) => Err(Error::Protocol("wrong reply type for ls".into())),
+            Err(e) => Ok(ToolOutput::error(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_registry_has_valid_schemas() {
+        let r = ToolRegistry::builtin();
+        assert_eq!(r.names(), vec!["bash", "read", "write", "edit", "ls"]);
+        for s in r.specs() {
+            assert_eq!(s.input_schema["type"], "object", "{}", s.name);
+            assert!(!s.description.is_empty());
+        }
+        assert!(r.only(ToolKind::Memory).is_empty());
+        assert_eq!(r.only(ToolKind::Sandbox).names().len(), 5);
+    }
+
+    #[test]
+    fn registry_refuses_bad_and_duplicate_names() {
+        let mut r = ToolRegistry::builtin();
+        assert!(r.register(Arc::new(BashTool)).is_err());
+        struct Bad;
+        impl Tool for Bad {
+            fn name(&self) -> &str {
+                "no spaces allowed"
+            }
+            fn description(&self) -> &str {
+                ""
+            }
+            fn schema(&self) -> Value {
+                json!({"type": "object"})
+            }
+            fn call(&self, _: &Value, _: &mut ToolContext<'_>) -> Result<ToolOutput> {
+                Ok(ToolOutput::ok(""))
+            }
+        }
+        assert!(r.register(Arc::new(Bad)).is_err());
+        r.add_prompt_section("Skills", "none yet");
+        assert_eq!(r.prompt_sections().len(), 1);
+    }
+}

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# make demo: two tenants, two sandboxes, each sees only its own files, processes and network.
+# make demo: two tenants, two sandboxes, each sees only its own files, processes and network;
+# then a real agent turn: the model writes a file in /workspace with bash, reads it back and
+# answers. Offline against the bundled mock model by default; against a real provider when
+# ANTHROPIC_API_KEY, OPENAI_API_KEY or GEMINI_API_KEY is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --quiet
 B="$PWD/target/release/bulkhead"
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/bulkhead-demo.XXXXXX")
-trap 'rm -rf "$STATE"' EXIT
+MOCK_PID=
+cleanup() { [ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null; rm -rf "$STATE"; }
+trap cleanup EXIT
 bh() { "$B" --state-dir "$STATE" "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -47,3 +52,32 @@ set -e
 say "cleanup"
 bh workspace delete acme
 bh workspace delete globex
+
+say "an agent turn: the model uses bash and read inside the sandbox, then answers"
+PROMPT="Write the word hello into /workspace/hello.txt using bash, read the file back with the read tool, and tell me what it contains."
+if [ -n "${ANTHROPIC_API_KEY:-}" ]; then
+  MODEL=${BULKHEAD_DEMO_MODEL:-anthropic/claude-sonnet-4-5}
+  bh workspace create agent --model "$MODEL"
+  echo "(real provider: $MODEL)"
+elif [ -n "${OPENAI_API_KEY:-}" ]; then
+  MODEL=${BULKHEAD_DEMO_MODEL:-openai/gpt-4o-mini}
+  bh workspace create agent --model "$MODEL"
+  echo "(real provider: $MODEL)"
+elif [ -n "${GEMINI_API_KEY:-}" ]; then
+  MODEL=${BULKHEAD_DEMO_MODEL:-google/gemini-2.5-flash}
+  bh workspace create agent --model "$MODEL"
+  echo "(real provider: $MODEL)"
+else
+  # The bundled mock model on 127.0.0.1, replaying tests/demo-script.json.
+  coproc MOCK { exec "$PWD/target/release/bulkhead-mock-llm" --script tests/demo-script.json --quiet; }
+  MOCK_PID=$MOCK_PID
+  read -r line <&"${MOCK[0]}"
+  URL=${line#listening on }
+  bh workspace create agent --model anthropic/claude-sonnet-4-5 --base-url "$URL"
+  export ANTHROPIC_API_KEY=demo-key-for-the-mock
+  echo "(offline: the mock model at $URL; set ANTHROPIC_API_KEY for a real one)"
+fi
+bh run agent "$PROMPT"
+echo "on the host, the workspace's files/hello.txt holds: $(cat "$STATE/workspaces/agent/files/hello.txt")"
+bh session list agent
+bh workspace delete agent

@@ -425,6 +425,7 @@ fn every_command_has_help_with_an_example() {
         &["session", "list"],
         &["session", "show"],
         &["session", "rm"],
+        &["run"],
     ];
     for cmd in leaves {
         let mut args = cmd.to_vec();

@@ -1,0 +1,13 @@
+//! Outbound networking on a tenant's behalf.
+//!
+//! - [`ssrf`]: the SSRF guard every outbound HTTP call made for a tenant goes through (URL and
+//!   host checks, DNS resolution with every address vetted, connections pinned to the vetted
+//!   address, redirects re-checked).
+
+pub mod ssrf;
+
+pub use ssrf::{
+    GuardConfig, GuardedClient, GuardedResponse, GuardingResolver, Host, PinnedResolver, Scheme,
+    SsrfError, SsrfPolicy, check_host, check_ip, check_redirect, guarded_agent, parse_host,
+    parse_url_host, resolve_and_check, resolve_and_check_all,
+};

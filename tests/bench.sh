@@ -30,5 +30,7 @@ case " $* " in
     "$target_dir/release/bulkhead-bench-creds"
     echo
     "$target_dir/release/bulkhead-bench-sessions"
+    echo
+    "$target_dir/release/bulkhead-bench-agent"
     ;;
 esac

@@ -7,7 +7,7 @@
 pub mod ssrf;
 
 pub use ssrf::{
-    GuardConfig, GuardedClient, GuardedResponse, GuardingResolver, Host, PinnedResolver, Scheme,
-    SsrfError, SsrfPolicy, check_host, check_ip, check_redirect, guarded_agent, parse_host,
-    parse_url_host, resolve_and_check, resolve_and_check_all,
+    check_host, check_ip, check_redirect, guarded_agent, parse_host, parse_url_host,
+    resolve_and_check, resolve_and_check_all, GuardConfig, GuardedClient, GuardedResponse,
+    GuardingResolver, Host, PinnedResolver, Scheme, SsrfError, SsrfPolicy,
 };

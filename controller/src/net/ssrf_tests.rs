@@ -289,7 +289,7 @@ fn embedded_ipv4_forms_are_checked() {
     assert!(refused("2002:c0a8:101::")); // 6to4 of 192.168.1.1
     assert!(refused("2002:a9fe:a9fe::")); // 6to4 of the metadata address
     assert!(refused("64:ff9b::c0a8:101")); // NAT64 of 192.168.1.1
-    // Teredo with server 65.54.227.120 and client 10.0.0.1 (inverted: f5ff:fffe)
+                                           // Teredo with server 65.54.227.120 and client 10.0.0.1 (inverted: f5ff:fffe)
     assert!(refused("2001:0:4136:e378:8000:63bf:f5ff:fffe"));
     // Teredo with a private server
     assert!(refused("2001:0:a00:1:8000:63bf:f7f7:f7f7"));

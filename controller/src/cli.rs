@@ -71,6 +71,9 @@ enum Cmd {
     /// Set, list and remove a workspace's encrypted credentials; rekey them all.
     #[command(subcommand)]
     Cred(crate::creds::cli::CredCmd),
+    /// Store, search, show and delete a workspace's memory (chunked notes, FTS5 + vectors).
+    #[command(subcommand)]
+    Memory(crate::memory::cli::MemoryCmd),
     /// Run the agent on a message in a workspace: the model works with tools in the
     /// workspace's sandbox until it answers.
     #[command(
@@ -372,6 +375,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Exec(args) => exec(&p, args),
         Cmd::Session(c) => crate::sessions::run(&p, c, json),
         Cmd::Cred(c) => crate::creds::cli::run(&p, c, json, cli.credential_key_file.as_deref()),
+        Cmd::Memory(c) => crate::memory::cli::run(&p, c, json),
         Cmd::Run(a) => crate::agent::cli::run(&p, a, json, cli.credential_key_file.as_deref()),
         Cmd::Doctor => {
             let r = crate::doctor::run(&p);

@@ -22,6 +22,7 @@ pub mod doctor;
 pub mod error;
 pub mod llm;
 pub mod logging;
+pub mod memory;
 pub mod net;
 pub mod platform;
 pub mod sandbox;

@@ -6,6 +6,7 @@ mod docs;
 mod escape_a;
 mod escape_b;
 mod llm;
+mod memory;
 mod mock_llm;
 mod rootless;
 mod sessions;

@@ -15,7 +15,7 @@ Exit codes:
   0    success
   1    failure
   2    invalid usage or input
-  3    no such workspace (or session)
+  3    no such workspace (or session, credential set, memory chunk)
   4    workspace (or session) already exists
   5    doctor: a required isolation layer is missing
   6    cred: wrong credential key or damaged creds.enc

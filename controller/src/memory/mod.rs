@@ -14,7 +14,8 @@
 //! ```no_run
 //! # fn main() -> bulkhead::Result<()> {
 //! use bulkhead::memory::{Memory, SearchOptions};
-//! # let ws: bulkhead::Workspace = todo!();
+//! # let platform = bulkhead::Platform::open(Default::default())?;
+//! # let ws = platform.workspace("acme")?;
 //! let mem = Memory::open(&ws)?;
 //! mem.store("The deploy key lives in vault path ops/deploy.", "memory_store")?;
 //! for r in mem.search("deploy key", &SearchOptions::default())? {

@@ -19,6 +19,10 @@
 //!
 //! [credentials]
 //! cipher = "aes-256-gcm"         # BULKHEAD_CREDENTIAL_CIPHER: aes-256-gcm | xchacha20poly1305
+//!
+//! [memory]                       # operator-only: read from this file, never from the environment
+//! allow_loopback_embeddings = false  # let embedding providers reach 127.0.0.0/8 and ::1 (Ollama)
+//! allow_private_embeddings = false   # let them reach 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7
 //! ```
 //!
 //! Unknown keys and bad values are errors naming the key and the file (or the variable).
@@ -68,6 +72,12 @@ pub struct Config {
     pub launcher: Option<PathBuf>,
     /// Cipher of credential files written (None: keep each file's; AES-256-GCM for new).
     pub credential_cipher: Option<crate::creds::Cipher>,
+    /// `[memory] allow_loopback_embeddings`: embedding endpoints on loopback allowed. Only
+    /// from `config.toml` (no environment override), never from anything a tenant writes.
+    pub allow_loopback_embeddings: bool,
+    /// `[memory] allow_private_embeddings`: embedding endpoints on private ranges allowed.
+    /// Only from `config.toml`.
+    pub allow_private_embeddings: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +91,15 @@ struct FileConfig {
     sandbox: FileSandbox,
     #[serde(default)]
     credentials: FileCredentials,
+    #[serde(default)]
+    memory: FileMemory,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMemory {
+    allow_loopback_embeddings: Option<bool>,
+    allow_private_embeddings: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,6 +238,8 @@ impl Config {
         crate::platform::check_limits(&limits)
             .map_err(|e| Error::Invalid(format!("{origin}: [limits]: {e}")))?;
         cfg.launcher = f.sandbox.launcher;
+        cfg.allow_loopback_embeddings = f.memory.allow_loopback_embeddings.unwrap_or(false);
+        cfg.allow_private_embeddings = f.memory.allow_private_embeddings.unwrap_or(false);
         if let Some(v) = f.credentials.cipher {
             cfg.credential_cipher = Some(
                 v.parse()

@@ -118,10 +118,16 @@ impl ToolRegistry {
         Self::default()
     }
 
-    /// The built-in sandbox tools: `bash`, `read`, `write`, `edit`, `ls`.
+    /// The built-in tools: the sandbox's `bash`, `read`, `write`, `edit`, `ls`, and the
+    /// workspace memory's `memory_search`, `memory_store` (keyword-only; register
+    /// [`crate::memory::tools::memory_tools`] with an embedder on an
+    /// [`ToolRegistry::empty`] registry for vectors).
     pub fn builtin() -> Self {
         let mut r = Self::empty();
-        for t in builtin_tools() {
+        for t in builtin_tools()
+            .into_iter()
+            .chain(crate::memory::tools::memory_tools(None))
+        {
             r.register(t)
                 .expect("built-in tool names are valid and unique");
         }
@@ -771,12 +777,26 @@ mod tests {
     #[test]
     fn builtin_registry_has_valid_schemas() {
         let r = ToolRegistry::builtin();
-        assert_eq!(r.names(), vec!["bash", "read", "write", "edit", "ls"]);
+        assert_eq!(
+            r.names(),
+            vec![
+                "bash",
+                "read",
+                "write",
+                "edit",
+                "ls",
+                "memory_search",
+                "memory_store"
+            ]
+        );
         for s in r.specs() {
             assert_eq!(s.input_schema["type"], "object", "{}", s.name);
             assert!(!s.description.is_empty());
         }
-        assert!(r.only(ToolKind::Memory).is_empty());
+        assert_eq!(
+            r.only(ToolKind::Memory).names(),
+            vec!["memory_search", "memory_store"]
+        );
         assert_eq!(r.only(ToolKind::Sandbox).names().len(), 5);
     }
 

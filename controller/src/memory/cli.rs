@@ -61,12 +61,13 @@ pub enum MemoryCmd {
         /// without an embedder).
         #[arg(long, value_enum, default_value = "hybrid")]
         mode: SearchMode,
-        /// Turn off temporal decay.
+        /// Favour recent memories (temporal decay, half-life 30 days; MEMORY.md exempt).
+        /// Off by default: on measured recall it hurt wherever age says nothing of relevance.
         #[arg(long)]
-        no_decay: bool,
-        /// Turn off MMR re-ranking.
+        decay: bool,
+        /// Diversify results (MMR re-ranking, lambda 0.7). Off by default (measured neutral).
         #[arg(long)]
-        no_mmr: bool,
+        mmr: bool,
         #[command(flatten)]
         embed: EmbedArgs,
     },
@@ -98,6 +99,12 @@ pub enum MemoryCmd {
         #[command(flatten)]
         embed: EmbedArgs,
     },
+    /// Index the workspace's notes (`MEMORY.md`, `memory/**/*.md` in its files) and its
+    /// session transcripts into its memory, incrementally.
+    #[command(
+        after_help = "Examples:\n  bulkhead memory index acme\n  bulkhead --json memory index acme --session-min-messages 1\n  bulkhead memory index acme --watch"
+    )]
+    Index(super::index::IndexArgs),
     /// Totals: chunks, sources, vectors per model.
     #[command(after_help = "Example:\n  bulkhead --json memory stats acme")]
     Stats {
@@ -108,7 +115,7 @@ pub enum MemoryCmd {
     },
 }
 
-fn open(p: &Platform, ws: &str, e: Option<&EmbedArgs>) -> Result<Memory> {
+pub(super) fn open(p: &Platform, ws: &str, e: Option<&EmbedArgs>) -> Result<Memory> {
     let m = Memory::open(&p.workspace(ws)?)?;
     Ok(match e.map(|e| e.embedder) {
         Some(EmbedderChoice::Hash) => m.with_embedder(Arc::new(HashEmbedder::default())),
@@ -117,7 +124,7 @@ fn open(p: &Platform, ws: &str, e: Option<&EmbedArgs>) -> Result<Memory> {
 }
 
 /// Writes a line to standard output; a closed pipe (`| head`) is not an error.
-fn say(line: impl std::fmt::Display) -> Result<()> {
+pub(super) fn say(line: impl std::fmt::Display) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{line}") {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -172,16 +179,16 @@ pub fn run(p: &Platform, cmd: MemoryCmd, json: bool) -> Result<i32> {
             query,
             limit,
             mode,
-            no_decay,
-            no_mmr,
+            decay,
+            mmr,
             embed,
         } => {
             let m = open(p, &workspace, Some(&embed))?;
             let opts = SearchOptions {
                 limit,
                 mode,
-                decay: !no_decay,
-                mmr: !no_mmr,
+                decay,
+                mmr,
                 ..SearchOptions::default()
             };
             let hits = m.search(&query, &opts)?;
@@ -233,6 +240,7 @@ pub fn run(p: &Platform, cmd: MemoryCmd, json: bool) -> Result<i32> {
             }
             Ok(exit::OK)
         }
+        MemoryCmd::Index(a) => super::index::run_cli(p, a, json),
         MemoryCmd::Stats { workspace, embed } => {
             let m = open(p, &workspace, Some(&embed))?;
             let s = m.stats()?;

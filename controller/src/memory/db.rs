@@ -75,6 +75,20 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE meta SET value = value + 1 WHERE key = 'vectors_gen';
     END;
     "#,
+    // 2: the embedding cache (memory::cache): (provider, model, dims, content hash) → vector,
+    // with a last-used time (Unix ms) for LRU eviction at an entry cap.
+    r#"
+    CREATE TABLE embedding_cache (
+        provider  TEXT    NOT NULL,
+        model     TEXT    NOT NULL,
+        dims      INTEGER NOT NULL,
+        hash      TEXT    NOT NULL,         -- SHA-256 of the text, hex
+        vector    BLOB    NOT NULL,         -- little-endian f32, as the provider returned it
+        last_used INTEGER NOT NULL,
+        PRIMARY KEY (provider, model, dims, hash)
+    ) WITHOUT ROWID;
+    CREATE INDEX embedding_cache_lru ON embedding_cache (last_used);
+    "#,
 ];
 
 /// The schema version this code writes and understands.

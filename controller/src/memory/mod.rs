@@ -24,10 +24,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cache;
 pub mod chunk;
 pub mod cli;
 pub mod db;
 pub mod embed;
+pub mod index;
+pub mod providers;
 pub mod search;
 pub mod tools;
 

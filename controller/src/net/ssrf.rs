@@ -971,6 +971,9 @@ pub struct GuardedResponse {
     pub location: Option<String>,
     /// The `Content-Type` header, if any.
     pub content_type: Option<String>,
+    /// The `Retry-After` header, if any (as sent; parse it with
+    /// [`crate::llm::classify::parse_retry_after`]).
+    pub retry_after: Option<String>,
     /// The body (a larger one is an error).
     pub body: Vec<u8>,
     /// The URL fetched last.
@@ -1061,6 +1064,7 @@ impl GuardedClient {
         let status = resp.status().as_u16();
         let location = header("location");
         let content_type = header("content-type");
+        let retry_after = header("retry-after");
         let mut body = Vec::new();
         resp.body_mut()
             .as_reader()
@@ -1083,6 +1087,7 @@ impl GuardedClient {
             status,
             location,
             content_type,
+            retry_after,
             body,
             url: url.to_string(),
         })

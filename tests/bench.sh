@@ -32,5 +32,12 @@ case " $* " in
     "$target_dir/release/bulkhead-bench-sessions"
     echo
     "$target_dir/release/bulkhead-bench-agent"
+    # Memory at 100,000 chunks (10,000 with --quick): ingest, keyword/vector/hybrid latency
+    # against a naive JSON-decode scan, and the memory of the loaded vectors.
+    echo
+    case " $* " in
+      *" --quick "*) "$target_dir/release/bulkhead-bench-memory" --quick ;;
+      *) "$target_dir/release/bulkhead-bench-memory" ;;
+    esac
     ;;
 esac

@@ -217,6 +217,30 @@ impl Memory {
         sql_err(&self.path, e)
     }
 
+    /// Writes chunk `id`'s vector (normalized) with the embedder's (provider, model, dims).
+    fn put_embedding(
+        &self,
+        tx: &rusqlite::Connection,
+        id: i64,
+        emb: &dyn Embedder,
+        mut v: Vec<f32>,
+    ) -> Result<()> {
+        embed::normalize(&mut v);
+        tx.execute(
+            "INSERT OR REPLACE INTO embeddings (chunk_id, provider, model, dims, vector)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                id,
+                emb.provider(),
+                emb.model(),
+                emb.dims() as i64,
+                embed::to_blob(&v)
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Stores `content` (chunked) from `source`, now.
     pub fn store(&self, content: &str, source: &str) -> Result<Stored> {
         self.store_at(content, source, now_ms())
@@ -292,20 +316,7 @@ impl Memory {
                 }
             };
             if let (Some(vs), Some(e)) = (&vectors, &self.embedder) {
-                let mut v = vs[i].clone();
-                embed::normalize(&mut v);
-                tx.execute(
-                    "INSERT OR REPLACE INTO embeddings (chunk_id, provider, model, dims, vector)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        id,
-                        e.provider(),
-                        e.model(),
-                        e.dims() as i64,
-                        embed::to_blob(&v)
-                    ],
-                )
-                .map_err(|e| self.err(e))?;
+                self.put_embedding(&tx, id, e.as_ref(), vs[i].clone())?;
             }
             out.ids.push(id);
         }
@@ -459,20 +470,8 @@ impl Memory {
                 )));
             }
             let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
-            for ((id, _), mut v) in rows.iter().zip(vs) {
-                embed::normalize(&mut v);
-                tx.execute(
-                    "INSERT OR REPLACE INTO embeddings (chunk_id, provider, model, dims, vector)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        id,
-                        emb.provider(),
-                        emb.model(),
-                        emb.dims() as i64,
-                        embed::to_blob(&v)
-                    ],
-                )
-                .map_err(|e| self.err(e))?;
+            for ((id, _), v) in rows.iter().zip(vs) {
+                self.put_embedding(&tx, *id, emb.as_ref(), v)?;
             }
             tx.commit().map_err(|e| self.err(e))?;
             done += rows.len() as u64;

@@ -73,6 +73,9 @@ else
   MOCK_PID=$MOCK_PID
   read -r line <&"${MOCK[0]}"
   URL=${line#listening on }
+  # Model calls go through the SSRF guard, which refuses loopback unless the operator allows
+  # it: this host's operator (the demo) allows it for the local mock model.
+  printf '[llm]\nallow_loopback = true\n' > "$STATE/config.toml"
   bh workspace create agent --model anthropic/claude-sonnet-4-5 --base-url "$URL"
   export ANTHROPIC_API_KEY=demo-key-for-the-mock
   echo "(offline: the mock model at $URL; set ANTHROPIC_API_KEY for a real one)"

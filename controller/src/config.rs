@@ -20,9 +20,26 @@
 //! [credentials]
 //! cipher = "aes-256-gcm"         # BULKHEAD_CREDENTIAL_CIPHER: aes-256-gcm | xchacha20poly1305
 //!
-//! [memory]                       # operator-only: read from this file, never from the environment
+//! [memory]
+//! embedder = "local"             # BULKHEAD_MEMORY_EMBEDDER: local (built-in offline model) | none
+//!                                #   (keyword-only) | hash | provider/model (openai/text-embedding-3-small, …)
+//! embedding_base_url = "https://…"   # for an OpenAI-compatible provider/model (or to override one)
+//! embedding_dims = 768           # for a provider model whose dimensions are not known
+//! # operator-only, read from this file, never from the environment:
 //! allow_loopback_embeddings = false  # let embedding providers reach 127.0.0.0/8 and ::1 (Ollama)
 //! allow_private_embeddings = false   # let them reach 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7
+//!
+//! [network]                      # egress proxy; operator-only: this file, never the environment
+//! deny = ["*.corp.example.com"]  # host patterns no workspace can allow (no port: every port)
+//! allow_loopback = false         # let proxied connections reach the host's 127.0.0.0/8 and ::1
+//! allow_private = false          # let them reach 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7
+//! resolve = ["pkg.test:127.0.0.1"]   # static answers before DNS (like curl --resolve)
+//! max_connections_ceiling = 256  # no workspace's max_connections goes above this (1-4096)
+//! max_connections_total = 1024   # proxied connections open at once in one process (503 beyond)
+//!
+//! [llm]                          # model servers (base URLs); operator-only: this file, never the environment
+//! allow_loopback = false         # let model calls reach 127.0.0.0/8 and ::1 (a local Ollama, vLLM, llama.cpp)
+//! allow_private = false          # let them reach 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7
 //! ```
 //!
 //! Unknown keys and bad values are errors naming the key and the file (or the variable).
@@ -61,6 +78,18 @@ impl Default for LogConfig {
     }
 }
 
+/// `[llm]`: which non-public addresses the model servers of agent runs may be at (the SSRF
+/// guard of [`crate::llm::http`]; metadata addresses never). Only from `config.toml`, like
+/// the other settings that widen the guard, never from the environment or anything a tenant
+/// or a workspace's settings can write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LlmConfig {
+    /// `[llm] allow_loopback`: `127.0.0.0/8` and `::1` (a model server on this host).
+    pub allow_loopback: bool,
+    /// `[llm] allow_private`: `10/8`, `172.16/12`, `192.168/16`, `100.64/10`, `fc00::/7`.
+    pub allow_private: bool,
+}
+
 /// Everything `config.toml` and the environment can set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
@@ -72,12 +101,24 @@ pub struct Config {
     pub launcher: Option<PathBuf>,
     /// Cipher of credential files written (None: keep each file's; AES-256-GCM for new).
     pub credential_cipher: Option<crate::creds::Cipher>,
+    /// `[llm]`: where model servers may be (operator-only, see [`LlmConfig`]).
+    pub llm: LlmConfig,
+    /// `[network]`: the operator's egress rules (see [`crate::net::egress`]). Only from
+    /// `config.toml`, never from the environment or anything a tenant writes.
+    pub network: crate::net::egress::OperatorNetwork,
     /// `[memory] allow_loopback_embeddings`: embedding endpoints on loopback allowed. Only
     /// from `config.toml` (no environment override), never from anything a tenant writes.
     pub allow_loopback_embeddings: bool,
     /// `[memory] allow_private_embeddings`: embedding endpoints on private ranges allowed.
     /// Only from `config.toml`.
     pub allow_private_embeddings: bool,
+    /// `[memory] embedder`: the embedder of workspace memory (`None`: the built-in `local`
+    /// model). See [`crate::memory::embedder_from_spec`] for the values.
+    pub memory_embedder: Option<String>,
+    /// `[memory] embedding_base_url`.
+    pub embedding_base_url: Option<String>,
+    /// `[memory] embedding_dims`.
+    pub embedding_dims: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,14 +133,41 @@ struct FileConfig {
     #[serde(default)]
     credentials: FileCredentials,
     #[serde(default)]
+    llm: FileLlm,
+    #[serde(default)]
+    network: FileNetwork,
+    #[serde(default)]
     memory: FileMemory,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileMemory {
+    embedder: Option<String>,
+    embedding_base_url: Option<String>,
+    embedding_dims: Option<usize>,
     allow_loopback_embeddings: Option<bool>,
     allow_private_embeddings: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNetwork {
+    #[serde(default)]
+    deny: Vec<String>,
+    allow_loopback: Option<bool>,
+    allow_private: Option<bool>,
+    #[serde(default)]
+    resolve: Vec<String>,
+    max_connections_ceiling: Option<i64>,
+    max_connections_total: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLlm {
+    allow_loopback: Option<bool>,
+    allow_private: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +246,12 @@ fn check_format(origin: &str, key: &str, v: &str) -> Result<bool> {
     }
 }
 
+fn check_embedder(origin: &str, key: &str, v: &str) -> Result<String> {
+    crate::memory::check_embedder_spec(v)
+        .map(|()| v.to_string())
+        .map_err(|e| bad(origin, key, e))
+}
+
 fn size(origin: &str, key: &str, v: &str) -> Result<u64> {
     crate::cli::parse_size(v).map_err(|e| bad(origin, key, e))
 }
@@ -238,8 +312,42 @@ impl Config {
         crate::platform::check_limits(&limits)
             .map_err(|e| Error::Invalid(format!("{origin}: [limits]: {e}")))?;
         cfg.launcher = f.sandbox.launcher;
+        cfg.network = crate::net::egress::OperatorNetwork {
+            deny: crate::net::egress::OperatorNetwork::parse_deny(
+                &f.network.deny,
+                &format!("{origin}: `network.deny`"),
+            )?,
+            allow_loopback: f.network.allow_loopback.unwrap_or(false),
+            allow_private: f.network.allow_private.unwrap_or(false),
+            resolve: crate::net::egress::OperatorNetwork::parse_resolve(
+                &f.network.resolve,
+                &format!("{origin}: `network.resolve`"),
+            )?,
+            max_connections_ceiling: crate::net::egress::OperatorNetwork::parse_ceiling(
+                f.network.max_connections_ceiling,
+                &format!("{origin}: `network.max_connections_ceiling`"),
+            )?,
+            max_connections_total: crate::net::egress::OperatorNetwork::parse_total(
+                f.network.max_connections_total,
+                &format!("{origin}: `network.max_connections_total`"),
+            )?,
+        };
         cfg.allow_loopback_embeddings = f.memory.allow_loopback_embeddings.unwrap_or(false);
         cfg.allow_private_embeddings = f.memory.allow_private_embeddings.unwrap_or(false);
+        if let Some(v) = f.memory.embedder {
+            cfg.memory_embedder = Some(check_embedder(origin, "memory.embedder", &v)?);
+        }
+        cfg.embedding_base_url = f.memory.embedding_base_url;
+        if let Some(d) = f.memory.embedding_dims {
+            if !(1..=65536).contains(&d) {
+                return Err(bad(origin, "memory.embedding_dims", "must be 1 to 65536"));
+            }
+            cfg.embedding_dims = Some(d);
+        }
+        cfg.llm = LlmConfig {
+            allow_loopback: f.llm.allow_loopback.unwrap_or(false),
+            allow_private: f.llm.allow_private.unwrap_or(false),
+        };
         if let Some(v) = f.credentials.cipher {
             cfg.credential_cipher = Some(
                 v.parse()
@@ -262,6 +370,13 @@ impl Config {
         }
         if let Some(v) = get("BULKHEAD_LAUNCH").filter(|v| !v.is_empty()) {
             self.launcher = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("BULKHEAD_MEMORY_EMBEDDER").filter(|v| !v.is_empty()) {
+            self.memory_embedder = Some(check_embedder(
+                "environment",
+                "BULKHEAD_MEMORY_EMBEDDER",
+                &v,
+            )?);
         }
         if let Some(v) = get("BULKHEAD_CREDENTIAL_CIPHER").filter(|v| !v.is_empty()) {
             self.credential_cipher = Some(

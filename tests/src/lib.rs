@@ -80,7 +80,32 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A private state directory and helpers to run the CLI against it.
+/// The `config.toml` a test state directory gets (see [`TestEnv::ensure_config`]): the
+/// offline mock model listens on 127.0.0.1, which the SSRF guard of model calls refuses
+/// unless the operator allows loopback.
+pub const TEST_CONFIG: &str =
+    "# written by the bulkhead test harness (bulkhead_tests)\n[llm]\nallow_loopback = true\n";
+
+/// Writes [`TEST_CONFIG`] as `<state_dir>/config.toml` unless the directory already has one,
+/// creating the directory (mode 0700, as `bulkhead` would) if needed. For harnesses that
+/// open a state directory with the library and run agents against the mock model.
+pub fn write_test_config(state_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !state_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)?;
+    }
+    let path = state_dir.join("config.toml");
+    if !path.exists() {
+        std::fs::write(&path, TEST_CONFIG)?;
+    }
+    Ok(())
+}
+
+/// A private state directory and helpers to run the CLI against it. Its `config.toml` is
+/// [`TEST_CONFIG`] unless a test writes its own.
 #[derive(Debug)]
 pub struct TestEnv {
     /// Temp dir holding the state dir (removed on drop).
@@ -113,8 +138,18 @@ impl TestEnv {
         self.dir.path().join("state")
     }
 
-    /// A `bulkhead` command with `--state-dir` set and a clean environment.
+    /// Writes [`TEST_CONFIG`] as the state directory's `config.toml` (creating the
+    /// directory, mode 0700, as `bulkhead` would) unless it already has one: a test that
+    /// writes its own config keeps it. Done on first use rather than in [`TestEnv::new`], so
+    /// a test may still hand the whole directory to another user first (rootless tests).
+    pub fn ensure_config(&self) {
+        write_test_config(&self.state()).expect("write the test state dir's config.toml");
+    }
+
+    /// A `bulkhead` command with `--state-dir` set and a clean environment (the state
+    /// directory gets [`TEST_CONFIG`] first, see [`TestEnv::ensure_config`]).
     pub fn cmd(&self) -> Command {
+        self.ensure_config();
         let mut c = Command::new(bin("bulkhead"));
         c.arg("--state-dir").arg(self.state());
         c.env_remove("BULKHEAD_STATE_DIR");

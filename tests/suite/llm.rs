@@ -22,6 +22,12 @@ fn http() -> HttpConfig {
         request_timeout: Duration::from_secs(10),
         stream_idle_timeout: Duration::from_millis(500),
         proxy_from_env: false,
+        // The mock is on 127.0.0.1: allowed explicitly, as an operator's `[llm]
+        // allow_loopback = true` would (the default refuses loopback).
+        ssrf: bulkhead::net::SsrfPolicy {
+            allow_loopback: true,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

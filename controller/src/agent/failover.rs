@@ -16,7 +16,9 @@
 //!      that honours `Retry-After` ([`RetryPolicy`]), up to its attempt budget;
 //!    - anything else, or a spent budget: the model cools down (rate limit and overloaded
 //!      30 s or `Retry-After`, timeout and unknown 15 s, billing, auth and model-not-found
-//!      1 h) and the next model is tried (`fallback` event).
+//!      1 h) and the next model is tried (`fallback` event);
+//!    - `blocked` (the SSRF guard refused the base URL before any request, or the server
+//!      redirected): not retried, no key rotation, no cooldown; the next model is tried.
 //! 3. When every model failed or is cooling down and the soonest cooldown ends within
 //!    [`RetryPolicy::max_retry_after`], the loop waits for it and probes that model once.
 //!    Otherwise the call fails and the run's error lists every attempt with its reason.
@@ -99,7 +101,9 @@ impl Cooldowns {
             ),
             R::Timeout | R::Unknown => Some(Duration::from_secs(15)),
             R::Billing | R::Auth | R::AuthPermanent | R::ModelNotFound => Some(hour),
-            R::Format | R::ContextOverflow | R::SessionExpired => None,
+            // A blocked destination sent no request: checking again costs nothing, and a
+            // configuration the operator fixes applies to the next call.
+            R::Format | R::ContextOverflow | R::SessionExpired | R::Blocked => None,
         }
     }
 

@@ -24,6 +24,12 @@
 //!    [`crate::llm::models`]). **Context-window guard**: a model whose window is below
 //!    [`ContextConfig::min_tokens`] (16,000) is refused (a fallback is dropped with a warning),
 //!    below [`ContextConfig::warn_below_tokens`] (32,000) it is used with a warning.
+//!    **Network**: every model call goes through the SSRF guard ([`crate::llm::http`]) with
+//!    the operator's `[llm]` settings, read from the state directory's `config.toml` when the
+//!    run starts: a base URL on loopback or a private range is refused unless
+//!    `allow_loopback` / `allow_private` allow it, a metadata address always, before any
+//!    connection. A refused model fails with [`FailoverReason::Blocked`](crate::llm::FailoverReason::Blocked)
+//!    (not retried, no key rotation, no cooldown) and the next model of the chain is tried.
 //! 2. **Keys**, per provider: the workspace's credential store when
 //!    [`RunRequest::credential_key`] is given (the CLI gives it when `--credential-key-file`
 //!    or `$BULKHEAD_CREDENTIAL_KEY` is set, and skips the store silently otherwise), then the
@@ -86,8 +92,9 @@ pub use events::{format_attempts, Attempt, RunEvent, RunOutcome, RunResult, Tool
 pub use failover::Cooldowns;
 pub use tools::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 
+use crate::config::LlmConfig;
 use crate::creds::CredentialKey;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::llm::{HttpConfig, ModelRef, Provider, RetryPolicy};
 use crate::platform::{LimitsConfig, Workspace};
 use crate::sessions::LockMode;
@@ -207,13 +214,31 @@ impl Default for RunRequest {
 pub(crate) type ProviderFactory<'a> =
     dyn Fn(&ModelRef, Option<&str>) -> Result<Arc<dyn Provider>> + Send + Sync + 'a;
 
-fn http_config(t: &Timeouts) -> HttpConfig {
+fn http_config(t: &Timeouts, llm: &LlmConfig) -> HttpConfig {
     HttpConfig {
         connect_timeout: t.connect,
         request_timeout: t.request,
         stream_idle_timeout: t.stream_idle,
+        ssrf: crate::llm::http::ssrf_policy(llm),
         ..HttpConfig::default()
     }
+}
+
+/// The operator's `[llm]` settings: `config.toml` of the workspace's state directory, read
+/// at each run (so a change applies to the next run of a long-lived host).
+fn operator_llm_config(ws: &Workspace) -> Result<LlmConfig> {
+    let dir = ws.dir();
+    // `<state dir>/workspaces/<id>`
+    let state_dir = dir
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "workspace directory {} has no state directory",
+                dir.display()
+            ))
+        })?;
+    Ok(crate::config::Config::load(state_dir)?.llm)
 }
 
 impl Workspace {
@@ -236,7 +261,7 @@ impl Workspace {
                 None => std::env::var(k).ok(),
             }
         };
-        let http = http_config(&req.timeouts);
+        let http = http_config(&req.timeouts, &operator_llm_config(self)?);
         let env_for_factory = env.clone();
         let factory = move |m: &ModelRef, base: Option<&str>| {
             crate::llm::provider_for(m, base, &env_for_factory, http.clone())

@@ -718,3 +718,76 @@ fn keys_are_redacted_from_tool_output_and_busy_sessions_fail_fast() {
     let err = r.unwrap_err();
     assert_eq!(err.exit_code(), crate::error::exit::SESSION_BUSY);
 }
+
+#[test]
+fn a_blocked_model_falls_back_without_retry_rotation_or_cooldown() {
+    let e = env();
+    let mut req = request("x");
+    req.env.as_mut().unwrap().insert(
+        "ANTHROPIC_API_KEYS".into(),
+        "sk-ant-unit-second-key-0002".into(),
+    );
+    req.fallbacks = Some(vec!["openai/gpt-4o".into()]);
+    let anth = Fake::new(
+        "anthropic",
+        vec![fail(FailoverReason::Blocked), text("never")],
+    );
+    let oai = Fake::new("openai", vec![text("from openai")]);
+    let (r, events) = run(&e, req, vec![anth.clone(), oai]);
+    let r = r.unwrap();
+    assert_eq!(r.response, "from openai");
+    // One call: no retry of the same model, no second key.
+    assert_eq!(anth.seen().len(), 1);
+    assert_eq!(
+        kinds(&events),
+        vec!["run_start", "fallback", "assistant_message", "run_end"]
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, RunEvent::Fallback { reason, .. } if reason == "blocked")));
+    let outcomes: Vec<&str> = r.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, vec!["blocked", "ok"]);
+
+    // No cooldown: once the configuration is fixed, the next run uses the primary again.
+    let anth2 = Fake::new("anthropic", vec![text("primary again")]);
+    let mut req = request("y");
+    req.fallbacks = Some(vec!["openai/gpt-4o".into()]);
+    let (r, _) = run(&e, req, vec![anth2.clone()]);
+    assert_eq!(r.unwrap().response, "primary again");
+    assert_eq!(anth2.seen().len(), 1);
+}
+
+#[test]
+fn model_calls_use_the_operators_llm_settings() {
+    let e = env();
+    let state = e.ws.dir().parent().unwrap().parent().unwrap().to_path_buf();
+    assert_eq!(
+        operator_llm_config(&e.ws).unwrap(),
+        crate::config::LlmConfig::default()
+    );
+    // A base URL on loopback is refused before any connection (port 9 is never contacted)
+    // and the run fails listing the refusal.
+    let mut req = request("hi");
+    req.model = Some("vllm/local".into());
+    req.base_url = Some("http://127.0.0.1:9/v1".into());
+    req.fallbacks = Some(vec![]);
+    let err = e.ws.run(req).unwrap_err();
+    assert_eq!(err.exit_code(), crate::error::exit::ALL_MODELS_FAILED);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("1. vllm/local key #1 (no key): blocked: refused http://127.0.0.1:9/v1/chat/completions: the host is 127.0.0.1 (loopback address)")
+            && msg.contains("[llm] allow_loopback = true"),
+        "{msg}"
+    );
+    // The operator's config.toml is read at each run.
+    std::fs::write(
+        state.join("config.toml"),
+        "[llm]\nallow_loopback = true\nallow_private = true\n",
+    )
+    .unwrap();
+    let llm = operator_llm_config(&e.ws).unwrap();
+    assert!(llm.allow_loopback && llm.allow_private);
+    let http = http_config(&Timeouts::default(), &llm);
+    assert!(http.ssrf.allow_loopback && http.ssrf.allow_private);
+    assert_eq!(http.ssrf.host_allowlist, None);
+}

@@ -23,10 +23,17 @@
 //! like `6m0s`, OpenRouter's `x-ratelimit-reset` in epoch milliseconds, Anthropic's
 //! `anthropic-ratelimit-*-reset` timestamps), and finally the body (Gemini's `retryDelay`,
 //! "Please try again in 6.78s").
+//!
+//! A call the SSRF guard refuses never reaches a provider: [`classify_refusal`] makes it
+//! [`FailoverReason::Blocked`] (the base URL is a configuration problem: retrying the same
+//! model cannot help and another key would change nothing, but a fallback model may be
+//! elsewhere), except a failed DNS lookup or a transport failure, which stay
+//! [`FailoverReason::Unknown`] (retried: the name may resolve next time).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::FailoverReason;
+use crate::net::SsrfError;
 
 /// Classifies a failed call. `status` is `None` for an error that arrived inside a stream;
 /// `headers` are the response headers (any case).
@@ -51,6 +58,21 @@ pub fn classify_at(
     let info = ErrorInfo::parse(body);
     let reason = reason_for(provider, status, &info);
     (reason, retry_after(headers, &info, reason, now))
+}
+
+/// Classifies a refusal of the SSRF guard (see the module docs).
+pub fn classify_refusal(e: &SsrfError) -> FailoverReason {
+    match e {
+        SsrfError::Resolve { .. } | SsrfError::Transport { .. } => FailoverReason::Unknown,
+        SsrfError::UnsupportedScheme(_)
+        | SsrfError::InvalidUrl { .. }
+        | SsrfError::Userinfo { .. }
+        | SsrfError::BlockedAddress { .. }
+        | SsrfError::BlockedHost { .. }
+        | SsrfError::NotAllowlisted { .. }
+        | SsrfError::PinMismatch { .. }
+        | SsrfError::TooManyRedirects { .. } => FailoverReason::Blocked,
+    }
 }
 
 /// The provider's human-readable error message in `body`, if it has the shape of an error.

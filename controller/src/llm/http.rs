@@ -1,7 +1,24 @@
 //! The HTTP transport the provider clients share: `ureq`, blocking, JSON in, JSON or SSE out,
 //! with timeouts and size caps, and errors classified and scrubbed of the key.
 //!
-//! - Redirects are refused: a redirect could carry a key header to another host.
+//! - **SSRF guard**: a base URL comes from the workspace's settings, `--base-url` or the
+//!   environment, so every destination goes through [`crate::net::ssrf`] with the policy in
+//!   [`HttpConfig::ssrf`] (default: public addresses only). Before a request the URL is read
+//!   with [`parse_url_host`] and the host checked with [`check_host`] (IP literals in every
+//!   form, cloud metadata names); the agent's resolver is a [`GuardingResolver`], so DNS
+//!   answers are vetted address by address at connect time and the connection goes only to a
+//!   vetted address (no rebinding between check and connect). When a proxy from the
+//!   environment is in use, the proxy resolves the target itself: the target is then also
+//!   resolved and vetted before the request ([`GuardedClient::vet`]), and the proxy's own
+//!   address (the operator's) is not checked. Loopback and private ranges are reachable only
+//!   when the operator allows them (`[llm] allow_loopback` / `allow_private` in
+//!   `config.toml`, see [`ssrf_policy`]); cloud metadata addresses never are. A refusal fails
+//!   before any connection with [`FailoverReason::Blocked`] (not retried, no key rotation;
+//!   the next model of the chain is tried) and a message naming the URL (no query, no
+//!   userinfo), the reason, and the setting that would allow it.
+//! - **Redirects are never followed** (an LLM API does not redirect a `POST`, and a redirect
+//!   could carry the key header to another host or to a blocked address): a 3xx answer is a
+//!   [`FailoverReason::Blocked`] error naming where it pointed.
 //! - Error bodies are read up to 1 MiB, success bodies and streams up to
 //!   [`HttpConfig::max_body_bytes`], SSE lines up to [`HttpConfig::max_line_bytes`].
 //! - A non-streaming call may take [`HttpConfig::request_timeout`]; a stream may be silent at
@@ -11,9 +28,33 @@
 use std::io::Read;
 use std::time::Duration;
 
-use super::classify::{classify, error_message};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+use super::classify::{classify, classify_refusal, error_message};
 use super::sse::{SseError, SseLimits, SseReader};
 use super::{ApiKey, FailoverReason, ProviderError};
+use crate::config::LlmConfig;
+use crate::net::{
+    check_host, guarded_agent, parse_url_host, GuardConfig, GuardedClient, GuardingResolver,
+    SsrfError, SsrfPolicy,
+};
+
+/// The operator setting that lets model calls reach loopback, as written in `config.toml`.
+pub const LOOPBACK_SETTING: &str = "[llm] allow_loopback = true";
+/// The operator setting that lets model calls reach private ranges.
+pub const PRIVATE_SETTING: &str = "[llm] allow_private = true";
+
+/// The guard's policy for model calls from the operator's `[llm]` settings in `config.toml`:
+/// public addresses, plus loopback and private ranges when allowed. Nothing a tenant or a
+/// workspace's settings can change.
+pub fn ssrf_policy(llm: &LlmConfig) -> SsrfPolicy {
+    SsrfPolicy {
+        allow_loopback: llm.allow_loopback,
+        allow_private: llm.allow_private,
+        ..SsrfPolicy::default()
+    }
+}
 
 /// Timeouts, caps and proxy use of the provider clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +74,9 @@ pub struct HttpConfig {
     /// (never for a base URL on this machine, see
     /// [`build_provider`](super::models::build_provider)).
     pub proxy_from_env: bool,
+    /// What calls may reach (the SSRF guard). The default is public addresses only; the agent
+    /// sets it from the operator's `[llm]` settings ([`ssrf_policy`]).
+    pub ssrf: SsrfPolicy,
 }
 
 impl Default for HttpConfig {
@@ -44,6 +88,7 @@ impl Default for HttpConfig {
             max_body_bytes: 16 << 20,
             max_line_bytes: 4 << 20,
             proxy_from_env: true,
+            ssrf: SsrfPolicy::default(),
         }
     }
 }
@@ -51,10 +96,42 @@ impl Default for HttpConfig {
 /// Most bytes of an error body read.
 const MAX_ERROR_BODY: u64 = 1 << 20;
 
-/// A `ureq` agent with the settings of an [`HttpConfig`].
+/// A `ureq` agent with the settings of an [`HttpConfig`], behind the SSRF guard.
 pub struct HttpClient {
     agent: ureq::Agent,
     cfg: HttpConfig,
+    /// Vets a target (DNS included) before a request that goes through a proxy.
+    guard: GuardedClient,
+    /// Whether a proxy from the environment is in use.
+    proxied: bool,
+}
+
+/// The resolver of the provider clients' agent: every destination goes through the guard's
+/// [`GuardingResolver`] (host checks, DNS, every address vetted, only vetted addresses given
+/// to the connector), except the host and port of the operator's proxy, which come from the
+/// controller's environment and are resolved as usual.
+#[derive(Debug)]
+pub(crate) struct LlmResolver {
+    pub(crate) guard: GuardingResolver,
+    /// The proxy's host (as in its URI) and explicit port.
+    pub(crate) proxy: Option<(String, Option<u16>)>,
+}
+
+impl Resolver for LlmResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if let Some((host, port)) = &self.proxy {
+            let same_host = uri.host().is_some_and(|h| h.eq_ignore_ascii_case(host));
+            if same_host && uri.port_u16() == *port {
+                return DefaultResolver::default().resolve(uri, config, timeout);
+            }
+        }
+        self.guard.resolve(uri, config, timeout)
+    }
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -130,6 +207,84 @@ pub(crate) fn display_url(url: &str) -> String {
     }
 }
 
+/// A refusal of the SSRF guard as a classified error ([`classify_refusal`]): names the URL
+/// (without query or userinfo), what was refused and why, and the operator setting that
+/// would allow it, if one would.
+pub(crate) fn refusal(call: &Call<'_>, url: &str, e: &SsrfError) -> ProviderError {
+    let shown = display_url(url);
+    let reason = classify_refusal(e);
+    let detail = match e {
+        SsrfError::BlockedAddress { host, ip, reason } => {
+            let what = if *host == ip.to_string() {
+                format!("the host is {ip} ({reason})")
+            } else {
+                format!("{host} resolves to {ip} ({reason})")
+            };
+            let hint = if reason.starts_with("loopback") {
+                format!(
+                    "which this host's operator does not allow; set `{LOOPBACK_SETTING}` in \
+                     config.toml for a local model server"
+                )
+            } else if reason.starts_with("private")
+                || reason.starts_with("shared")
+                || reason.starts_with("unique local")
+            {
+                format!(
+                    "which this host's operator does not allow; set `{PRIVATE_SETTING}` in \
+                     config.toml for a model server on a private network"
+                )
+            } else {
+                "which is never allowed".to_string()
+            };
+            format!("{what}, {hint}")
+        }
+        SsrfError::BlockedHost { host, reason } => {
+            format!("{host} is {reason}, which is never allowed")
+        }
+        // The URL itself may carry credentials: name the problem, not the URL.
+        SsrfError::Userinfo { .. } => {
+            "the URL carries userinfo (user@host), which is not allowed".to_string()
+        }
+        SsrfError::InvalidUrl { reason, .. } => format!("the URL cannot be used: {reason}"),
+        SsrfError::Resolve { host, message } => format!("could not resolve {host}: {message}"),
+        other => other
+            .to_string()
+            .trim_start_matches("refused: ")
+            .to_string(),
+    };
+    let message = if reason == FailoverReason::Blocked {
+        format!("refused {shown}: {detail}; no request was sent")
+    } else {
+        format!("could not reach {shown}: {detail}")
+    };
+    call.err(reason, None, message, None)
+}
+
+/// A 3xx answer: never followed (see the module docs).
+fn redirect_error(
+    call: &Call<'_>,
+    url: &str,
+    resp: &ureq::http::Response<ureq::Body>,
+) -> ProviderError {
+    let status = resp.status().as_u16();
+    let to = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(|l| format!(" to {}", display_url(l)))
+        .unwrap_or_default();
+    call.err(
+        FailoverReason::Blocked,
+        Some(status),
+        format!(
+            "{}: the server answered with a redirect{to}, which is never followed (it could \
+             carry the API key elsewhere); set the base URL to the final address",
+            display_url(url)
+        ),
+        None,
+    )
+}
+
 fn is_timeout(e: &std::io::Error) -> bool {
     use std::io::ErrorKind;
     if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) {
@@ -142,26 +297,71 @@ fn is_timeout(e: &std::io::Error) -> bool {
     }
 }
 
+/// The [`SsrfError`] a guarded resolver put in a `ureq` error, if any.
+fn guard_refusal(e: &ureq::Error) -> Option<&SsrfError> {
+    match e {
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<SsrfError>()),
+        _ => None,
+    }
+}
+
 impl HttpClient {
     /// A client with `cfg`.
     pub fn new(cfg: HttpConfig) -> Self {
-        let mut b = ureq::Agent::config_builder()
+        let proxy = if cfg.proxy_from_env {
+            ureq::Proxy::try_from_env()
+        } else {
+            None
+        };
+        Self::with_proxy(cfg, proxy)
+    }
+
+    /// A client with `cfg` going through `proxy` (the operator's; `None`: direct).
+    pub(crate) fn with_proxy(cfg: HttpConfig, proxy: Option<ureq::Proxy>) -> Self {
+        let resolver = LlmResolver {
+            guard: GuardingResolver::new(cfg.ssrf.clone()),
+            proxy: proxy
+                .as_ref()
+                .map(|p| (p.host().to_string(), p.uri().port_u16())),
+        };
+        let proxied = proxy.is_some();
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            .proxy(proxy)
             .timeout_connect(Some(cfg.connect_timeout))
-            .user_agent(concat!("bulkhead/", env!("CARGO_PKG_VERSION")));
-        if !cfg.proxy_from_env {
-            b = b.proxy(None);
-        }
+            .user_agent(concat!("bulkhead/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let guard = guarded_agent(
+            cfg.ssrf.clone(),
+            GuardConfig {
+                connect_timeout: cfg.connect_timeout,
+                ..GuardConfig::default()
+            },
+        );
         HttpClient {
-            agent: b.build().into(),
+            agent: ureq::Agent::with_parts(config, DefaultConnector::new(), resolver),
             cfg,
+            guard,
+            proxied,
         }
     }
 
     /// The settings.
     pub fn config(&self) -> &HttpConfig {
         &self.cfg
+    }
+
+    /// Checks `url` against the guard before any connection: the URL's form and host (IP
+    /// literals, metadata names) always; DNS too when a proxy will resolve the host (without
+    /// one, the resolver vets DNS answers at connect time and pins the connection to them).
+    pub(crate) fn vet(&self, call: &Call<'_>, url: &str) -> Result<(), ProviderError> {
+        let checked = if self.proxied {
+            self.guard.vet(url).map(drop)
+        } else {
+            parse_url_host(url).and_then(|(_, host, port)| check_host(&host, port, &self.cfg.ssrf))
+        };
+        checked.map_err(|e| refusal(call, url, &e))
     }
 
     fn send(
@@ -172,6 +372,7 @@ impl HttpClient {
         body: &serde_json::Value,
         stream: bool,
     ) -> Result<ureq::http::Response<ureq::Body>, ProviderError> {
+        self.vet(call, url)?;
         let bytes = serde_json::to_vec(body)
             .map_err(|e| call.format(format!("could not encode the request: {e}")))?;
         let mut rb = self
@@ -210,10 +411,16 @@ impl HttpClient {
         if (200..300).contains(&status) {
             return Ok(resp);
         }
+        if (300..400).contains(&status) {
+            return Err(redirect_error(call, url, &resp));
+        }
         Err(self.status_error(call, resp))
     }
 
     fn transport_error(&self, call: &Call<'_>, url: &str, e: ureq::Error) -> ProviderError {
+        if let Some(refused) = guard_refusal(&e) {
+            return refusal(call, url, refused);
+        }
         let shown = display_url(url);
         match e {
             ureq::Error::Timeout(t) => call.err(
@@ -229,9 +436,9 @@ impl HttpClient {
                 None,
             ),
             ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => call.err(
-                FailoverReason::Unknown,
+                FailoverReason::Blocked,
                 None,
-                format!("{shown}: the server answered with a redirect, which is refused (check the base URL)"),
+                format!("{shown}: the server answered with a redirect, which is never followed (check the base URL)"),
                 None,
             ),
             other => call.err(

@@ -53,6 +53,8 @@ pub mod retry;
 pub mod sse;
 
 #[cfg(test)]
+mod guard_tests;
+#[cfg(test)]
 mod testserver;
 
 pub use classify::classify;
@@ -206,6 +208,7 @@ pub struct ChatResponse {
 /// | `Format` | no | no (fall back) | none |
 /// | `ContextOverflow` | no: compact first | no | none |
 /// | `SessionExpired` | after re-authenticating | no | none |
+/// | `Blocked` | no | no (fall back) | none |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailoverReason {
@@ -231,6 +234,12 @@ pub enum FailoverReason {
     Format,
     /// A session or token the call depended on has expired.
     SessionExpired,
+    /// The call was refused before any request was sent: the SSRF guard does not allow the
+    /// base URL's destination (loopback, private or metadata address, a bad URL) under the
+    /// operator's `[llm]` settings, or the server answered with a redirect (never followed).
+    /// A configuration problem: not retried, no key rotation, no cooldown (the check costs no
+    /// request, and a fixed configuration applies at once); the next model is tried.
+    Blocked,
     /// Anything else (500s, connection failures, unrecognised errors).
     Unknown,
 }
@@ -249,6 +258,7 @@ impl FailoverReason {
             FailoverReason::ContextOverflow => "context_overflow",
             FailoverReason::Format => "format",
             FailoverReason::SessionExpired => "session_expired",
+            FailoverReason::Blocked => "blocked",
             FailoverReason::Unknown => "unknown",
         }
     }

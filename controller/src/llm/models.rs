@@ -21,6 +21,10 @@
 //! `/v1beta/models/…`; a base that already ends in a version segment is used as is);
 //! Chat Completions base URLs include the version (`…/v1`) and the client adds
 //! `/chat/completions`. `OLLAMA_HOST` may be `host:port` without a scheme, as Ollama accepts it.
+//!
+//! Whatever its source, a base URL is reached through the SSRF guard ([`super::http`]): the
+//! local servers' defaults (`ollama`, `llamacpp`, `vllm`, on 127.0.0.1) need the operator's
+//! `[llm] allow_loopback = true` in `config.toml` ([`HttpConfig::ssrf`]).
 
 use std::fmt;
 use std::str::FromStr;

@@ -217,6 +217,11 @@ mod tests {
             request_timeout: Duration::from_secs(5),
             stream_idle_timeout: Duration::from_millis(400),
             proxy_from_env: false,
+            // The test server is on loopback: allowed explicitly, as an operator would.
+            ssrf: crate::net::SsrfPolicy {
+                allow_loopback: true,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -549,7 +554,14 @@ mod tests {
         let e = p
             .chat(&req("claude-x", false), &ApiKey::new(CANARY), &mut |_| {})
             .unwrap_err();
-        assert_eq!(e.reason, FailoverReason::Unknown, "{e}");
+        // A configuration problem: not retried, not a key problem.
+        assert_eq!(e.reason, FailoverReason::Blocked, "{e}");
+        assert_eq!(e.status, Some(307));
+        assert!(
+            e.message.contains("redirect") && e.message.contains("/steal"),
+            "{}",
+            e.message
+        );
         assert_no_canary(&e);
         assert_eq!(srv.finish().len(), 1);
         assert!(other.finish().is_empty());

@@ -989,8 +989,16 @@ fn single(opts: &Opts, platform: &Platform, mock: &mut MockChild) -> Result<Sing
             .forever(),
     )?;
     let model: ModelRef = prov.model().parse().map_err(|e| format!("{e}"))?;
-    let provider = llm::provider_for(&model, Some(&base_url), &|_| None, HttpConfig::default())
-        .map_err(|e| e.to_string())?;
+    // The mock is on 127.0.0.1, which model calls reach only when the operator allows it.
+    let http = HttpConfig {
+        ssrf: bulkhead::net::SsrfPolicy {
+            allow_loopback: true,
+            ..Default::default()
+        },
+        ..HttpConfig::default()
+    };
+    let provider =
+        llm::provider_for(&model, Some(&base_url), &|_| None, http).map_err(|e| e.to_string())?;
     let key = ApiKey::new(BASELINE_KEY);
     let small = ChatRequest {
         model: model.model.clone(),
@@ -1417,6 +1425,8 @@ fn idle_child(args: &[String]) -> Result<IdleResult, String> {
     };
     let state = state.ok_or("--state DIR is required")?;
     raise_nofile(16 * k as u64 + 4096);
+    // `[llm] allow_loopback = true`: the mock model is on 127.0.0.1.
+    bulkhead_tests::write_test_config(&state).map_err(|e| format!("config.toml: {e}"))?;
     let platform = Platform::open(PlatformConfig {
         state_dir: state,
         launcher: Some(bulkhead_tests::bin_dir().join("bulkhead-launch")),
@@ -2226,6 +2236,9 @@ fn run(opts: &Opts) -> Result<bool, String> {
     }
     .map_err(|e| format!("temp dir: {e}"))?;
     let _ = STATE_DIR.set(tmp.path().to_path_buf());
+    // `[llm] allow_loopback = true`: the mock model is on 127.0.0.1.
+    bulkhead_tests::write_test_config(&tmp.path().join("state"))
+        .map_err(|e| format!("config.toml: {e}"))?;
     let platform = Platform::open(PlatformConfig {
         state_dir: tmp.path().join("state"),
         launcher: Some(launcher),

@@ -2,6 +2,12 @@
 //! worker's attestation, and speaks the protocol. Everything from the worker is hostile:
 //! frames are capped and rate-limited, output is bounded by the request's cap, and anything
 //! unexpected kills the sandbox.
+//!
+//! With [`LaunchOptions::egress`] the sandbox also gets an egress channel: a second
+//! socketpair (`AF_UNIX`, `SOCK_SEQPACKET`), passed to the launcher as fd
+//! [`EGRESS_FD`](bulkhead_shared::EGRESS_FD), over which the worker hands over every
+//! connection made to `127.0.0.1:3128` inside the sandbox
+//! ([`Sandbox::take_egress_channel`], [`crate::net::fdpass::recv_passed_fd`]).
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -12,8 +18,9 @@ use std::time::Duration;
 
 use bulkhead_shared::frame::{decode_payload, read_payload, FrameError};
 use bulkhead_shared::{
-    Attestation, CgroupVersion, ControllerEnd, ExecRequest, ExecResult, LaunchSpec, LauncherReport,
-    MethodKind, RateLimiter, Reply, Request, Stream, ToolError, WorkerMsg, PROTOCOL_VERSION,
+    Attestation, CgroupVersion, ControllerEnd, ExecRequest, ExecResult, LaunchOptions, LaunchSpec,
+    LauncherReport, MethodKind, RateLimiter, Reply, Request, Stream, ToolError, WorkerMsg,
+    EGRESS_FD, PROTOCOL_VERSION,
 };
 use command_fds::{CommandFdExt, FdMapping};
 
@@ -93,6 +100,8 @@ pub struct Sandbox {
     next_id: u64,
     limiter: RateLimiter,
     dead: bool,
+    /// The controller's end of the egress channel, until taken.
+    egress: Option<OwnedFd>,
 }
 
 fn read_report(r: &mut ChildStdout) -> Result<LauncherReport> {
@@ -112,12 +121,13 @@ fn own_ns(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks the worker's own view of its confinement against the policy. Returns what is
-/// wrong, if anything.
+/// Checks the worker's own view of its confinement against the policy (and the egress proxy
+/// listener against whether `egress` was asked for). Returns what is wrong, if anything.
 pub fn verify_attestation(
     a: &Attestation,
     host_uid: u32,
     host_gid: u32,
+    egress: bool,
 ) -> std::result::Result<(), String> {
     let mut bad = Vec::new();
     if a.pid != 1 {
@@ -204,6 +214,16 @@ pub fn verify_attestation(
     if !a.root_readonly {
         bad.push("/ is not read-only".into());
     }
+    match (egress, a.egress_proxy) {
+        (true, false) => bad.push(format!(
+            "egress was asked for but the proxy listener on 127.0.0.1:{} is not up",
+            bulkhead_shared::PROXY_PORT
+        )),
+        (false, true) => {
+            bad.push("an egress proxy listener is up, but egress was not asked for".into())
+        }
+        _ => {}
+    }
     if bad.is_empty() {
         Ok(())
     } else {
@@ -212,21 +232,52 @@ pub fn verify_attestation(
 }
 
 impl Sandbox {
-    /// Starts a sandbox for `spec` with the launcher at `launcher`. On any failure no
-    /// sandbox is left behind.
+    /// Starts a sandbox for `spec` with the launcher at `launcher` (default
+    /// [`LaunchOptions`]: no egress). On any failure no sandbox is left behind.
     pub fn start(launcher: &Path, spec: &LaunchSpec) -> Result<Sandbox> {
+        Sandbox::start_with(launcher, spec, &LaunchOptions::default())
+    }
+
+    /// Starts a sandbox for `spec` with the launcher at `launcher` and `options`. With
+    /// [`LaunchOptions::egress`], the sandbox serves `127.0.0.1:3128` inside and the
+    /// connections made to it arrive on [`Sandbox::take_egress_channel`]; the attestation
+    /// must confirm the listener (and, without egress, its absence). On any failure no
+    /// sandbox is left behind.
+    pub fn start_with(
+        launcher: &Path,
+        spec: &LaunchSpec,
+        options: &LaunchOptions,
+    ) -> Result<Sandbox> {
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| Error::Launcher(format!("socketpair: {e}")))?;
+        let mut mappings = vec![FdMapping {
+            parent_fd: OwnedFd::from(theirs),
+            child_fd: 3,
+        }];
+        let egress = if options.egress {
+            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+            let (ours_e, theirs_e) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| Error::Launcher(format!("egress socketpair: {e}")))?;
+            mappings.push(FdMapping {
+                parent_fd: theirs_e,
+                child_fd: EGRESS_FD,
+            });
+            Some(ours_e)
+        } else {
+            None
+        };
         let mut cmd = ProcCommand::new(launcher);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         cmd.env_clear();
-        cmd.fd_mappings(vec![FdMapping {
-            parent_fd: OwnedFd::from(theirs),
-            child_fd: 3,
-        }])
-        .map_err(|e| Error::Launcher(format!("fd mapping: {e}")))?;
+        cmd.fd_mappings(mappings)
+            .map_err(|e| Error::Launcher(format!("fd mapping: {e}")))?;
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::Launcher(format!("cannot run {}: {e}", launcher.display())))?;
@@ -254,9 +305,10 @@ impl Sandbox {
             next_id: 1,
             limiter,
             dead: false,
+            egress,
         };
         sb.info.launcher_pid = sb.child.id();
-        match sb.handshake(spec) {
+        match sb.handshake(spec, options) {
             Ok(()) => Ok(sb),
             Err(e) => {
                 sb.kill();
@@ -265,10 +317,10 @@ impl Sandbox {
         }
     }
 
-    fn handshake(&mut self, spec: &LaunchSpec) -> Result<()> {
+    fn handshake(&mut self, spec: &LaunchSpec, options: &LaunchOptions) -> Result<()> {
         let _ = self.end.socket().set_read_timeout(Some(START_TIMEOUT));
         self.end
-            .send_launch(spec)
+            .send_launch_with(spec, options)
             .map_err(|e| self.launcher_failure(format!("sending the spec: {e}")))?;
         let attestation = match self.end.recv() {
             Ok(WorkerMsg::Hello {
@@ -325,7 +377,7 @@ impl Sandbox {
                 nix::unistd::getgid().as_raw(),
             )
         };
-        verify_attestation(&attestation, hu, hg).map_err(Error::Attestation)?;
+        verify_attestation(&attestation, hu, hg, options.egress).map_err(Error::Attestation)?;
         self.info.attestation = attestation;
         Ok(())
     }
@@ -346,6 +398,16 @@ impl Sandbox {
     /// What the launcher reported.
     pub fn info(&self) -> &SandboxInfo {
         &self.info
+    }
+
+    /// The controller's end of the egress channel (once; `None` without egress or when
+    /// already taken): an `AF_UNIX` `SOCK_SEQPACKET` socket on which every connection made
+    /// to `127.0.0.1:3128` inside the sandbox arrives as one passed fd (read them with
+    /// [`crate::net::fdpass::recv_passed_fd`]). Never write to it: the worker takes anything
+    /// readable on its end as the end of egress. Dropping it ends egress (the listener inside
+    /// closes); it reads end of file once the sandbox is gone.
+    pub fn take_egress_channel(&mut self) -> Option<OwnedFd> {
+        self.egress.take()
     }
 
     /// OOM kills counted so far in the sandbox's cgroup (read from the host side).
@@ -502,5 +564,24 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attestation_must_match_the_egress_asked_for() {
+        // A default attestation fails many checks; only the egress one is looked at here.
+        let problems = |a: &Attestation, egress| verify_attestation(a, 1000, 1000, egress);
+        let mut a = Attestation::default();
+        assert!(problems(&a, true).unwrap_err().contains("proxy listener"));
+        assert!(!problems(&a, false).unwrap_err().contains("egress"));
+        a.egress_proxy = true;
+        assert!(problems(&a, false)
+            .unwrap_err()
+            .contains("egress was not asked for"));
+        assert!(!problems(&a, true).unwrap_err().contains("egress"));
     }
 }

@@ -1,11 +1,14 @@
 //! `bulkhead-launch`: builds one sandbox, then becomes its supervisor.
 //!
-//! Started by the controller with the controller's socket on fd 3 and a report pipe on
-//! fd 1. It reads one [`LaunchSpec`], re-validates it, and follows this sequence (the README
-//! carries the same list; a test keeps them in step):
+//! Started by the controller with the controller's socket on fd 3, a report pipe on fd 1
+//! and, for a sandbox with controlled egress, the egress channel on fd 5. It reads one
+//! [`LaunchSpec`] (with its [`LaunchOptions`]), re-validates it, and follows this sequence
+//! (the README carries the same list; a test keeps them in step):
 //!
-//! 1. sanitize: not dumpable, no core dumps, close every fd but 0-3, fd 3 must be a socket
-//! 2. spec: read the launch spec (5 s deadline) and re-validate every field
+//! 1. sanitize: not dumpable, no core dumps, close every fd but 0-3 and 5, fd 3 must be a
+//!    socket
+//! 2. spec: read the launch spec (5 s deadline) and re-validate every field; with egress,
+//!    fd 5 must be a unix `SOCK_SEQPACKET` socket, without it fd 5 is closed
 //! 3. cgroup: create the sandbox cgroup under the launcher's own cgroup and write its limits
 //! 4. namespaces: clone into new user, mount, pid, net, ipc and uts namespaces; the child
 //!    waits, is moved into the cgroup, then unshares a cgroup namespace
@@ -21,7 +24,8 @@
 //! 11. landlock: writes only under `/workspace`, `/tmp`, `/dev/shm` and a few devices;
 //!     signal and abstract-socket scoping where the kernel has it
 //! 12. seccomp: the policy's filters, installed last (single-threaded, checked)
-//! 13. exec: fds 0-2 to `/dev/null`, every other fd but the socket closed, exec the worker
+//! 13. exec: fds 0-2 to `/dev/null`, every other fd but the socket (and the egress channel)
+//!     closed, exec the worker
 //!
 //! Any failed step sends a [`SetupError`] on the socket, exits with `80 + step`, and leaves
 //! no sandbox behind. The parent then supervises: it waits for the worker, kills it on
@@ -42,13 +46,16 @@ use bulkhead_policy::{validate_spec, Caller};
 use bulkhead_shared::exit::{LAUNCH_PROTOCOL, LAUNCH_USAGE, LAUNCH_WORKER_ERROR};
 use bulkhead_shared::frame::encode_frame;
 use bulkhead_shared::{
-    CgroupVersion, ControllerMsg, LaunchSpec, LauncherReport, SetupError, SetupStep, WorkerEnd,
+    CgroupVersion, ControllerMsg, LaunchOptions, LaunchSpec, LauncherReport, SetupError, SetupStep,
+    WorkerEnd, EGRESS_FD,
 };
 
 /// The controller's socket.
 const SOCK_FD: RawFd = 3;
 /// Where the worker binary's descriptor sits just before exec.
 const WORKER_FD: RawFd = 4;
+// The egress channel sits on the fd after the worker's: `child` relies on it.
+const _: () = assert!(EGRESS_FD == WORKER_FD + 1);
 /// The trusted report pipe to the controller (the sandbox never holds it).
 const REPORT_FD: RawFd = 1;
 /// Name of the worker binary, found next to this executable.
@@ -56,7 +63,8 @@ const WORKER_NAME: &str = "bulkhead-worker";
 
 const USAGE: &str = "usage: bulkhead-launch\n\
     Builds one sandbox and runs bulkhead-worker in it. Started by `bulkhead`, which passes \
-    its socket as fd 3 and a report pipe as fd 1; not meant to be run by hand.\n\
+    its socket as fd 3, a report pipe as fd 1 and, with egress, its egress channel as fd 5; \
+    not meant to be run by hand.\n\
     Exit codes: 0 ok, 1 worker error, 64 usage, 65 protocol, 80+step setup failure, \
     128+n worker killed by signal n.";
 
@@ -120,6 +128,8 @@ struct Prepared {
     worker_fd: RawFd,
     cap_last: u32,
     landlock_abi: u32,
+    /// The egress channel is open on [`EGRESS_FD`] and goes to the worker.
+    egress: bool,
 }
 
 fn run() -> i32 {
@@ -137,8 +147,8 @@ fn run() -> i32 {
 
     // 2. spec
     let _ = end.socket().set_read_timeout(Some(Duration::from_secs(5)));
-    let spec = match end.recv() {
-        Ok(ControllerMsg::Launch(spec)) => spec,
+    let (spec, options) = match end.recv() {
+        Ok(ControllerMsg::Launch(spec, options)) => (spec, options),
         Ok(other) => {
             let _ = end.setup_failed(plain(
                 SetupStep::Spec,
@@ -152,6 +162,10 @@ fn run() -> i32 {
             return LAUNCH_PROTOCOL;
         }
     };
+    // Before anything opens a descriptor that could land on EGRESS_FD.
+    if let Err(e) = egress_channel(&options) {
+        return report_failure(&mut end, e);
+    }
     let _ = end.socket().set_read_timeout(None);
     let (uid, gid, euid) = sys::ids();
     let caller = Caller {
@@ -168,7 +182,7 @@ fn run() -> i32 {
         (uid, gid)
     };
 
-    let prepared = match prepare(spec, host_uid) {
+    let prepared = match prepare(spec, host_uid, options.egress) {
         Ok(p) => p,
         Err(e) => return report_failure(&mut end, e),
     };
@@ -301,8 +315,12 @@ fn run() -> i32 {
         );
     }
     sys::close(go_wr);
-    // The socket now belongs to the child alone: the controller sees EOF when it dies.
+    // The socket (and the egress channel) now belong to the child alone: the controller
+    // sees EOF on them when it dies.
     drop(end);
+    if options.egress {
+        sys::close(EGRESS_FD);
+    }
     report(&LauncherReport::Ready {
         worker_pid: pid as u32,
         cgroup_version: cg.version,
@@ -315,7 +333,7 @@ fn run() -> i32 {
 
 fn msg_name(m: &ControllerMsg) -> &'static str {
     match m {
-        ControllerMsg::Launch(_) => "Launch",
+        ControllerMsg::Launch(..) => "Launch",
         ControllerMsg::Request { .. } => "Request",
         ControllerMsg::Cancel { .. } => "Cancel",
         ControllerMsg::Shutdown => "Shutdown",
@@ -326,14 +344,45 @@ fn sanitize() -> Result<(), SetupError> {
     let e = |x: std::io::Error, what: &str| err(SetupStep::Sanitize, &x, "", what);
     sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(|x| e(x, "PR_SET_DUMPABLE"))?;
     sys::setrlimit(libc::RLIMIT_CORE, 0, 0).map_err(|x| e(x, "RLIMIT_CORE"))?;
-    sys::close_from(SOCK_FD as u32 + 1).map_err(|x| e(x, "close_range"))?;
+    // Everything above the socket but the egress channel, which the spec decides about.
+    sys::close_range(SOCK_FD as u32 + 1, EGRESS_FD as u32 - 1).map_err(|x| e(x, "close_range"))?;
+    sys::close_from(EGRESS_FD as u32 + 1).map_err(|x| e(x, "close_range"))?;
     sys::set_cloexec(SOCK_FD, true).map_err(|x| e(x, "cloexec on the socket"))?;
+    match sys::set_cloexec(EGRESS_FD, true) {
+        Err(x) if x.raw_os_error() != Some(libc::EBADF) => {
+            return Err(e(x, "cloexec on the egress channel"))
+        }
+        _ => {}
+    }
     Ok(())
+}
+
+/// Keeps fd [`EGRESS_FD`] only when the options ask for egress, and then only if it is a
+/// unix `SOCK_SEQPACKET` socket (the controller's end of the egress channel). Without
+/// egress it is closed, whatever it was: nothing but the controller socket reaches the
+/// worker.
+fn egress_channel(options: &LaunchOptions) -> Result<(), SetupError> {
+    if !options.egress {
+        sys::close(EGRESS_FD);
+        return Ok(());
+    }
+    if sys::is_unix_seqpacket(EGRESS_FD) {
+        Ok(())
+    } else {
+        Err(plain(
+            SetupStep::Spec,
+            "",
+            format!(
+                "egress was asked for, but fd {EGRESS_FD} is not a unix SOCK_SEQPACKET socket \
+                 (the controller passes the egress channel there)"
+            ),
+        ))
+    }
 }
 
 /// Everything that reads the host: done by the parent before cloning, so the child needs
 /// no host path after it enters its namespaces.
-fn prepare(spec: LaunchSpec, host_uid: u32) -> Result<Prepared, SetupError> {
+fn prepare(spec: LaunchSpec, host_uid: u32, egress: bool) -> Result<Prepared, SetupError> {
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(|e| err(SetupStep::Exec, &e, "/proc/self/exe", "locate the launcher"))?;
     let worker = exe.with_file_name(WORKER_NAME);
@@ -374,6 +423,7 @@ fn prepare(spec: LaunchSpec, host_uid: u32) -> Result<Prepared, SetupError> {
         worker_fd,
         cap_last,
         landlock_abi,
+        egress,
     })
 }
 
@@ -489,8 +539,14 @@ fn setup_child(p: &Prepared, cg: &cgroup::Cgroup) -> Result<(), SetupError> {
         sys::dup3(p.worker_fd, WORKER_FD, libc::O_CLOEXEC)
             .map_err(|e| err(S::Exec, &e, "", "dup worker fd"))?;
     }
-    sys::close_from(WORKER_FD as u32 + 1).map_err(|e| err(S::Exec, &e, "", "close_range"))?;
+    // With egress the channel on EGRESS_FD (= WORKER_FD + 1) stays, without it nothing does.
+    let last_kept = if p.egress { EGRESS_FD } else { WORKER_FD };
+    sys::close_from(last_kept as u32 + 1).map_err(|e| err(S::Exec, &e, "", "close_range"))?;
     sys::set_cloexec(SOCK_FD, false).map_err(|e| err(S::Exec, &e, "", "keep the socket"))?;
+    if p.egress {
+        sys::set_cloexec(EGRESS_FD, false)
+            .map_err(|e| err(S::Exec, &e, "", "keep the egress channel"))?;
+    }
     // 9. capabilities
     drop_capabilities(p.cap_last)?;
     // 10. no_new_privs

@@ -47,6 +47,36 @@ pub fn close_from(first: u32) -> io::Result<()> {
     check_long(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) }).map(drop)
 }
 
+/// `close_range(first, last, 0)`.
+pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: closes descriptors only; the caller owns every fd from `first` to `last`.
+    check_long(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }).map(drop)
+}
+
+/// `getsockopt(fd, SOL_SOCKET, opt)` for an integer option.
+fn sockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `val` and `len` are valid out-pointers; the kernel writes at most `len` bytes.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(val)
+}
+
+/// Whether `fd` is an open `AF_UNIX` `SOCK_SEQPACKET` socket.
+pub fn is_unix_seqpacket(fd: RawFd) -> bool {
+    is_socket(fd)
+        && sockopt_int(fd, libc::SO_DOMAIN).ok() == Some(libc::AF_UNIX)
+        && sockopt_int(fd, libc::SO_TYPE).ok() == Some(libc::SOCK_SEQPACKET)
+}
+
 /// `dup3(old, new, flags)`.
 pub fn dup3(old: RawFd, new: RawFd, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: plain descriptor duplication.

@@ -36,9 +36,18 @@ impl ControllerEnd {
         Ok(())
     }
 
-    /// First frame: what to build.
+    /// First frame: what to build, with default [`LaunchOptions`] (no egress).
     pub fn send_launch(&mut self, spec: &LaunchSpec) -> Result<(), FrameError> {
-        self.send(&ControllerMsg::Launch(spec.clone()))
+        self.send_launch_with(spec, &LaunchOptions::default())
+    }
+
+    /// First frame: what to build, and how.
+    pub fn send_launch_with(
+        &mut self,
+        spec: &LaunchSpec,
+        options: &LaunchOptions,
+    ) -> Result<(), FrameError> {
+        self.send(&ControllerMsg::Launch(spec.clone(), options.clone()))
     }
 
     /// Sends a tool request.

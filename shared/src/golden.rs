@@ -78,11 +78,22 @@ pub(crate) fn samples() -> Vec<(&'static str, Vec<u8>)> {
         gid_map: "1000 1000 1".into(),
         interfaces: vec!["lo".into()],
         root_readonly: true,
+        egress_proxy: true,
     };
     let req = |body: Request| enc(&ControllerMsg::Request { id: 7, body });
     let resp = |result: Result<Reply, ToolError>| enc(&WorkerMsg::Response { id: 7, result });
     vec![
-        ("Launch", enc(&ControllerMsg::Launch(spec))),
+        (
+            "Launch",
+            enc(&ControllerMsg::Launch(
+                spec.clone(),
+                LaunchOptions { egress: false },
+            )),
+        ),
+        (
+            "Launch/Egress",
+            enc(&ControllerMsg::Launch(spec, LaunchOptions { egress: true })),
+        ),
         ("Request/Exec/Argv", req(Request::Exec(exec.clone()))),
         (
             "Request/Exec/Shell",
@@ -221,7 +232,8 @@ fn hex(b: &[u8]) -> String {
 
 /// The expected encodings (frame header included).
 const GOLDEN: &[(&str, &str)] = &[
-    ("Launch", "41000000000461636d650f2f732f772f61636d652f66696c657301fbe803fbe8030461636d65fc0000002000fb000164fb50c3fca0860100fc00000010fc00000004fb0010"),
+    ("Launch", "42000000000461636d650f2f732f772f61636d652f66696c657301fbe803fbe8030461636d65fc0000002000fb000164fb50c3fca0860100fc00000010fc00000004fb001000"),
+    ("Launch/Egress", "42000000000461636d650f2f732f772f61636d652f66696c657301fbe803fbe8030461636d65fc0000002000fb000164fb50c3fca0860100fc00000010fc00000004fb001001"),
     ("Request/Exec/Argv", "270000000107000002026c73022d6c0a2f776f726b737061636501014b015602696efbe803fc0000010001"),
     ("Request/Exec/Shell", "2800000001070001076563686f2068690a2f776f726b737061636501014b015602696efbe803fc0000010001"),
     ("Request/Read", "0700000001070101610102"),
@@ -233,7 +245,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Cancel", "020000000207"),
     ("Shutdown", "0100000003"),
     ("SetupFailed", "08000000000504022f780164"),
-    ("Hello", "37000000010101fbe803fbe80301020100000000000c01010203040506070b31303030203130303020310b313030302031303030203101026c6f01"),
+    ("Hello", "38000000010101fbe803fbe80301020100000000000c01010203040506070b31303030203130303020310b313030302031303030203101026c6f0101"),
     ("Output", "07000000020701036f7574"),
     ("Response/Exec", "0c0000000307000001120100010a141e"),
     ("Response/Read", "0a00000003070001036162630301"),
@@ -279,7 +291,7 @@ fn every_sample_round_trips() {
             n if n.starts_with("Report/") => {
                 encode_frame(&decode_payload::<LauncherReport>(payload).unwrap())
             }
-            "Launch" | "Cancel" | "Shutdown" => {
+            "Launch" | "Launch/Egress" | "Cancel" | "Shutdown" => {
                 encode_frame(&decode_payload::<ControllerMsg>(payload).unwrap())
             }
             n if n.starts_with("Request/") => {

@@ -26,4 +26,17 @@ pub use ratelimit::{MethodKind, RateLimiter, DEFAULT_RATE_PER_SEC};
 
 /// Version of the protocol; sent by the worker in its first message ([`WorkerMsg::Hello`])
 /// and checked by the controller. Bump it on any change to a message layout.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: [`ControllerMsg::Launch`] carries [`LaunchOptions`]; [`Attestation::egress_proxy`].
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// TCP port of the egress proxy endpoint inside a sandbox launched with
+/// [`LaunchOptions::egress`]: the worker listens on `127.0.0.1:PROXY_PORT` (in the sandbox's
+/// own network namespace) and hands every accepted connection to the controller.
+pub const PROXY_PORT: u16 = 3128;
+
+/// The fd on which the launcher receives, and the worker keeps, the egress channel: an
+/// `AF_UNIX` `SOCK_SEQPACKET` socket (present only with [`LaunchOptions::egress`]). The
+/// worker sends each accepted proxy connection over it as one message: a 1-byte payload and
+/// one fd in `SCM_RIGHTS`. Nothing is ever sent the other way.
+pub const EGRESS_FD: i32 = 5;

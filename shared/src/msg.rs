@@ -47,6 +47,19 @@ pub struct LaunchSpec {
     pub limits: Limits,
 }
 
+/// How to launch, beyond the sandbox's policy ([`LaunchSpec`]). Sent with the spec in
+/// [`ControllerMsg::Launch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct LaunchOptions {
+    /// Controlled egress: the controller passes an `AF_UNIX` `SOCK_SEQPACKET` socket as the
+    /// launcher's fd [`crate::EGRESS_FD`], which the worker keeps; it listens on
+    /// `127.0.0.1:`[`crate::PROXY_PORT`] inside the sandbox and passes every accepted
+    /// connection to the controller, which polices and relays it. Without it the launcher
+    /// closes fd [`crate::EGRESS_FD`] and nothing listens. The sandbox's network namespace
+    /// has only loopback either way.
+    pub egress: bool,
+}
+
 /// Which stream output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub enum Stream {
@@ -191,8 +204,8 @@ impl Request {
 /// Controller → launcher (first frame) and worker.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum ControllerMsg {
-    /// First and only frame the launcher reads.
-    Launch(LaunchSpec),
+    /// First and only frame the launcher reads: the spec and the launch options.
+    Launch(LaunchSpec, LaunchOptions),
     /// A tool request, answered by [`WorkerMsg::Response`] with the same id.
     Request {
         /// Correlation id chosen by the controller.
@@ -375,6 +388,9 @@ pub struct Attestation {
     pub interfaces: Vec<String>,
     /// Whether `/` is mounted read-only.
     pub root_readonly: bool,
+    /// Whether the egress proxy listener (`127.0.0.1:`[`crate::PROXY_PORT`]) is up: must be
+    /// true exactly when the sandbox was launched with [`LaunchOptions::egress`].
+    pub egress_proxy: bool,
 }
 
 /// The step of sandbox setup that failed. Numbered like the launcher's sequence.

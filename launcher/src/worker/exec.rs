@@ -4,7 +4,8 @@
 //! Each command leads its own session and process group (`setsid`), so one `kill(-pgid)`
 //! reaches everything it started that did not leave the group. The child inherits exactly
 //! fds 0, 1, 2 (three pipes to the worker), default signal dispositions, an empty signal mask,
-//! and an environment built from an allowlist plus what the request names.
+//! and an environment built from an allowlist (plus, in a sandbox with egress, the proxy
+//! variables of [`crate::egress::proxy_env`]) and what the request names.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -78,11 +79,16 @@ fn cstring(s: &str, what: &str) -> Result<CString, ToolError> {
     CString::new(s).map_err(|_| invalid(format!("{what} contains a nul byte")))
 }
 
-/// The environment of a command: [`BASE_ENV`] overridden/extended by `extra`, in order.
-pub fn build_env(extra: &[(String, String)]) -> Result<Vec<(String, String)>, ToolError> {
+/// The environment of a command: [`BASE_ENV`], then `proxy` (the egress proxy variables,
+/// empty without egress), overridden/extended by `extra`, in order.
+pub fn build_env(
+    proxy: &[(String, String)],
+    extra: &[(String, String)],
+) -> Result<Vec<(String, String)>, ToolError> {
     let mut env: Vec<(String, String)> = BASE_ENV
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(proxy.iter().cloned())
         .collect();
     for (k, v) in extra {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -134,9 +140,9 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// Validates a request and builds its [`ChildPlan`].
-pub fn plan(req: &ExecRequest) -> Result<ChildPlan, ToolError> {
-    let env = build_env(&req.env)?;
+/// Validates a request and builds its [`ChildPlan`]; `proxy` as in [`build_env`].
+pub fn plan(req: &ExecRequest, proxy: &[(String, String)]) -> Result<ChildPlan, ToolError> {
+    let env = build_env(proxy, &req.env)?;
     let search_path = env
         .iter()
         .find(|(k, _)| k == "PATH")
@@ -368,8 +374,13 @@ fn nonblocking_file(fd: OwnedFd) -> io::Result<File> {
 impl Exec {
     /// Starts `req`. Fails (with nothing left running) when the request is invalid or the
     /// program cannot be executed.
-    pub fn spawn(id: u64, req: ExecRequest, unblock: &sys::SigSet) -> Result<Exec, ToolError> {
-        let plan = plan(&req)?;
+    pub fn spawn(
+        id: u64,
+        req: ExecRequest,
+        unblock: &sys::SigSet,
+        proxy: &[(String, String)],
+    ) -> Result<Exec, ToolError> {
+        let plan = plan(&req, proxy)?;
         let err = |e: io::Error| start_error(&plan, &e);
         let (stdin_r, stdin_w) = sys::pipe().map_err(err)?;
         let (out_r, out_w) = sys::pipe().map_err(err)?;
@@ -702,16 +713,36 @@ mod tests {
 
     #[test]
     fn env_is_the_allowlist_plus_the_request() {
-        let env = build_env(&[("HOME".into(), "/tmp".into()), ("FOO".into(), "1".into())]).unwrap();
+        let env = build_env(
+            &[],
+            &[("HOME".into(), "/tmp".into()), ("FOO".into(), "1".into())],
+        )
+        .unwrap();
         assert_eq!(env[0].0, "PATH");
         assert!(env.contains(&("HOME".into(), "/tmp".into())));
         assert!(env.contains(&("TERM".into(), "dumb".into())));
         assert_eq!(env.last().unwrap(), &("FOO".to_string(), "1".to_string()));
+        assert!(!env.iter().any(|(k, _)| k.to_lowercase().contains("proxy")));
         for bad in ["", "A=B", "A\0B"] {
-            let e = build_env(&[(bad.into(), "x".into())]).unwrap_err();
+            let e = build_env(&[], &[(bad.into(), "x".into())]).unwrap_err();
             assert_eq!(e.kind, ToolErrorKind::InvalidInput, "{bad:?}");
         }
-        assert!(build_env(&[("A".into(), "x\0".into())]).is_err());
+        assert!(build_env(&[], &[("A".into(), "x\0".into())]).is_err());
+    }
+
+    #[test]
+    fn egress_adds_the_proxy_variables_which_the_request_may_override() {
+        let proxy = crate::egress::proxy_env();
+        let env = build_env(&proxy, &[("https_proxy".into(), "http://other:1".into())]).unwrap();
+        let get = |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("HTTP_PROXY"), Some("http://127.0.0.1:3128"));
+        assert_eq!(get("ALL_PROXY"), Some("http://127.0.0.1:3128"));
+        assert_eq!(get("all_proxy"), Some("http://127.0.0.1:3128"));
+        assert_eq!(get("NO_PROXY"), Some("localhost,127.0.0.1,::1"));
+        assert_eq!(get("https_proxy"), Some("http://other:1"));
+        assert_eq!(get("PATH"), Some(BASE_ENV[0].1));
+        let p = plan(&req(Command::Argv(vec!["true".into()])), &proxy).unwrap();
+        assert_eq!(p.envp_ptrs.len(), BASE_ENV.len() + proxy.len() + 1);
     }
 
     #[test]
@@ -728,18 +759,18 @@ mod tests {
 
     #[test]
     fn plans_argv_and_shell() {
-        let p = plan(&req(Command::Argv(vec!["echo".into(), "hi".into()]))).unwrap();
+        let p = plan(&req(Command::Argv(vec!["echo".into(), "hi".into()])), &[]).unwrap();
         assert_eq!(p.argv.len(), 2);
         assert_eq!(p.argv_ptrs.len(), 3);
         assert!(p.argv_ptrs[2].is_null());
         assert_eq!(p.envp_ptrs.len(), BASE_ENV.len() + 1);
         assert_eq!(p.candidates[0].to_str().unwrap(), "/usr/local/bin/echo");
-        let p = plan(&req(Command::Shell("echo hi".into()))).unwrap();
+        let p = plan(&req(Command::Shell("echo hi".into())), &[]).unwrap();
         assert_eq!(p.candidates, vec![c"/bin/sh".to_owned()]);
         assert_eq!(p.argv[1].to_str().unwrap(), "-c");
-        assert!(plan(&req(Command::Argv(vec![]))).is_err());
-        assert!(plan(&req(Command::Argv(vec!["a\0".into()]))).is_err());
-        assert!(plan(&req(Command::Shell("a\0".into()))).is_err());
+        assert!(plan(&req(Command::Argv(vec![])), &[]).is_err());
+        assert!(plan(&req(Command::Argv(vec!["a\0".into()])), &[]).is_err());
+        assert!(plan(&req(Command::Shell("a\0".into())), &[]).is_err());
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! namespace and filter of the sandbox. It also runs outside one (tests): then it is not pid 1,
 //! never calls `kill(-1)`, and becomes a child subreaper so it still reaps what it started.
 //!
-//! 1. startup: take fd 3 (close-on-exec), read the attestation (before step 2: the landlock
-//!    probe needs a dumpable process), become non-dumpable, block SIGCHLD into a signalfd,
-//!    send `Hello`;
-//! 2. loop on `poll(2)`: the socket, the signalfd, every command's pipes; the timeout is the
-//!    nearest exec deadline or output flush;
+//! 1. startup: take fd 3 (close-on-exec) and, when the launcher left one, the egress channel
+//!    on fd 5 (then listen on `127.0.0.1:3128`, see [`egress`]), read the attestation (before
+//!    step 2: the landlock probe needs a dumpable process), become non-dumpable, block
+//!    SIGCHLD into a signalfd, send `Hello`;
+//! 2. loop on `poll(2)`: the socket, the signalfd, every command's pipes, the egress channel
+//!    and listener; the timeout is the nearest exec deadline or output flush;
 //! 3. on `Shutdown`, end of file or a socket error: kill everything, reap, exit 0; on a
 //!    malformed frame: the same, exit 1.
 //!
@@ -16,6 +17,7 @@
 
 mod attest;
 mod conn;
+mod egress;
 mod exec;
 mod files;
 mod sys;
@@ -28,10 +30,11 @@ use std::time::{Duration, Instant};
 
 use bulkhead_shared::{
     ControllerMsg, FrameError, MethodKind, RateLimiter, Reply, Request, ToolErrorKind, WorkerMsg,
-    DEFAULT_RATE_PER_SEC, PROTOCOL_VERSION,
+    DEFAULT_RATE_PER_SEC, PROTOCOL_VERSION, PROXY_PORT,
 };
 
 use conn::{Conn, Outbox};
+use egress::{Egress, EgressFd};
 use exec::{Exec, ExecFd, MAX_CONCURRENT_EXECS};
 use files::tool_error;
 
@@ -68,9 +71,21 @@ fn run() -> Result<(), String> {
     let sock = sys::take_unix_stream(SOCKET_FD)
         .map_err(|e| format!("no controller socket on fd {SOCKET_FD}: {e}"))?;
     sys::set_cloexec(sock.as_fd()).map_err(|e| format!("cannot set close-on-exec on fd 3: {e}"))?;
+    // Before any other fd is created, so nothing of ours can sit on fd 5 by then.
+    let egress_channel = Egress::take_channel();
     ensure_std_fds();
+    let egress = egress_channel.and_then(|chan| {
+        Egress::proxy(chan, Instant::now())
+            .map_err(|e| {
+                // Reported through the attestation (no listener): the controller refuses
+                // the sandbox.
+                eprintln!("bulkhead-worker: egress proxy on 127.0.0.1:{PROXY_PORT}: {e}");
+            })
+            .ok()
+    });
 
-    let attestation = attest::gather();
+    let mut attestation = attest::gather();
+    attestation.egress_proxy = egress.is_some();
     sys::set_not_dumpable().map_err(|e| format!("cannot clear the dumpable flag: {e}"))?;
     let is_init = std::process::id() == 1;
     if !is_init {
@@ -93,6 +108,11 @@ fn run() -> Result<(), String> {
         attestation,
     });
 
+    let proxy_env = if egress.is_some() {
+        egress::proxy_env()
+    } else {
+        Vec::new()
+    };
     let mut worker = Worker {
         conn,
         sigfd,
@@ -100,6 +120,8 @@ fn run() -> Result<(), String> {
         execs: Vec::new(),
         limiter: RateLimiter::new(DEFAULT_RATE_PER_SEC),
         is_init,
+        egress,
+        proxy_env,
     };
     let exit = worker.run();
     worker.kill_everything();
@@ -130,6 +152,7 @@ enum Source {
     Socket,
     Signal,
     Exec(usize, ExecFd),
+    Egress(EgressFd),
 }
 
 #[derive(Debug)]
@@ -141,6 +164,10 @@ struct Worker {
     execs: Vec<Exec>,
     limiter: RateLimiter,
     is_init: bool,
+    /// The egress proxy, while its channel to the controller lasts.
+    egress: Option<Egress>,
+    /// What every command's environment gets for the proxy (empty without egress).
+    proxy_env: Vec<(String, String)>,
 }
 
 impl Worker {
@@ -176,11 +203,19 @@ impl Worker {
                     sources.push(Source::Exec(i, which));
                 }
             }
+            let now = Instant::now();
+            if let Some(eg) = &self.egress {
+                for (fd, events, which) in eg.poll_fds(now) {
+                    fds.push(pollfd(fd, events));
+                    sources.push(Source::Egress(which));
+                }
+            }
 
             let timeout = self
                 .execs
                 .iter()
                 .filter_map(Exec::next_deadline)
+                .chain(self.egress.as_ref().and_then(|eg| eg.next_deadline(now)))
                 .min()
                 .map_or(-1, |d| {
                     let wait = d.saturating_duration_since(Instant::now());
@@ -205,6 +240,14 @@ impl Worker {
                     }
                     Source::Signal => self.reap(now),
                     Source::Exec(i, which) => self.execs[i].on_ready(which, &mut self.conn, now),
+                    Source::Egress(which) => {
+                        if let Some(eg) = self.egress.as_mut() {
+                            if !eg.on_ready(which, pfd.revents, now) {
+                                // The channel is gone: the listener closes with it.
+                                self.egress = None;
+                            }
+                        }
+                    }
                 }
             }
             // Requests are handled at the top of the loop: they may add or cancel execs,
@@ -301,7 +344,7 @@ impl Worker {
                 None
             }
             ControllerMsg::Shutdown => Some(Exit::Clean),
-            ControllerMsg::Launch(_) => Some(Exit::Protocol(
+            ControllerMsg::Launch(..) => Some(Exit::Protocol(
                 "unexpected launch spec: expected a request, cancel or shutdown".to_string(),
             )),
         }
@@ -324,7 +367,7 @@ impl Worker {
                         ),
                     ))
                 } else {
-                    match Exec::spawn(id, req, &self.unblock) {
+                    match Exec::spawn(id, req, &self.unblock, &self.proxy_env) {
                         Ok(exec) => {
                             self.execs.push(exec);
                             return; // answered when it completes

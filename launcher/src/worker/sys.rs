@@ -40,6 +40,106 @@ pub fn take_unix_stream(fd: RawFd) -> io::Result<UnixStream> {
     Ok(sock)
 }
 
+/// `(domain, type)` of the socket `fd` (`SO_DOMAIN`, `SO_TYPE`); `ENOTSOCK` when it is none.
+pub fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(libc::c_int, libc::c_int)> {
+    let get = |opt: libc::c_int| -> io::Result<libc::c_int> {
+        let mut val: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `val` and `len` are valid out-pointers; the kernel writes at most `len`
+        // bytes into `val`.
+        check(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut val as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(val)
+    };
+    Ok((get(libc::SO_DOMAIN)?, get(libc::SO_TYPE)?))
+}
+
+/// Takes ownership of the unix `SOCK_SEQPACKET` socket the launcher left on `fd` (the egress
+/// channel). `None` when `fd` is closed or anything else, which is then left alone. Call
+/// once, at startup, for an fd nothing else in the process owns.
+pub fn take_seqpacket(fd: RawFd) -> Option<OwnedFd> {
+    fd_is_open(fd).ok()?;
+    // SAFETY: `fd` is open (checked above); it is only borrowed for the getsockopt calls.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if socket_kind(borrowed).ok()? != (libc::AF_UNIX, libc::SOCK_SEQPACKET) {
+        return None;
+    }
+    // SAFETY: `fd` is open, and nothing else in this process owns it: the launcher execs the
+    // worker with it and this function is called once, before any other fd is created.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// One `SCM_RIGHTS` control message carrying one fd, laid out as the kernel reads it.
+#[repr(C)]
+struct FdCmsg {
+    hdr: libc::cmsghdr,
+    fd: libc::c_int,
+}
+
+// SAFETY: CMSG_SPACE and CMSG_LEN are arithmetic on their argument only.
+const FD_CMSG_SPACE: usize =
+    unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as _) } as usize;
+// SAFETY: as above.
+const FD_CMSG_LEN: usize =
+    unsafe { libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as _) } as usize;
+// SAFETY: as above.
+const CMSG_HDR_LEN: usize = unsafe { libc::CMSG_LEN(0) } as usize;
+// The struct is exactly what CMSG_SPACE(sizeof(int)) describes, the fd where CMSG_DATA is.
+const _: () = assert!(std::mem::size_of::<FdCmsg>() == FD_CMSG_SPACE);
+const _: () = assert!(std::mem::offset_of!(FdCmsg, fd) == CMSG_HDR_LEN);
+
+/// Sends `fd` over the unix socket `chan` as one message: the 1-byte `payload` and `fd` in
+/// `SCM_RIGHTS`. Never blocks (`MSG_DONTWAIT`: `WouldBlock` when the peer's queue is full)
+/// and never raises `SIGPIPE` (`MSG_NOSIGNAL`). The caller keeps its own copy of `fd`.
+pub fn send_fd(chan: BorrowedFd<'_>, fd: BorrowedFd<'_>, payload: u8) -> io::Result<()> {
+    let byte = [payload];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_ptr() as *mut libc::c_void,
+        iov_len: byte.len(),
+    };
+    // SAFETY: cmsghdr is plain integers (and, on some libcs, padding): all zero is valid.
+    let mut hdr: libc::cmsghdr = unsafe { std::mem::zeroed() };
+    hdr.cmsg_level = libc::SOL_SOCKET;
+    hdr.cmsg_type = libc::SCM_RIGHTS;
+    hdr.cmsg_len = FD_CMSG_LEN as _;
+    let mut cmsg = FdCmsg {
+        hdr,
+        fd: fd.as_raw_fd(),
+    };
+    // SAFETY: msghdr is plain integers and pointers (and padding): all zero is valid (no
+    // name, no iov, no control) until the fields below are set.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut cmsg as *mut FdCmsg).cast();
+    msg.msg_controllen = FD_CMSG_SPACE as _;
+    loop {
+        // SAFETY: `msg` points to `iov` (1 readable byte) and `cmsg` (FD_CMSG_SPACE bytes, one
+        // well-formed SCM_RIGHTS header with an fd we hold), all alive for the call.
+        let ret = unsafe {
+            libc::sendmsg(
+                chan.as_raw_fd(),
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if ret >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Sets `FD_CLOEXEC` (the only descriptor flag) on `fd`.
 pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: F_SETFD on a borrowed, open fd changes only its close-on-exec flag.

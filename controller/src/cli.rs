@@ -123,6 +123,71 @@ enum WorkspaceCmd {
         /// Id.
         id: String,
     },
+    /// Show and change which hosts a workspace's sandbox may reach through the egress proxy.
+    #[command(after_help = NET_HELP)]
+    Net {
+        /// Workspace id.
+        id: String,
+        #[command(subcommand)]
+        action: NetCmd,
+    },
+}
+
+const NET_HELP: &str = "\
+Patterns: host, *.domain (every subdomain, not the apex) or an IP address ([v6] in brackets),
+each with an optional :port. No port means ports 80 and 443 only.
+The operator's [network] rules in config.toml (deny, allow_loopback, allow_private,
+max_connections_ceiling, max_connections_total) apply on top and no workspace can override them.
+Changes apply to the next connection. `deny` only removes patterns from the allowlist: it exits 1
+when a host it names stays reachable through another pattern (e.g. *.domain), naming that one.
+
+Examples:
+  bulkhead workspace net acme allow pypi.org files.pythonhosted.org '*.githubusercontent.com' github.com:443
+  bulkhead workspace net acme deny github.com:443
+  bulkhead workspace net acme limits --max-connections 8 --bandwidth 10M
+  bulkhead workspace net acme show
+  bulkhead --json workspace net acme log --limit 20
+  bulkhead workspace net acme none";
+
+#[derive(Debug, Subcommand)]
+enum NetCmd {
+    /// The policy, the operator's rules, and totals over the audit log.
+    Show,
+    /// Add host patterns to the allowlist (one already there is noted, not an error).
+    Allow {
+        /// host, *.domain or IP, optional :port (no port: 80 and 443).
+        #[arg(required = true, value_name = "PATTERN")]
+        patterns: Vec<String>,
+    },
+    /// Remove patterns from the allowlist (one not there is noted, not an error). Removing
+    /// the last one leaves the workspace with no network. Exit 1 when something named stays
+    /// reachable through another pattern (a wildcard, another port): the removal is kept, and
+    /// the message (and `still_allowed_by` in --json) names the pattern to remove as well.
+    Deny {
+        /// Patterns, written as they were allowed.
+        #[arg(required = true, value_name = "PATTERN")]
+        patterns: Vec<String>,
+    },
+    /// No network: empty the allowlist (the caps are kept).
+    #[command(name = "none")]
+    Off,
+    /// Set the caps: connections open at once (default 32, never more than the operator's
+    /// `max_connections_ceiling`), bandwidth per direction (default unlimited). Both hold for
+    /// all the workspace's sandboxes together, per controller process.
+    Limits {
+        /// Connections open at once, 1-4096 (clamped to the operator's ceiling), or `default` (32).
+        #[arg(long, value_name = "N|default")]
+        max_connections: Option<String>,
+        /// Bytes per second per direction (K, M, G suffixes), or `unlimited`.
+        #[arg(long, value_name = "RATE|unlimited")]
+        bandwidth: Option<String>,
+    },
+    /// Print the audit log (one line per connection), newest last.
+    Log {
+        /// Most lines (the newest).
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -301,6 +366,7 @@ fn run(cli: Cli) -> Result<i32> {
                     base_url,
                     skills,
                     limits: limits.config(),
+                    network: Default::default(),
                 },
             )?;
             if json {
@@ -372,6 +438,7 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(exit::OK)
         }
+        Cmd::Workspace(WorkspaceCmd::Net { id, action }) => net(&p, &id, action, json),
         Cmd::Exec(args) => exec(&p, args),
         Cmd::Session(c) => crate::sessions::run(&p, c, json),
         Cmd::Cred(c) => crate::creds::cli::run(&p, c, json, cli.credential_key_file.as_deref()),
@@ -397,6 +464,369 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(if r.ok { exit::OK } else { exit::DOCTOR_MISSING })
         }
     }
+}
+
+/// Writes a line to standard output; a closed pipe (`| head`) is not an error.
+fn say(line: impl std::fmt::Display) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("standard output", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+fn net_ports(pattern: &str) -> &'static str {
+    match crate::net::egress::Pattern::parse(pattern).map(|p| p.port()) {
+        Ok(None) => " (ports 80 and 443)",
+        _ => "",
+    }
+}
+
+/// A pattern as a shell word (`'*.pythonhosted.org'`, `'[::1]:8080'`; plain names as is).
+fn net_quote(pattern: &str) -> String {
+    if pattern
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+    {
+        pattern.to_string()
+    } else {
+        format!("'{pattern}'")
+    }
+}
+
+fn net_json(w: &Workspace, p: &Platform) -> Result<serde_json::Value> {
+    let n = w.network();
+    let op = p.operator_network();
+    let totals = crate::net::proxy::audit_totals(&w.net_audit_log())?;
+    let effective = op.effective_max_connections(n);
+    Ok(json!({
+        "workspace": w.id(),
+        "network": n,
+        "enabled": n.is_enabled(),
+        "allow": n.allow,
+        "max_connections": effective,
+        "max_connections_setting": n.max_connections(),
+        "max_connections_clamped": effective < n.max_connections(),
+        "bandwidth_bytes_per_sec": n.bandwidth_bytes_per_sec,
+        "operator": {
+            "deny": op.deny,
+            "allow_loopback": op.allow_loopback,
+            "allow_private": op.allow_private,
+            "resolve": op.resolve.iter().map(|(h, ip)| format!("{h}:{ip}")).collect::<Vec<_>>(),
+            "max_connections_ceiling": op.max_connections_ceiling,
+            "max_connections_total": op.max_connections_total,
+        },
+        "totals": totals,
+        "audit_log": w.net_audit_log(),
+    }))
+}
+
+/// `bulkhead workspace net <id> …`. Decisions: `allow` of a pattern already there and
+/// `deny` of one not there succeed with a note (the end state is what was asked); an
+/// invalid pattern is exit 2 and changes nothing; a missing workspace is exit 3. `deny` of
+/// something another pattern still allows (a wildcard, another port) is exit 1: the
+/// removal is kept (it is part of what was asked), but what was asked for, that host being
+/// refused, is not the end state, so a script must not take it as done.
+fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
+    use crate::net::egress;
+    let mut w = p.workspace(id)?;
+    let note = |m: String| {
+        if !json {
+            eprintln!("note: {m}");
+        }
+    };
+    match cmd {
+        NetCmd::Show => {
+            let v = net_json(&w, p)?;
+            if json {
+                say(v)?;
+                return Ok(exit::OK);
+            }
+            let n = w.network();
+            say(format_args!("workspace:       {}", w.id()))?;
+            if n.is_enabled() {
+                say(format_args!(
+                    "network:         allow ({} pattern{}; no port = 80 and 443)",
+                    n.allow.len(),
+                    if n.allow.len() == 1 { "" } else { "s" }
+                ))?;
+                for a in &n.allow {
+                    say(format_args!("  {a}"))?;
+                }
+            } else {
+                say("network:         none (loopback only inside the sandbox)")?;
+            }
+            let effective = p.operator_network().effective_max_connections(n);
+            say(format_args!(
+                "max connections: {effective}{} (all the workspace's sandboxes together, per controller process)",
+                if effective < n.max_connections() {
+                    format!(
+                        " (set to {}, capped by the operator's [network] max_connections_ceiling)",
+                        n.max_connections()
+                    )
+                } else if n.max_connections.is_none() {
+                    " (default)".into()
+                } else {
+                    String::new()
+                }
+            ))?;
+            say(format_args!(
+                "bandwidth:       {}",
+                n.bandwidth_bytes_per_sec
+                    .map(|b| format!("{}/s per direction", human_bytes(b)))
+                    .unwrap_or_else(|| "unlimited".into())
+            ))?;
+            let op = p.operator_network();
+            say(format_args!(
+                "operator:        deny [{}]; loopback {}; private ranges {}; at most {} connections per workspace, {} in all",
+                op.deny.join(", "),
+                if op.allow_loopback {
+                    "allowed"
+                } else {
+                    "refused"
+                },
+                if op.allow_private {
+                    "allowed"
+                } else {
+                    "refused"
+                },
+                op.max_connections_ceiling,
+                op.max_connections_total
+            ))?;
+            let t = &v["totals"];
+            say(format_args!(
+                "totals:          {} connections ({} allowed, {} denied, {} failed), {} up, {} down",
+                t["connections"],
+                t["allowed"],
+                t["denied"],
+                t["failed"],
+                human_bytes(t["bytes_up"].as_u64().unwrap_or(0)),
+                human_bytes(t["bytes_down"].as_u64().unwrap_or(0))
+            ))?;
+            say(format_args!(
+                "audit log:       {}",
+                w.net_audit_log().display()
+            ))?;
+        }
+        NetCmd::Allow { patterns } => {
+            let (added, already) = w.update_network(|n| n.add(&patterns))?;
+            let mut refused = serde_json::Map::new();
+            for a in added.iter().chain(&already) {
+                if let Some(d) = egress::operator_refusal(w.id(), a, p.operator_network()) {
+                    refused.insert(
+                        a.clone(),
+                        d.message.trim_start_matches("bulkhead egress: ").into(),
+                    );
+                }
+            }
+            if json {
+                say(json!({
+                    "workspace": w.id(),
+                    "added": added,
+                    "already_allowed": already,
+                    "refused_by_operator": refused,
+                    "allow": w.network().allow,
+                }))?;
+            } else {
+                for a in &added {
+                    say(format_args!(
+                        "allowed {a}{} for workspace {}",
+                        net_ports(a),
+                        w.id()
+                    ))?;
+                }
+                for a in &already {
+                    note(format!("{a} was already allowed"));
+                }
+                for (a, why) in &refused {
+                    note(format!(
+                        "{a} stays unreachable whatever the allowlist says: {}",
+                        why.as_str().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        NetCmd::Deny { patterns } => {
+            let (removed, absent) = w.update_network(|n| n.remove(&patterns))?;
+            let mut still = serde_json::Map::new();
+            for r in removed.iter().chain(&absent) {
+                let by = egress::still_allowed_by(w.network(), r);
+                if !by.is_empty() {
+                    still.insert(r.clone(), json!(by));
+                }
+            }
+            if json {
+                say(json!({
+                    "workspace": w.id(),
+                    "removed": removed,
+                    "not_present": absent,
+                    "still_allowed_by": still,
+                    "allow": w.network().allow,
+                    "enabled": w.network().is_enabled(),
+                }))?;
+            } else {
+                for r in &removed {
+                    say(format_args!("removed {r} from workspace {}", w.id()))?;
+                }
+                for a in &absent {
+                    note(format!("{a} was not in the allowlist (nothing to remove)"));
+                }
+                for (r, by) in &still {
+                    let by: Vec<&str> = by
+                        .as_array()
+                        .map(|v| v.iter().filter_map(|x| x.as_str()).collect())
+                        .unwrap_or_default();
+                    let quoted: Vec<String> = by.iter().map(|b| net_quote(b)).collect();
+                    eprintln!(
+                        "error: {r} is still allowed by {}; to refuse it, remove that too: bulkhead workspace net {} deny {}",
+                        by.join(", "),
+                        w.id(),
+                        quoted.join(" ")
+                    );
+                }
+                if !w.network().is_enabled() {
+                    note(format!("workspace {} has no network now", w.id()));
+                }
+            }
+            if !still.is_empty() {
+                return Ok(exit::FAILURE);
+            }
+        }
+        NetCmd::Off => {
+            let removed = w.update_network(|n| Ok(std::mem::take(&mut n.allow)))?;
+            if json {
+                say(json!({"workspace": w.id(), "network": "none", "removed": removed}))?;
+            } else {
+                say(format_args!(
+                    "workspace {}: no network (loopback only inside the sandbox)",
+                    w.id()
+                ))?;
+            }
+        }
+        NetCmd::Limits {
+            max_connections,
+            bandwidth,
+        } => {
+            if max_connections.is_none() && bandwidth.is_none() {
+                return Err(Error::Invalid(
+                    "give --max-connections N|default and/or --bandwidth RATE|unlimited".into(),
+                ));
+            }
+            let max = match max_connections.as_deref() {
+                None => None,
+                Some("default") => Some(None),
+                Some(v) => Some(Some(v.parse::<u32>().map_err(|_| {
+                    Error::Invalid(format!(
+                        "--max-connections {v:?}: expected a number from 1 to {} or `default`",
+                        egress::MAX_CONNECTIONS_LIMIT
+                    ))
+                })?)),
+            };
+            let bw = match bandwidth.as_deref() {
+                None => None,
+                Some("unlimited") => Some(None),
+                Some(v) => Some(Some(parse_size(v).map_err(|e| {
+                    Error::Invalid(format!("--bandwidth: {e}, or `unlimited`"))
+                })?)),
+            };
+            w.update_network(|n| {
+                if let Some(m) = max {
+                    n.max_connections = m;
+                }
+                if let Some(b) = bw {
+                    n.bandwidth_bytes_per_sec = b;
+                }
+                Ok(())
+            })?;
+            let n = w.network();
+            let effective = p.operator_network().effective_max_connections(n);
+            if json {
+                say(json!({
+                    "workspace": w.id(),
+                    "max_connections": effective,
+                    "max_connections_setting": n.max_connections(),
+                    "max_connections_clamped": effective < n.max_connections(),
+                    "bandwidth_bytes_per_sec": n.bandwidth_bytes_per_sec,
+                }))?;
+            } else {
+                if effective < n.max_connections() {
+                    note(format!(
+                        "max connections {} is above the operator's [network] max_connections_ceiling; {effective} apply",
+                        n.max_connections()
+                    ));
+                }
+                say(format_args!(
+                    "workspace {}: at most {} connections, bandwidth {}",
+                    w.id(),
+                    effective,
+                    n.bandwidth_bytes_per_sec
+                        .map(|b| format!("{}/s per direction", human_bytes(b)))
+                        .unwrap_or_else(|| "unlimited".into())
+                ))?;
+            }
+        }
+        NetCmd::Log { limit } => {
+            let recs = crate::net::proxy::read_audit_log(&w.net_audit_log(), Some(limit))?;
+            for r in recs {
+                if json {
+                    say(serde_json::to_string(&r).unwrap_or_default())?;
+                    continue;
+                }
+                if r.suppressed.is_some() {
+                    say(format_args!(
+                        "{} {}",
+                        r.ts,
+                        r.reason.as_deref().unwrap_or_default()
+                    ))?;
+                    continue;
+                }
+                let target = if r.host.contains(':') {
+                    format!("[{}]:{}", r.host, r.port)
+                } else {
+                    format!("{}:{}", r.host, r.port)
+                };
+                let tail = match &r.reason {
+                    Some(why) if r.decision != crate::net::proxy::Decision::Allowed => {
+                        format!(": {why}")
+                    }
+                    _ => format!(
+                        ", {} up, {} down",
+                        human_bytes(r.bytes_up),
+                        human_bytes(r.bytes_down)
+                    ),
+                };
+                say(format_args!(
+                    "{} {} {} {} {} ms{}",
+                    r.ts,
+                    r.method,
+                    target,
+                    r.decision.as_str(),
+                    r.duration_ms,
+                    tail
+                ))?;
+            }
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn exec(p: &Platform, args: ExecArgs) -> Result<i32> {

@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bulkhead_shared::{validate_workspace_id, LaunchSpec, Limits};
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,14 @@ pub struct WorkspaceConfig {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Egress: `"none"` (the default: loopback only inside the sandbox) or `{"allow": [host
+    /// patterns], "max_connections": N, "bandwidth_bytes_per_sec": N}`; see
+    /// [`crate::net::egress`]. Absent in files written before egress existed.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::net::egress::NetworkPolicy::is_default"
+    )]
+    pub network: crate::net::egress::NetworkPolicy,
 }
 
 /// Checks a `provider/model` string: a provider name `[a-z0-9][a-z0-9_-]*`, a slash, and a
@@ -143,6 +152,7 @@ impl WorkspaceConfig {
                 )));
             }
         }
+        self.network.validate()?;
         Ok(())
     }
 }
@@ -168,6 +178,7 @@ pub struct Platform {
     state: StateDir,
     launcher: Option<PathBuf>,
     defaults: LimitsConfig,
+    network: crate::net::egress::OperatorNetwork,
 }
 
 /// One workspace.
@@ -176,6 +187,7 @@ pub struct Workspace {
     state: StateDir,
     launcher: Option<PathBuf>,
     defaults: LimitsConfig,
+    network: crate::net::egress::OperatorNetwork,
     record: WorkspaceRecord,
 }
 
@@ -206,12 +218,18 @@ impl Platform {
             state,
             launcher: config.launcher.or(file.launcher),
             defaults: file.limits,
+            network: file.network,
         })
     }
 
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         self.state.root()
+    }
+
+    /// The operator's egress rules (`[network]` of `config.toml`).
+    pub fn operator_network(&self) -> &crate::net::egress::OperatorNetwork {
+        &self.network
     }
 
     /// Creates a workspace.
@@ -274,6 +292,7 @@ impl Platform {
             state: self.state.clone(),
             launcher: self.launcher.clone(),
             defaults: self.defaults.clone(),
+            network: self.network.clone(),
             record,
         })
     }
@@ -295,29 +314,12 @@ impl Platform {
     /// Opens a workspace.
     pub fn workspace(&self, id: &str) -> Result<Workspace> {
         validate_workspace_id(id).map_err(|e| Error::Invalid(e.to_string()))?;
-        let path = self.state.workspace(id).join("workspace.json");
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NoSuchWorkspace(id.into()))
-            }
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        let record: WorkspaceRecord =
-            serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
-                path: path.clone(),
-                detail: format!("invalid workspace.json: {e}"),
-            })?;
-        if record.id != id {
-            return Err(Error::Corrupt {
-                path,
-                detail: format!("records id {:?}, expected {id:?}", record.id),
-            });
-        }
+        let record = read_record(&self.state, id)?;
         Ok(Workspace {
             state: self.state.clone(),
             launcher: self.launcher.clone(),
             defaults: self.defaults.clone(),
+            network: self.network.clone(),
             record,
         })
     }
@@ -366,6 +368,29 @@ impl Platform {
     }
 }
 
+/// Reads `workspaces/<id>/workspace.json` (`id` already validated).
+fn read_record(state: &StateDir, id: &str) -> Result<WorkspaceRecord> {
+    let path = state.workspace(id).join("workspace.json");
+    let data = match fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NoSuchWorkspace(id.into()))
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let record: WorkspaceRecord = serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
+        path: path.clone(),
+        detail: format!("invalid workspace.json: {e}"),
+    })?;
+    if record.id != id {
+        return Err(Error::Corrupt {
+            path,
+            detail: format!("records id {:?}, expected {id:?}", record.id),
+        });
+    }
+    Ok(record)
+}
+
 /// Checks limits against the policy the launcher will apply (a clear error now rather than
 /// a setup failure later).
 pub fn check_limits(limits: &Limits) -> Result<()> {
@@ -405,6 +430,60 @@ impl Workspace {
     /// `files/`, mounted at `/workspace`.
     pub fn files_dir(&self) -> PathBuf {
         self.dir().join("files")
+    }
+
+    /// `net-audit.log`: one JSON line per proxied connection (beside `files/`, never
+    /// visible in the sandbox); the previous one is `net-audit.log.1`.
+    pub fn net_audit_log(&self) -> PathBuf {
+        self.dir().join(crate::net::proxy::AUDIT_LOG_NAME)
+    }
+
+    /// The workspace's egress policy.
+    pub fn network(&self) -> &crate::net::egress::NetworkPolicy {
+        &self.record.config.network
+    }
+
+    /// The operator's egress rules (`[network]` of the platform's `config.toml`).
+    pub fn operator_network(&self) -> &crate::net::egress::OperatorNetwork {
+        &self.network
+    }
+
+    /// `workspace.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join("workspace.json")
+    }
+
+    /// This workspace as `workspace.json` says now (after another process changed it).
+    pub fn reload(&self) -> Result<Workspace> {
+        Ok(Workspace {
+            record: read_record(&self.state, &self.record.id)?,
+            ..self.clone()
+        })
+    }
+
+    /// Changes the egress policy: under the platform lock, re-reads `workspace.json` (so a
+    /// concurrent change is not lost), applies `change`, validates, and writes the file
+    /// atomically (tmp + fsync + rename). Nothing is written when `change` fails. Returns
+    /// what `change` returned.
+    pub fn update_network<T>(
+        &mut self,
+        change: impl FnOnce(&mut crate::net::egress::NetworkPolicy) -> Result<T>,
+    ) -> Result<T> {
+        let _lock = self.state.lock()?;
+        let path = self.config_path();
+        let mut record = read_record(&self.state, &self.record.id)?;
+        let out = change(&mut record.config.network)?;
+        record.config.network.validate()?;
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&path, &json, 0o600)?;
+        log::info!(
+            target: "egress",
+            workspace = self.record.id.as_str(),
+            allow = record.config.network.allow.join(",").as_str();
+            "egress policy changed"
+        );
+        self.record = record;
+        Ok(out)
     }
 
     /// Effective limits: policy defaults, then `config.toml`'s `[limits]`, then the
@@ -462,9 +541,40 @@ impl Workspace {
             Some(l) => l.clone(),
             None => find_launcher()?,
         };
-        let sb = Sandbox::start(&launcher, &spec).inspect_err(|e| {
+        // Egress: a workspace whose policy allows hosts gets the proxy endpoint inside its
+        // sandbox (127.0.0.1:3128, served by the worker), whose connections come here over
+        // a dedicated channel and are policed by this workspace's proxy. Without it, the
+        // sandbox has loopback only. Every sandbox of the workspace in this process gets a
+        // context sharing one set of counters, bandwidth limiters and audit-log writer (the
+        // proxy's registry), so its caps hold for the workspace, not per sandbox.
+        let egress = self.network().is_enabled();
+        let proxy = if egress {
+            Some(Arc::new(crate::net::proxy::ProxyContext::from_workspace(
+                self,
+            )?))
+        } else {
+            None
+        };
+        let options = bulkhead_shared::LaunchOptions { egress };
+        let mut sb = Sandbox::start_with(&launcher, &spec, &options).inspect_err(|e| {
             log::warn!(target: "sandbox", workspace = self.record.id.as_str(); "sandbox start failed: {e}");
         })?;
+        if let (Some(ctx), Some(chan)) = (proxy, sb.take_egress_channel()) {
+            let ws = self.record.id.clone();
+            // Ends when the sandbox does (the worker's end of the channel closes).
+            std::thread::Builder::new()
+                .name(format!("egress-{ws}"))
+                .spawn(move || {
+                    if let Err(e) = crate::net::proxy::serve_channel(
+                        chan,
+                        ctx,
+                        crate::net::fdpass::recv_passed_fd,
+                    ) {
+                        log::warn!(target: "egress", workspace = ws.as_str(); "egress channel ended: {e}");
+                    }
+                })
+                .map_err(|e| Error::Invalid(format!("cannot start the egress proxy thread: {e}")))?;
+        }
         log::info!(
             target: "sandbox",
             workspace = self.record.id.as_str(),

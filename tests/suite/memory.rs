@@ -136,7 +136,16 @@ fn store_search_get_rm_round_trip() {
     // Bad usage: exit 2.
     let out = env.bulkhead(&["memory", "search", "acme", "x", "--mode", "fuzzy"]);
     assert_eq!(out.status.code(), Some(exit::USAGE));
-    let out = env.bulkhead(&["memory", "search", "acme", "x", "--mode", "vector"]);
+    let out = env.bulkhead(&[
+        "memory",
+        "search",
+        "acme",
+        "x",
+        "--mode",
+        "vector",
+        "--embedder",
+        "none",
+    ]);
     assert_eq!(
         out.status.code(),
         Some(exit::USAGE),
@@ -203,16 +212,21 @@ fn cjk_search_and_embedder_modes() {
         &env,
         "jp",
         "東京の天気は晴れです。明日は雨が降るでしょう。",
-        &[],
+        &["--embedder", "none"],
     )[0];
-    store(&env, "jp", "大阪のたこ焼きは美味しい。", &[]);
+    store(
+        &env,
+        "jp",
+        "大阪のたこ焼きは美味しい。",
+        &["--embedder", "none"],
+    );
     assert_eq!(ids(&search(&env, "jp", "東京の天気", &[]))[0], tokyo);
     assert_eq!(ids(&search(&env, "jp", "天気", &[])), vec![tokyo]);
     // Keyword-only stores have no vectors; the hash embedder reports them as stale.
     let st = ok_json(&env.bulkhead(&["--json", "memory", "stats", "jp", "--embedder", "hash"]));
     assert_eq!(st["embedded"], 0);
     assert_eq!(st["stale"], 2);
-    let out = env.bulkhead(&["memory", "reembed", "jp"]);
+    let out = env.bulkhead(&["memory", "reembed", "jp", "--embedder", "none"]);
     assert_eq!(
         out.status.code(),
         Some(exit::USAGE),

@@ -37,8 +37,10 @@ fn counts(r: &Value) -> (u64, u64, u64) {
 }
 
 /// Sources of the hits for `q`.
+/// Sources whose text holds the words of `q` (keyword mode: these tests are about what is
+/// indexed, not about what a semantic neighbour would be).
 fn sources(env: &TestEnv, ws: &str, q: &str) -> Vec<String> {
-    let v = ok_json(&env.bulkhead(&["--json", "memory", "search", ws, q]));
+    let v = ok_json(&env.bulkhead(&["--json", "memory", "search", ws, q, "--mode", "keyword"]));
     v.as_array()
         .unwrap()
         .iter()

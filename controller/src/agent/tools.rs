@@ -119,14 +119,17 @@ impl ToolRegistry {
     }
 
     /// The built-in tools: the sandbox's `bash`, `read`, `write`, `edit`, `ls`, and the
-    /// workspace memory's `memory_search`, `memory_store` (keyword-only; register
-    /// [`crate::memory::tools::memory_tools`] with an embedder on an
-    /// [`ToolRegistry::empty`] registry for vectors).
+    /// workspace memory's `memory_search`, `memory_store` (with the platform's configured
+    /// embedder, the built-in offline model by default; register
+    /// [`crate::memory::tools::memory_tools`] on an [`ToolRegistry::empty`] registry to choose
+    /// another).
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         for t in builtin_tools()
             .into_iter()
-            .chain(crate::memory::tools::memory_tools(None))
+            .chain(crate::memory::tools::memory_tools(
+                crate::memory::tools::ToolEmbedder::Configured,
+            ))
         {
             r.register(t)
                 .expect("built-in tool names are valid and unique");

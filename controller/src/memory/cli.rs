@@ -1,30 +1,26 @@
 //! `bulkhead memory …`: store, search, get, rm and stats of a workspace's memory.
 
 use std::io::{Read, Write};
-use std::sync::Arc;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{HashEmbedder, Memory, SearchMode, SearchOptions};
+use super::{Memory, SearchMode, SearchOptions};
 use crate::error::{exit, Error, Result};
 use crate::platform::Platform;
-
-/// Which embedder the command uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EmbedderChoice {
-    /// None: keyword-only memory.
-    None,
-    /// The offline feature-hashing baseline (384 dims; shares words, not meaning).
-    Hash,
-}
 
 /// Options shared by the commands that embed.
 #[derive(Debug, Clone, Args)]
 pub struct EmbedArgs {
-    /// Embedder for stored text and queries.
-    #[arg(long, value_enum, default_value = "none")]
-    pub embedder: EmbedderChoice,
+    /// Embedder for stored text and queries: local (the built-in offline model), none
+    /// (keyword-only), hash (lexical baseline) or provider/model. Default: `[memory] embedder`
+    /// in config.toml, else local.
+    #[arg(long, value_name = "SPEC", value_parser = parse_spec)]
+    pub embedder: Option<String>,
+}
+
+fn parse_spec(s: &str) -> std::result::Result<String, String> {
+    super::check_embedder_spec(s).map(|()| s.to_string())
 }
 
 /// `bulkhead memory …`.
@@ -57,8 +53,8 @@ pub enum MemoryCmd {
         /// Most results.
         #[arg(long, default_value_t = 10)]
         limit: usize,
-        /// Ranking: keyword (BM25), vector (needs --embedder) or hybrid (keyword-only
-        /// without an embedder).
+        /// Ranking: keyword (BM25), vector (needs an embedder) or hybrid (keyword-only
+        /// with --embedder none).
         #[arg(long, value_enum, default_value = "hybrid")]
         mode: SearchMode,
         /// Favour recent memories (temporal decay, half-life 30 days; MEMORY.md exempt).
@@ -92,7 +88,9 @@ pub enum MemoryCmd {
     },
     /// Embed every chunk that has no vector of the chosen embedder (after a model change,
     /// or text stored keyword-only).
-    #[command(after_help = "Example:\n  bulkhead memory reembed acme --embedder hash")]
+    #[command(
+        after_help = "Example:\n  bulkhead memory reembed acme\n  bulkhead memory reembed acme --embedder openai/text-embedding-3-small"
+    )]
     Reembed {
         /// Workspace id.
         workspace: String,
@@ -116,11 +114,11 @@ pub enum MemoryCmd {
 }
 
 pub(super) fn open(p: &Platform, ws: &str, e: Option<&EmbedArgs>) -> Result<Memory> {
-    let m = Memory::open(&p.workspace(ws)?)?;
-    Ok(match e.map(|e| e.embedder) {
-        Some(EmbedderChoice::Hash) => m.with_embedder(Arc::new(HashEmbedder::default())),
-        _ => m,
-    })
+    let ws = p.workspace(ws)?;
+    match e {
+        Some(e) => Memory::open_with_spec(&ws, e.embedder.as_deref()),
+        None => Memory::open(&ws),
+    }
 }
 
 /// Writes a line to standard output; a closed pipe (`| head`) is not an error.

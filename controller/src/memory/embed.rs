@@ -13,6 +13,12 @@ pub trait Embedder: Send + Sync {
     fn model(&self) -> &str;
     /// Vector length.
     fn dims(&self) -> usize;
+    /// Least cosine similarity at which a vector match, with no keyword match beside it,
+    /// is a result at all (see [`super::SearchOptions::min_similarity`]). The default, 0,
+    /// keeps every positive match; a model whose unrelated texts score well above 0 says so.
+    fn min_similarity(&self) -> f32 {
+        0.0
+    }
 }
 
 impl std::fmt::Debug for dyn Embedder {

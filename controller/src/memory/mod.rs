@@ -30,9 +30,13 @@ pub mod cli;
 pub mod db;
 pub mod embed;
 pub mod index;
+pub mod model2vec;
 pub mod providers;
 pub mod search;
+pub mod select;
+pub mod stopwords;
 pub mod tools;
+pub mod vector;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,7 +48,9 @@ use sha2::{Digest, Sha256};
 
 pub use chunk::{chunk_markdown, ChunkConfig};
 pub use embed::{Embedder, HashEmbedder};
+pub use model2vec::LocalEmbedder;
 pub use search::{SearchMode, SearchOptions, SearchResult};
+pub use select::{check_embedder_spec, configured_embedder, embedder_from_spec, DEFAULT_EMBEDDER};
 
 use crate::error::{Error, Result};
 use crate::platform::Workspace;

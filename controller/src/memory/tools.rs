@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{Embedder, Memory, SearchOptions, MAX_STORE_BYTES, SOURCE_TOOL};
+use super::{configured_embedder, Embedder, Memory, SearchOptions, MAX_STORE_BYTES, SOURCE_TOOL};
 use crate::agent::tools::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 use crate::error::{Error, Result};
 
@@ -15,15 +15,34 @@ pub const DEFAULT_TOOL_LIMIT: u64 = 5;
 /// Most results of one `memory_search`.
 pub const MAX_TOOL_LIMIT: u64 = 50;
 
+/// Which embedder a memory tool uses.
+#[derive(Debug, Clone, Default)]
+pub enum ToolEmbedder {
+    /// The platform's `[memory] embedder` (default: the built-in offline model), read when the
+    /// tool is called. If it cannot be built (a provider without a key), the tool works
+    /// keyword-only and the reason goes to the log.
+    #[default]
+    Configured,
+    /// This one (`None`: keyword-only).
+    Fixed(Option<Arc<dyn Embedder>>),
+}
+
 /// Opens the workspace's memory with the embedder, or says why not (to the model: no host
 /// path; the full error goes to the log).
-fn open(
-    ctx: &ToolContext<'_>,
-    e: &Option<Arc<dyn Embedder>>,
-) -> std::result::Result<Memory, ToolOutput> {
+fn open(ctx: &ToolContext<'_>, e: &ToolEmbedder) -> std::result::Result<Memory, ToolOutput> {
     let m = Memory::open(ctx.workspace()).map_err(|err| failure("open", &err))?;
+    let e = match e {
+        ToolEmbedder::Fixed(e) => e.clone(),
+        ToolEmbedder::Configured => match configured_embedder(ctx.workspace()) {
+            Ok(e) => e,
+            Err(err) => {
+                log::warn!(target: "memory", "memory tool: configured embedder unavailable, keyword-only: {err}");
+                None
+            }
+        },
+    };
     Ok(match e {
-        Some(e) => m.with_embedder(e.clone()),
+        Some(e) => m.with_embedder(e),
         None => m,
     })
 }
@@ -41,8 +60,8 @@ fn failure(what: &str, err: &Error) -> ToolOutput {
 /// `memory_search {query, limit}`.
 #[derive(Debug, Clone, Default)]
 pub struct MemorySearchTool {
-    /// Embedder for hybrid search (`None`: keyword only).
-    pub embedder: Option<Arc<dyn Embedder>>,
+    /// Embedder for hybrid search.
+    pub embedder: ToolEmbedder,
     /// Search settings (`limit` is replaced by the call's).
     pub options: SearchOptions,
 }
@@ -107,8 +126,8 @@ impl Tool for MemorySearchTool {
 /// `memory_store {content}`.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStoreTool {
-    /// Embedder for the stored chunks (`None`: keyword only).
-    pub embedder: Option<Arc<dyn Embedder>>,
+    /// Embedder for the stored chunks.
+    pub embedder: ToolEmbedder,
 }
 
 impl Tool for MemoryStoreTool {
@@ -154,8 +173,8 @@ impl Tool for MemoryStoreTool {
     }
 }
 
-/// Both tools, sharing `embedder` (`None`: keyword-only memory).
-pub fn memory_tools(embedder: Option<Arc<dyn Embedder>>) -> Vec<Arc<dyn Tool>> {
+/// Both tools, sharing `embedder`.
+pub fn memory_tools(embedder: ToolEmbedder) -> Vec<Arc<dyn Tool>> {
     vec![
         Arc::new(MemorySearchTool {
             embedder: embedder.clone(),
@@ -166,7 +185,7 @@ pub fn memory_tools(embedder: Option<Arc<dyn Embedder>>) -> Vec<Arc<dyn Tool>> {
 }
 
 /// Adds `memory_search` and `memory_store` to `reg`.
-pub fn register(reg: &mut ToolRegistry, embedder: Option<Arc<dyn Embedder>>) -> Result<()> {
+pub fn register(reg: &mut ToolRegistry, embedder: ToolEmbedder) -> Result<()> {
     for t in memory_tools(embedder) {
         reg.register(t)?;
     }
@@ -196,7 +215,7 @@ mod tests {
         let mut reg = ToolRegistry::empty();
         register(
             &mut reg,
-            Some(Arc::new(super::super::HashEmbedder::default())),
+            ToolEmbedder::Fixed(Some(Arc::new(super::super::HashEmbedder::default()))),
         )
         .unwrap();
         assert_eq!(reg.names(), vec!["memory_search", "memory_store"]);

@@ -80,6 +80,9 @@ enum Cmd {
         after_help = "Events (tool calls, retries, fallbacks, compactions) go to stderr, the answer to stdout;\n--json prints every event as a JSON line on stdout instead.\n\nExamples:\n  bulkhead run acme --model anthropic/claude-sonnet-4-5 'list the files and summarize README.md'\n  bulkhead run acme --session s1 --fallback openai/gpt-4o --fallback google/gemini-2.5-flash 'continue'\n  echo 'what changed?' | bulkhead --json run acme --base-url http://127.0.0.1:11434/v1 --model ollama/qwen3 -\nKeys: the workspace's credentials (with --credential-key-file or $BULKHEAD_CREDENTIAL_KEY), then\n$ANTHROPIC_API_KEY, $OPENAI_API_KEY, $GEMINI_API_KEY, … (and *_API_KEYS lists). Exit 9: every model\nfailed; 10: --max-steps reached; 8: the session is in use; 130: cancelled."
     )]
     Run(crate::agent::cli::RunArgs),
+    /// List, show, enable, disable and run skills (each run in a sandbox of its own).
+    #[command(subcommand)]
+    Skill(crate::skills::cli::SkillCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +134,53 @@ enum WorkspaceCmd {
         #[command(subcommand)]
         action: NetCmd,
     },
+    /// Add, remove and list a workspace's lifecycle hook executables.
+    #[command(after_help = HOOK_HELP)]
+    Hook {
+        /// Workspace id.
+        id: String,
+        #[command(subcommand)]
+        action: HookCmd,
+    },
+}
+
+const HOOK_HELP: &str = "\
+Events: session_start, before_agent_start, before_tool_call, after_tool_call, after_agent_end,
+session_end, on_error. A hook is a host executable (absolute path) chosen by the operator: it
+gets the event as JSON on stdin and may print {\"decision\":\"allow\"},
+{\"decision\":\"veto\",\"reason\":\"...\"} or {\"decision\":\"rewrite\",\"arguments\":{...}}.
+It runs with an empty environment; a failing before_tool_call hook refuses the call.
+
+Examples:
+  bulkhead workspace hook acme add before_tool_call /etc/bulkhead/hooks/policy.sh --timeout 2
+  bulkhead workspace hook acme add on_error /usr/local/bin/page-oncall --priority -10
+  bulkhead workspace hook acme list
+  bulkhead workspace hook acme rm before_tool_call /etc/bulkhead/hooks/policy.sh";
+
+#[derive(Debug, Subcommand)]
+enum HookCmd {
+    /// Add a hook (the same event and path again updates its timeout and priority).
+    Add {
+        /// The event.
+        event: String,
+        /// Absolute path of an executable regular file on the host.
+        path: PathBuf,
+        /// Timeout in seconds (default 5, at most 300).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+        /// Priority: lower runs first (default 0).
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        priority: Option<i32>,
+    },
+    /// Remove a hook.
+    Rm {
+        /// The event.
+        event: String,
+        /// The path, as added.
+        path: PathBuf,
+    },
+    /// List the hooks.
+    List,
 }
 
 const NET_HELP: &str = "\
@@ -367,6 +417,7 @@ fn run(cli: Cli) -> Result<i32> {
                     skills,
                     limits: limits.config(),
                     network: Default::default(),
+                    hooks: Vec::new(),
                 },
             )?;
             if json {
@@ -439,11 +490,13 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Cmd::Workspace(WorkspaceCmd::Net { id, action }) => net(&p, &id, action, json),
+        Cmd::Workspace(WorkspaceCmd::Hook { id, action }) => hook(&p, &id, action, json),
         Cmd::Exec(args) => exec(&p, args),
         Cmd::Session(c) => crate::sessions::run(&p, c, json),
         Cmd::Cred(c) => crate::creds::cli::run(&p, c, json, cli.credential_key_file.as_deref()),
         Cmd::Memory(c) => crate::memory::cli::run(&p, c, json),
         Cmd::Run(a) => crate::agent::cli::run(&p, a, json, cli.credential_key_file.as_deref()),
+        Cmd::Skill(c) => crate::skills::cli::run(&p, c, json, cli.credential_key_file.as_deref()),
         Cmd::Doctor => {
             let r = crate::doctor::run(&p);
             if json {
@@ -538,6 +591,95 @@ fn net_json(w: &Workspace, p: &Platform) -> Result<serde_json::Value> {
         "totals": totals,
         "audit_log": w.net_audit_log(),
     }))
+}
+
+/// `bulkhead workspace hook <id> …`. An invalid event, path or timeout is exit 2 and
+/// changes nothing; removing a hook that is not there is an error (exit 2).
+fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
+    use crate::agent::hooks::{HookEventKind, HookSpec};
+    let mut w = p.workspace(id)?;
+    match cmd {
+        HookCmd::Add {
+            event,
+            path,
+            timeout,
+            priority,
+        } => {
+            let event: HookEventKind = event.parse()?;
+            let spec = HookSpec {
+                event,
+                path,
+                timeout_secs: timeout,
+                priority: priority.unwrap_or(0),
+            };
+            spec.validate()?;
+            let s = spec.clone();
+            let replaced = w.update_hooks(move |hooks| {
+                if let Some(h) = hooks
+                    .iter_mut()
+                    .find(|h| h.event == s.event && h.path == s.path)
+                {
+                    *h = s;
+                    Ok(true)
+                } else {
+                    hooks.push(s);
+                    Ok(false)
+                }
+            })?;
+            if json {
+                say(json!({"workspace": w.id(), "added": spec, "replaced": replaced}))?;
+            } else {
+                say(format_args!(
+                    "{} hook {} on {} (timeout {}s, priority {})",
+                    if replaced { "updated" } else { "added" },
+                    spec.path.display(),
+                    spec.event,
+                    spec.timeout().as_secs(),
+                    spec.priority
+                ))?;
+            }
+        }
+        HookCmd::Rm { event, path } => {
+            let event: HookEventKind = event.parse()?;
+            let p2 = path.clone();
+            w.update_hooks(move |hooks| {
+                let before = hooks.len();
+                hooks.retain(|h| !(h.event == event && h.path == p2));
+                if hooks.len() == before {
+                    return Err(Error::Invalid(format!(
+                        "no {event} hook {} in this workspace (see `bulkhead workspace hook {id} list`)",
+                        p2.display()
+                    )));
+                }
+                Ok(())
+            })?;
+            if json {
+                say(json!({"workspace": w.id(), "removed": {"event": event, "path": path}}))?;
+            } else {
+                say(format_args!("removed {event} hook {}", path.display()))?;
+            }
+        }
+        HookCmd::List => {
+            let mut hooks = w.hooks().to_vec();
+            hooks.sort_by_key(|h| (h.event, h.priority));
+            if json {
+                say(json!({"workspace": w.id(), "hooks": hooks}))?;
+            } else if hooks.is_empty() {
+                say(format_args!("no hooks for workspace {}", w.id()))?;
+            } else {
+                for h in &hooks {
+                    say(format_args!(
+                        "{:<18} {:>4}  {:>3}s  {}",
+                        h.event.as_str(),
+                        h.priority,
+                        h.timeout().as_secs(),
+                        h.path.display()
+                    ))?;
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
 }
 
 /// `bulkhead workspace net <id> …`. Decisions: `allow` of a pattern already there and

@@ -27,6 +27,7 @@ pub mod net;
 pub mod platform;
 pub mod sandbox;
 pub mod sessions;
+pub mod skills;
 pub mod state;
 
 pub use agent::{CancelToken, RunEvent, RunOutcome, RunRequest, RunResult};

@@ -111,6 +111,10 @@ pub struct WorkspaceConfig {
         skip_serializing_if = "crate::net::egress::NetworkPolicy::is_default"
     )]
     pub network: crate::net::egress::NetworkPolicy,
+    /// Lifecycle hook executables (host programs chosen by the operator, never anything in
+    /// the sandbox); see [`crate::agent::hooks`]. Absent in files written before hooks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::agent::hooks::HookSpec>,
 }
 
 /// Checks a `provider/model` string: a provider name `[a-z0-9][a-z0-9_-]*`, a slash, and a
@@ -484,6 +488,74 @@ impl Workspace {
         );
         self.record = record;
         Ok(out)
+    }
+
+    /// Changes the enabled skills, like [`Workspace::update_network`]: under the platform
+    /// lock, re-reads `workspace.json`, applies `change`, validates, writes atomically.
+    pub fn update_skills<T>(
+        &mut self,
+        change: impl FnOnce(&mut Vec<String>) -> Result<T>,
+    ) -> Result<T> {
+        let _lock = self.state.lock()?;
+        let path = self.config_path();
+        let mut record = read_record(&self.state, &self.record.id)?;
+        let out = change(&mut record.config.skills)?;
+        record.config.validate()?;
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&path, &json, 0o600)?;
+        self.record = record;
+        Ok(out)
+    }
+
+    /// The launcher binary this workspace's sandboxes are started with.
+    pub fn launcher_path(&self) -> Result<PathBuf> {
+        match &self.launcher {
+            Some(l) => Ok(l.clone()),
+            None => find_launcher(),
+        }
+    }
+
+    /// The workspace's hook executables.
+    pub fn hooks(&self) -> &[crate::agent::hooks::HookSpec] {
+        &self.record.config.hooks
+    }
+
+    /// Changes the hook executables like [`Workspace::update_network`]: under the platform
+    /// lock, re-read, `change`, atomic write (`change` validates what it adds, so a hook
+    /// whose file is gone can still be removed).
+    pub fn update_hooks<T>(
+        &mut self,
+        change: impl FnOnce(&mut Vec<crate::agent::hooks::HookSpec>) -> Result<T>,
+    ) -> Result<T> {
+        let _lock = self.state.lock()?;
+        let path = self.config_path();
+        let mut record = read_record(&self.state, &self.record.id)?;
+        let out = change(&mut record.config.hooks)?;
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&path, &json, 0o600)?;
+        log::info!(
+            target: "hooks",
+            workspace = self.record.id.as_str(),
+            hooks = record.config.hooks.len();
+            "hooks changed"
+        );
+        self.record = record;
+        Ok(out)
+    }
+
+    /// Registers a sandbox started for this workspace outside [`Workspace::sandbox`] (a
+    /// skill's, with a spec of its own) in `run/`, so that deleting the workspace stops it
+    /// too; it is unregistered when it ends.
+    pub fn adopt_sandbox(&self, sb: Sandbox, limits: Limits) -> RunningSandbox {
+        let pid = sb.info().launcher_pid;
+        let run_file = self.dir().join("run").join(pid.to_string());
+        let start = proc_start_time(pid).unwrap_or(0);
+        let _ = fs::write(&run_file, format!("{pid} {start}\n"));
+        RunningSandbox {
+            sandbox: Some(sb),
+            run_file,
+            limits,
+        }
     }
 
     /// Effective limits: policy defaults, then `config.toml`'s `[limits]`, then the

@@ -132,6 +132,19 @@ pub fn human_line(e: &RunEvent) -> Option<String> {
             s
         }
         RunEvent::Warning { message } => format!("warning: {message}"),
+        RunEvent::Hook {
+            hook,
+            event,
+            decision,
+            reason,
+            ..
+        } if decision != "allow" => format!(
+            "hook {hook} ({event}): {decision}{}",
+            reason
+                .as_deref()
+                .map(|r| format!(": {}", one_line(r, 200)))
+                .unwrap_or_default()
+        ),
         RunEvent::AssistantMessage {
             text, tool_calls, ..
         } if *tool_calls > 0 && !text.trim().is_empty() => format!("> {}", one_line(text.trim(), 200)),

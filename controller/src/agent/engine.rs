@@ -14,6 +14,7 @@ use super::context::{
 };
 use super::events::{RunEvent, RunOutcome, RunResult, ToolCallRecord};
 use super::failover::{CallError, Caller, Cooldowns, Slot};
+use super::hooks::{Gate, HookEvent, HookEventKind, HookSet, RESULT_PREVIEW_CHARS};
 use super::schema;
 use super::tools::{SandboxSlot, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 use super::{ProviderFactory, RunRequest, DEFAULT_SYSTEM_PROMPT};
@@ -65,6 +66,8 @@ struct Run<'a> {
     /// The text of the final (or, at the step limit, the last) reply.
     finish_text: Option<String>,
     started: Instant,
+    /// Lifecycle hooks: the request's callbacks and the workspace's executables.
+    hooks: HookSet,
 }
 
 fn parse_model(s: &str) -> Result<ModelRef> {
@@ -184,14 +187,15 @@ impl Setup<'_> {
         };
         let sid = handle.sid().to_string();
         let transcript = handle.read()?;
+        let new_session = transcript.events.is_empty();
         let history = history_from_events(&transcript.events);
 
         let cancel = req.cancel.clone().unwrap_or_default();
         let deadline = req.timeouts.run.map(|d| started + d);
-        let tools = req
-            .tools
-            .clone()
-            .unwrap_or_else(|| Arc::new(ToolRegistry::builtin()));
+        let tools = match req.tools.clone() {
+            Some(t) => t,
+            None => Arc::new(default_tools(ws, req.credential_key.clone())),
+        };
         let run_id = format!("run-{}", generate_session_id());
         let caller = Caller {
             slots,
@@ -207,6 +211,7 @@ impl Setup<'_> {
         };
         let system = system_prompt(ws, &req, &tools);
         let limits = req.limits.clone();
+        let hooks = HookSet::new(&req.hooks, &cfg.hooks);
         let mut run = Run {
             ws,
             tools,
@@ -234,6 +239,7 @@ impl Setup<'_> {
             answered_by: String::new(),
             finish_text: None,
             started,
+            hooks,
             req,
         };
         let history_messages = run.msgs.len();
@@ -258,7 +264,17 @@ impl Setup<'_> {
             log::warn!(target: "agent", workspace = run.ws.id(); "{w}");
             run.emit(RunEvent::Warning { message: w });
         }
-        let outcome = run.start(&primary).and_then(|()| run.steps_loop());
+        run.fire(
+            HookEventKind::SessionStart,
+            serde_json::json!({ "new_session": new_session }),
+        );
+        let outcome = run.start(&primary).and_then(|()| {
+            run.fire(
+                HookEventKind::BeforeAgentStart,
+                serde_json::json!({ "message": run.req.message, "model": primary.to_string() }),
+            );
+            run.steps_loop()
+        });
         run.finish(outcome)
     }
 }
@@ -320,6 +336,131 @@ fn stop_error(e: CallError, attempts: &[super::Attempt], deadline_secs: f64) -> 
 impl Run<'_> {
     fn emit(&mut self, e: RunEvent) {
         (self.on_event)(&e);
+    }
+
+    fn hook_event(&self, kind: HookEventKind, data: Value) -> HookEvent {
+        HookEvent {
+            event: kind,
+            workspace: self.ws.id().to_string(),
+            session: self.sid.clone(),
+            run_id: self.run_id.clone(),
+            data: match data {
+                Value::Object(m) => m,
+                _ => Default::default(),
+            },
+        }
+    }
+
+    fn emit_hook_reports(&mut self, reports: Vec<super::hooks::HookReport>, call_id: Option<&str>) {
+        for r in reports {
+            self.emit(RunEvent::Hook {
+                hook: r.hook,
+                event: r.event,
+                decision: r.decision,
+                reason: r.reason,
+                call_id: call_id.map(str::to_string),
+                duration_ms: r.duration_ms,
+            });
+        }
+    }
+
+    /// Fires a notification event at the hooks (their decisions are reported, not acted on).
+    fn fire(&mut self, kind: HookEventKind, data: Value) {
+        if self.hooks.is_empty() {
+            return;
+        }
+        let ev = self.hook_event(kind, data);
+        let call_id = ev
+            .get("call_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut reports = Vec::new();
+        self.hooks.notify(&ev, &mut |r| reports.push(r));
+        self.emit_hook_reports(reports, call_id.as_deref());
+    }
+
+    /// `before_tool_call`: the arguments to run the call with, or the refusal the model
+    /// gets (also recorded in the transcript as an `error` of kind `hook`).
+    fn gate_tool(&mut self, step: usize, call: &ToolCall) -> std::result::Result<Value, String> {
+        if self.hooks.is_empty() {
+            return Ok(call.arguments.clone());
+        }
+        let ev = self.hook_event(
+            HookEventKind::BeforeToolCall,
+            serde_json::json!({
+                "step": step,
+                "call_id": call.id,
+                "tool": call.name,
+                "arguments": call.arguments,
+            }),
+        );
+        let mut reports = Vec::new();
+        let gate = self.hooks.gate(&ev, &mut |r| reports.push(r));
+        self.emit_hook_reports(reports, Some(&call.id));
+        match gate {
+            Gate::Run(args) => Ok(args),
+            Gate::Refuse(msg) => {
+                let msg = crate::logging::redact(&msg);
+                log::warn!(target: "hooks", workspace = self.ws.id(), session = self.sid.as_str(); "tool call {} ({}) {msg}", call.id, call.name);
+                if let Err(e) = self.push(Event::error(msg.clone(), "hook")) {
+                    log::warn!(target: "agent", "transcript: {e}");
+                }
+                Err(msg)
+            }
+        }
+    }
+
+    /// `after_tool_call`, with the result cut to [`RESULT_PREVIEW_CHARS`].
+    fn after_tool(&mut self, step: usize, call: &ToolCall, out: &ToolOutput, truncated: bool) {
+        if self.hooks.is_empty() {
+            return;
+        }
+        let (preview, cut) = truncate_middle(&out.content, RESULT_PREVIEW_CHARS);
+        self.fire(
+            HookEventKind::AfterToolCall,
+            serde_json::json!({
+                "step": step,
+                "call_id": call.id,
+                "tool": call.name,
+                "arguments": call.arguments,
+                "result": preview,
+                "is_error": out.is_error,
+                "truncated": truncated || cut,
+            }),
+        );
+    }
+
+    /// Runs one call through the hooks and the tool.
+    fn gated_exec(
+        &mut self,
+        step: usize,
+        call: &ToolCall,
+        tools: &ToolRegistry,
+    ) -> Result<(ToolCall, ToolOutput, bool)> {
+        let mut call = call.clone();
+        let r = match self.gate_tool(step, &call) {
+            Ok(args) => {
+                call.arguments = args;
+                self.emit(RunEvent::ToolCall {
+                    step,
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                });
+                self.exec_tool(step, &call, tools)?
+            }
+            Err(msg) => {
+                self.emit(RunEvent::ToolCall {
+                    step,
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                });
+                (ToolOutput::error(msg), false)
+            }
+        };
+        self.after_tool(step, &call, &r.0, r.1);
+        Ok((call, r.0, r.1))
     }
 
     fn run_secs(&self) -> f64 {
@@ -554,13 +695,7 @@ impl Run<'_> {
             if mem.get(&c.name).is_none() {
                 continue;
             }
-            self.emit(RunEvent::ToolCall {
-                step: 0,
-                call_id: c.id.clone(),
-                name: c.name.clone(),
-                arguments: c.arguments.clone(),
-            });
-            let (out, _) = self.exec_tool(0, c, &mem)?;
+            let (_, out, _) = self.gated_exec(0, c, &mem)?;
             self.emit(RunEvent::ToolResult {
                 step: 0,
                 call_id: c.id.clone(),
@@ -777,14 +912,8 @@ impl Run<'_> {
             let tools = Arc::clone(&self.tools);
             for c in &tool_calls {
                 self.check_stop()?;
-                self.emit(RunEvent::ToolCall {
-                    step,
-                    call_id: c.id.clone(),
-                    name: c.name.clone(),
-                    arguments: c.arguments.clone(),
-                });
                 let t0 = Instant::now();
-                let (out, truncated) = self.exec_tool(step, c, &tools)?;
+                let (effective, out, truncated) = self.gated_exec(step, c, &tools)?;
                 let took = t0.elapsed();
                 log::debug!(target: "agent", workspace = self.ws.id(), session = self.sid.as_str(); "tool {} {} in {:?}", c.name, if out.is_error { "failed" } else { "ok" }, took);
                 self.emit(RunEvent::ToolResult {
@@ -805,7 +934,7 @@ impl Run<'_> {
                     step,
                     call_id: c.id.clone(),
                     name: c.name.clone(),
-                    arguments: c.arguments.clone(),
+                    arguments: effective.arguments,
                     is_error: out.is_error,
                     output_chars: out.content.chars().count(),
                     truncated,
@@ -838,7 +967,24 @@ impl Run<'_> {
         let error = outcome.as_ref().err().map(|e| e.to_string());
         if let (Some(msg), Some(kind)) = (&error, error_kind) {
             let _ = self.push(Event::error(msg.clone(), kind));
+            self.fire(
+                HookEventKind::OnError,
+                serde_json::json!({ "kind": kind, "message": crate::logging::redact(msg) }),
+            );
         }
+        self.fire(
+            HookEventKind::AfterAgentEnd,
+            serde_json::json!({
+                "outcome": state.as_str(),
+                "usage": self.usage,
+                "steps": self.steps,
+                "tool_calls": self.tool_records.len(),
+            }),
+        );
+        self.fire(
+            HookEventKind::SessionEnd,
+            serde_json::json!({ "outcome": state.as_str() }),
+        );
         let response = match state {
             RunOutcome::Completed | RunOutcome::MaxSteps => {
                 self.finish_text.clone().unwrap_or_default()
@@ -890,4 +1036,31 @@ impl Run<'_> {
             model: self.answered_by.clone(),
         })
     }
+}
+
+/// The tools of a run that names none: the built-in ones, and `skill_list` /
+/// `skill_execute` with the enabled skills described in the prompt when the workspace has
+/// any enabled (read from its config on the host; the sandbox cannot change it).
+fn default_tools(ws: &Workspace, key: Option<crate::creds::CredentialKey>) -> ToolRegistry {
+    let mut reg = ToolRegistry::builtin();
+    let root = ws.dir();
+    let Some(state) = root.parent().and_then(std::path::Path::parent) else {
+        return reg;
+    };
+    let registry = crate::skills::Registry::new(state.join("skills"));
+    match crate::skills::tools::prompt_section(&registry, ws) {
+        Ok(Some((title, body))) => {
+            for t in crate::skills::tools::skill_tools(registry, key) {
+                if let Err(e) = reg.register(t) {
+                    log::warn!(target: "agent", "skill tool not registered: {e}");
+                }
+            }
+            reg.add_prompt_section(title, body);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            log::warn!(target: "agent", workspace = ws.id(); "skills unavailable for this run: {e}");
+        }
+    }
+    reg
 }

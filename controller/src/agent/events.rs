@@ -166,6 +166,23 @@ pub struct RunResult {
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RunEvent {
+    /// A lifecycle hook answered an event (or failed); see [`super::hooks`].
+    Hook {
+        /// The hook (a Rust hook's name or an executable's path).
+        hook: String,
+        /// The event.
+        event: super::hooks::HookEventKind,
+        /// `allow`, `veto`, `rewrite` or `failed`.
+        decision: String,
+        /// A veto's reason or the failure.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The tool call it was about (`before_tool_call`, `after_tool_call`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+        /// Wall time in milliseconds.
+        duration_ms: u64,
+    },
     /// The run began.
     RunStart {
         /// Run id.
@@ -343,6 +360,7 @@ impl RunEvent {
     /// The `type` tag.
     pub fn kind(&self) -> &'static str {
         match self {
+            RunEvent::Hook { .. } => "hook",
             RunEvent::RunStart { .. } => "run_start",
             RunEvent::Warning { .. } => "warning",
             RunEvent::ModelAttempt { .. } => "model_attempt",

@@ -54,6 +54,12 @@
 //! 6. **End**: the sandbox (started at the first tool call) is shut down, `run_end` with the
 //!    run's usage is committed, [`RunEvent::RunEnd`] is sent.
 //!
+//! # Hooks
+//!
+//! [`RunRequest::hooks`] (Rust callbacks) and the workspace's hook executables see the run's
+//! lifecycle events; a `before_tool_call` hook may veto (the model gets the refusal as the
+//! tool result) or rewrite a call. Each decision is a [`RunEvent::Hook`]. See [`hooks`].
+//!
 //! # Transcript
 //!
 //! `run_start` and `user_message` are committed when the run starts; each step's
@@ -77,6 +83,7 @@ pub mod context;
 mod engine;
 pub mod events;
 pub mod failover;
+pub mod hooks;
 pub mod pricing;
 pub mod schema;
 pub mod tools;
@@ -90,6 +97,7 @@ pub use cancel::CancelToken;
 pub use context::ContextConfig;
 pub use events::{format_attempts, Attempt, RunEvent, RunOutcome, RunResult, ToolCallRecord};
 pub use failover::Cooldowns;
+pub use hooks::{Hook, HookDecision, HookEvent, HookEventKind, HookReport, HookSpec, Hooks};
 pub use tools::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 
 use crate::config::LlmConfig;
@@ -177,6 +185,9 @@ pub struct RunRequest {
     pub tools: Option<Arc<ToolRegistry>>,
     /// Sandbox limits on top of the workspace's.
     pub limits: LimitsConfig,
+    /// Lifecycle hooks (Rust callbacks; default none). The workspace's hook executables
+    /// run too (see [`hooks`]).
+    pub hooks: Hooks,
 }
 
 impl RunRequest {
@@ -200,6 +211,7 @@ impl RunRequest {
             env: None,
             tools: None,
             limits: LimitsConfig::default(),
+            hooks: Hooks::default(),
         }
     }
 }

@@ -791,3 +791,184 @@ fn model_calls_use_the_operators_llm_settings() {
     assert!(http.ssrf.allow_loopback && http.ssrf.allow_private);
     assert_eq!(http.ssrf.host_allowlist, None);
 }
+
+#[test]
+fn hooks_see_the_run_in_order_veto_and_rewrite_tool_calls() {
+    use super::hooks::{HookDecision, HookEvent, HookEventKind, Hooks};
+    let e = env();
+    let p = Fake::new(
+        "anthropic",
+        vec![
+            call("echo", json!({"text": "forbidden"})),
+            call("echo", json!({"text": "rewrite-me"})),
+            text("done"),
+        ],
+    );
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut req = request("go");
+    let mut hooks = Hooks::new();
+    // Registered out of priority order: "late" (10) must run after "policy" (0) and
+    // "first" (-1); "policy" and "audit" tie at 0 and keep registration order.
+    let s = Arc::clone(&seen);
+    hooks.add("late", 10, move |ev: &HookEvent| {
+        s.lock().unwrap().push(format!("late:{}", ev.event));
+        HookDecision::Allow
+    });
+    let s = Arc::clone(&seen);
+    hooks.add_for(
+        &[HookEventKind::BeforeToolCall],
+        "policy",
+        0,
+        move |ev: &HookEvent| {
+            s.lock().unwrap().push(format!("policy:{}", ev.event));
+            match ev.arguments().and_then(|a| a["text"].as_str()) {
+                Some("forbidden") => HookDecision::Veto {
+                    reason: "not this text".into(),
+                },
+                Some("rewrite-me") => HookDecision::Rewrite {
+                    arguments: json!({"text": "rewritten"}),
+                },
+                _ => HookDecision::Allow,
+            }
+        },
+    );
+    let s = Arc::clone(&seen);
+    hooks.add_for(
+        &[HookEventKind::BeforeToolCall],
+        "audit",
+        0,
+        move |ev: &HookEvent| {
+            s.lock().unwrap().push(format!(
+                "audit:{}",
+                ev.arguments()
+                    .map(|a| a["text"].to_string())
+                    .unwrap_or_default()
+            ));
+            HookDecision::Allow
+        },
+    );
+    let s = Arc::clone(&seen);
+    hooks.add("first", -1, move |ev: &HookEvent| {
+        let extra = match ev.event {
+            HookEventKind::AfterToolCall => format!("={}", ev.get("result").unwrap()),
+            HookEventKind::AfterAgentEnd => {
+                format!("={}", ev.get("usage").unwrap()["output_tokens"])
+            }
+            _ => String::new(),
+        };
+        s.lock().unwrap().push(format!("first:{}{extra}", ev.event));
+        HookDecision::Allow
+    });
+    req.hooks = hooks;
+    let (r, events) = run(&e, req, vec![p.clone()]);
+    let r = r.unwrap();
+    assert_eq!(r.response, "done");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            "first:session_start",
+            "late:session_start",
+            "first:before_agent_start",
+            "late:before_agent_start",
+            // The veto stops the chain: neither "audit" nor "late" sees the first call.
+            "first:before_tool_call",
+            "policy:before_tool_call",
+            "first:after_tool_call=\"refused by policy hook policy: not this text\"",
+            "late:after_tool_call",
+            "first:before_tool_call",
+            "policy:before_tool_call",
+            "audit:\"rewritten\"",
+            "late:before_tool_call",
+            "first:after_tool_call=\"rewritten\"",
+            "late:after_tool_call",
+            "first:after_agent_end=30",
+            "late:after_agent_end",
+            "first:session_end",
+            "late:session_end",
+        ]
+    );
+    // The model got the refusal, then the rewritten call's result.
+    let seen_by_model = p.seen();
+    let result = |i: usize| match seen_by_model[i].0.messages.last() {
+        Some(Message::ToolResult {
+            content, is_error, ..
+        }) => (content.clone(), *is_error),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        result(1),
+        ("refused by policy hook policy: not this text".into(), true)
+    );
+    assert_eq!(result(2), ("rewritten".into(), false));
+    assert_eq!(r.tool_calls[1].arguments, json!({"text": "rewritten"}));
+    // Decisions are `hook` events; the veto is in the transcript.
+    let decisions: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Hook { hook, decision, .. } if decision != "allow" => {
+                Some((hook.clone(), decision.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        vec![
+            ("policy".to_string(), "veto".to_string()),
+            ("policy".to_string(), "rewrite".to_string())
+        ]
+    );
+    let v = serde_json::to_value(events.iter().find(|e| e.kind() == "hook").unwrap()).unwrap();
+    assert_eq!(v["type"], "hook");
+    assert!(transcript(&e, "s1").iter().any(|ev| {
+        let v = serde_json::to_value(ev).unwrap();
+        v["type"] == "error"
+            && v["kind"] == "hook"
+            && v["message"] == "refused by policy hook policy: not this text"
+    }));
+}
+
+#[test]
+fn on_error_fires_when_the_run_fails() {
+    use super::hooks::{HookDecision, HookEvent, HookEventKind, Hooks};
+    let e = env();
+    let p = Fake::new("anthropic", vec![fail(FailoverReason::Auth)]);
+    let seen: Arc<Mutex<Vec<(HookEventKind, Value)>>> = Arc::default();
+    let mut req = request("go");
+    req.fallbacks = Some(vec![]);
+    let s = Arc::clone(&seen);
+    let mut hooks = Hooks::new();
+    hooks.add("errors", 0, move |ev: &HookEvent| {
+        s.lock()
+            .unwrap()
+            .push((ev.event, serde_json::to_value(ev).unwrap()));
+        HookDecision::Allow
+    });
+    req.hooks = hooks;
+    let (r, _) = run(&e, req, vec![p]);
+    assert!(matches!(r, Err(Error::AllModelsFailed { .. })), "{r:?}");
+    let seen = seen.lock().unwrap().clone();
+    let kinds: Vec<HookEventKind> = seen.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            HookEventKind::SessionStart,
+            HookEventKind::BeforeAgentStart,
+            HookEventKind::OnError,
+            HookEventKind::AfterAgentEnd,
+            HookEventKind::SessionEnd
+        ]
+    );
+    let err = &seen[2].1;
+    assert_eq!(err["kind"], "llm");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("all models failed"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("sk-ant-unit-test-key-0001"));
+    assert_eq!(seen[3].1["outcome"], "failed");
+}

@@ -1,0 +1,452 @@
+//! Running a skill in a sandbox of its own.
+//!
+//! One sandbox per run, through the same launcher as a workspace's: `/workspace` is a fresh
+//! empty directory (`<workspace>/skill-runs/<run>/`, created like `files/` and removed after
+//! the run) unless the skill declares `workspace = "read"|"write"`; the skill's files are
+//! written into the sandbox's `/tmp/skill/` with the worker's write requests and run from
+//! there (the registry on the host is never mounted); the skill's own limits and timeout;
+//! parameters as JSON on stdin; stdout is the result (JSON if it parses, else text), capped
+//! at [`MAX_RESULT_BYTES`]; stderr goes to the log (capped at [`MAX_STDERR_LOG_BYTES`]).
+//! Network: none, or the declared hosts through a proxy context of its own. Credentials:
+//! the sets the skill declares and the workspace holds, as `<SET>_<KEY>` and `<KEY>`;
+//! every value is redacted ([`super::redact`]) from stdout and stderr.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_shared::{Command as WireCommand, ExecRequest, ExitKind, Reply, Request, Stream};
+use serde_json::{json, Value};
+
+use super::redact::{Redactor, MIN_SECRET_LEN};
+use super::{skill_files, Registry, Skill, WorkspaceAccess};
+use crate::agent::CancelToken;
+use crate::creds::{shadows_environment, CredentialKey};
+use crate::error::{Error, Result};
+use crate::platform::Workspace;
+use crate::sandbox::Sandbox;
+use crate::state::mkdir;
+
+/// Largest result returned (stdout after redaction).
+pub const MAX_RESULT_BYTES: usize = 256 << 10;
+/// Largest part of stderr written to the log.
+pub const MAX_STDERR_LOG_BYTES: usize = 16 << 10;
+/// Where the skill's files are inside its sandbox.
+pub const SKILL_DIR_IN_SANDBOX: &str = "/tmp/skill";
+/// Largest parameters document.
+pub const MAX_PARAMS_BYTES: usize = 1 << 20;
+/// Environment names a credential may not take (beyond the credential module's list): the
+/// proxy settings the worker gives a sandbox with egress.
+const PROXY_VARS: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"];
+
+/// What a run gave.
+#[derive(Debug, Clone)]
+pub struct SkillResult {
+    /// Skill id.
+    pub skill: String,
+    /// Exit status (128 + n when killed by signal n; 124 when timed out).
+    pub exit_code: i32,
+    /// The timeout fired (every process was killed).
+    pub timed_out: bool,
+    /// Killed by the memory limit.
+    pub oom_killed: bool,
+    /// Stdout, redacted: JSON when it parses, else a string.
+    pub output: Value,
+    /// Stdout was cut at [`MAX_RESULT_BYTES`] (or the worker's cap).
+    pub truncated: bool,
+    /// Number of environment variables injected from credentials.
+    pub injected: usize,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl SkillResult {
+    /// Success: exited 0, not timed out.
+    pub fn ok(&self) -> bool {
+        self.exit_code == 0 && !self.timed_out
+    }
+
+    /// As JSON (for `--json` and the agent tool).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "skill": self.skill,
+            "ok": self.ok(),
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
+            "oom_killed": self.oom_killed,
+            "truncated": self.truncated,
+            "output": self.output,
+            "duration_ms": self.duration_ms,
+        })
+    }
+}
+
+/// The environment name of a credential key in a set: `<SET>_<KEY>` upper-cased with every
+/// non-alphanumeric byte turned into `_`.
+pub fn env_name(set: &str, key: &str) -> String {
+    format!("{set}_{key}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn refused_name(name: &str) -> bool {
+    let up = name.to_ascii_uppercase();
+    shadows_environment(name) || shadows_environment(&up) || PROXY_VARS.contains(&up.as_str())
+}
+
+/// Builds the environment and the redactor from the sets the skill declares and the
+/// workspace holds. A name that would shadow the process environment is an error.
+fn credential_env(
+    ws: &Workspace,
+    skill: &Skill,
+    key: Option<&CredentialKey>,
+) -> Result<(Vec<(String, String)>, Redactor)> {
+    if skill.credentials.is_empty() || !ws.credentials_path().exists() {
+        return Ok((vec![], Redactor::default()));
+    }
+    let key = key.ok_or_else(|| {
+        Error::NoCredentialKey(format!(
+            "skill {:?} needs credentials; set $BULKHEAD_CREDENTIAL_KEY or --credential-key-file",
+            skill.id
+        ))
+    })?;
+    let store = ws.credentials(key)?;
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut secrets = vec![];
+    for set in &skill.credentials {
+        let Some(values) = store.get(set) else {
+            log::info!(target: "skill", workspace = ws.id(), skill = skill.id.as_str(); "credential set {set:?} declared but not held by the workspace");
+            continue;
+        };
+        for (k, v) in values {
+            let v = v.expose_secret();
+            if v.len() < MIN_SECRET_LEN {
+                log::warn!(target: "skill", workspace = ws.id(), skill = skill.id.as_str(); "credential {set}.{k} is shorter than {MIN_SECRET_LEN} bytes and is not redacted from the output");
+            }
+            secrets.push(v.to_string());
+            for name in [env_name(set, k), k.clone()] {
+                if refused_name(&name) {
+                    return Err(Error::Invalid(format!(
+                        "credential {set}.{k} would be passed as {name}, which shadows the process environment; rename the set or key"
+                    )));
+                }
+                env.insert(name, v.to_string());
+            }
+        }
+    }
+    Ok((env.into_iter().collect(), Redactor::new(&secrets)))
+}
+
+/// A per-run scratch directory, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch_dir(ws: &Workspace) -> Result<Scratch> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let parent = ws.dir().join("skill-runs");
+    mkdir(&parent, 0o711)?;
+    // Leftovers of runs whose process died without cleaning up (named `<pid>-…`).
+    if let Ok(rd) = fs::read_dir(&parent) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    let mut r = [0u8; 6];
+    getrandom::getrandom(&mut r).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = parent.join(format!(
+        "{}-{}-{hex}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    mkdir(&dir, 0o755)?;
+    let scratch = Scratch(dir.clone());
+    // Owned like `files/`: by the workspace's host uid when privileged, else by us.
+    if nix::unistd::geteuid().is_root() {
+        if let Some(uid) = ws.record().host_uid {
+            nix::unistd::chown(
+                &dir,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(uid)),
+            )
+            .map_err(|e| Error::io(&dir, e.into()))?;
+        }
+    }
+    Ok(scratch)
+}
+
+/// Whether `id` is enabled for the workspace, read from `workspace.json` now.
+pub fn is_enabled(ws: &Workspace, id: &str) -> Result<bool> {
+    Ok(ws.reload()?.record().config.skills.iter().any(|s| s == id))
+}
+
+fn cap_utf8(s: &str, max: usize) -> (&str, bool) {
+    if s.len() <= max {
+        return (s, false);
+    }
+    let mut n = max;
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    (&s[..n], true)
+}
+
+/// Options of one run beyond the skill's own settings.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Shorter timeout than the skill's (e.g. what is left of an agent run's time).
+    pub timeout: Option<Duration>,
+    /// Cancelling it kills the skill's sandbox (the run then fails with an error).
+    pub cancel: Option<CancelToken>,
+}
+
+/// Runs skill `id` for workspace `ws` with `params`. Refused unless the skill is valid,
+/// enabled for the workspace (read from `workspace.json` at call time) and `params` match
+/// its input schema. `key` opens the workspace's credentials when the skill declares any.
+pub fn run_skill(
+    ws: &Workspace,
+    registry: &Registry,
+    id: &str,
+    params: &Value,
+    key: Option<&CredentialKey>,
+) -> Result<SkillResult> {
+    run_skill_with(ws, registry, id, params, key, &RunOptions::default())
+}
+
+/// [`run_skill`] with [`RunOptions`].
+pub fn run_skill_with(
+    ws: &Workspace,
+    registry: &Registry,
+    id: &str,
+    params: &Value,
+    key: Option<&CredentialKey>,
+    options: &RunOptions,
+) -> Result<SkillResult> {
+    if let Some(c) = &options.cancel {
+        if c.is_cancelled() {
+            return Err(Error::Cancelled("the run was cancelled".into()));
+        }
+    }
+    let skill = registry.load(id)?;
+    if !is_enabled(ws, id)? {
+        return Err(Error::Invalid(format!(
+            "skill {id:?} is not enabled for workspace {:?}; an operator enables it with `bulkhead skill enable {} {id}`",
+            ws.id(),
+            ws.id()
+        )));
+    }
+    if !params.is_object() {
+        return Err(Error::Invalid(
+            "skill parameters must be a JSON object".into(),
+        ));
+    }
+    crate::agent::schema::validate(&skill.input_schema, params)
+        .map_err(|e| Error::Invalid(format!("parameters of skill {id:?}: {e}")))?;
+    let stdin = serde_json::to_vec(params).map_err(|e| Error::Invalid(e.to_string()))?;
+    if stdin.len() > MAX_PARAMS_BYTES {
+        return Err(Error::Invalid(format!(
+            "skill parameters are larger than {MAX_PARAMS_BYTES} bytes"
+        )));
+    }
+    let files = skill_files(&skill)?;
+    let (env, redactor) = credential_env(ws, &skill, key)?;
+
+    // The sandbox: the workspace's spec with the skill's limits and /workspace.
+    let mut spec = ws.launch_spec(&skill.limits)?;
+    let _scratch = match skill.workspace {
+        WorkspaceAccess::None => {
+            let s = scratch_dir(ws)?;
+            spec.workspace_dir = s.0.to_string_lossy().into_owned();
+            spec.workspace_writable = true;
+            Some(s)
+        }
+        WorkspaceAccess::Read => {
+            spec.workspace_writable = false;
+            None
+        }
+        WorkspaceAccess::Write => None,
+    };
+    let egress = !skill.network.is_empty();
+    let proxy = if egress {
+        let policy = crate::net::egress::NetworkPolicy::allowing(&skill.network)?;
+        Some(Arc::new(crate::net::proxy::ProxyContext::new(
+            ws.id(),
+            &policy,
+            ws.operator_network(),
+        )?))
+    } else {
+        None
+    };
+    let launcher = ws.launcher_path()?;
+    let started = std::time::Instant::now();
+    let mut sb = Sandbox::start_with(
+        &launcher,
+        &spec,
+        &bulkhead_shared::LaunchOptions { egress },
+    )
+    .inspect_err(|e| {
+        log::warn!(target: "skill", workspace = ws.id(), skill = id; "skill sandbox start failed: {e}");
+    })?;
+    let egress_chan = sb.take_egress_channel();
+    let mut rs = ws.adopt_sandbox(sb, spec.limits.clone());
+    // Cancel: SIGTERM to the launcher kills every process of the sandbox and the blocked
+    // request returns (the launcher is our unreaped child while the guard lives).
+    let cancel_hook = options.cancel.as_ref().map(|c| {
+        let pid = rs.get().info().launcher_pid;
+        c.on_cancel(move || {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        })
+    });
+    let sb = rs.get();
+    if let (Some(ctx), Some(chan)) = (proxy, egress_chan) {
+        let name = format!("{}/skill:{id}", ws.id());
+        std::thread::Builder::new()
+            .name("egress-skill".into())
+            .spawn(move || {
+                if let Err(e) =
+                    crate::net::proxy::serve_channel(chan, ctx, crate::net::fdpass::recv_passed_fd)
+                {
+                    log::warn!(target: "egress", workspace = name.as_str(); "skill egress channel ended: {e}");
+                }
+            })
+            .map_err(|e| Error::Invalid(format!("cannot start the egress proxy thread: {e}")))?;
+    }
+
+    // Copy the skill's files in.
+    for (rel, data, mode) in files {
+        let path = format!("{SKILL_DIR_IN_SANDBOX}/{rel}");
+        match sb.request(
+            Request::Write {
+                path: path.clone(),
+                data,
+                mode,
+                create_parents: true,
+            },
+            &mut |_, _| {},
+        )? {
+            Ok(Reply::Write { .. }) => {}
+            Ok(_) => return Err(Error::Protocol("wrong reply type for write".into())),
+            Err(t) => {
+                return Err(Error::Invalid(format!(
+                    "cannot copy {rel} into the skill's sandbox: {t}"
+                )))
+            }
+        }
+    }
+
+    let entry = format!("{SKILL_DIR_IN_SANDBOX}/{}", skill.entry.file);
+    let argv = match skill.entry.interpreter {
+        Some(i) => vec![i.to_string(), entry],
+        None => vec![entry],
+    };
+    let injected = env.len();
+    let req = ExecRequest {
+        command: WireCommand::Argv(argv),
+        cwd: "/workspace".into(),
+        env,
+        stdin,
+        timeout_ms: options
+            .timeout
+            .map_or(skill.timeout, |t| t.min(skill.timeout))
+            .as_millis()
+            .max(1) as u64,
+        output_cap: (MAX_RESULT_BYTES + 4 * MAX_STDERR_LOG_BYTES) as u64,
+        kill_stragglers: true,
+    };
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let outcome = sb.exec(req, &mut |stream, data| match stream {
+        Stream::Stdout => out.extend_from_slice(data),
+        Stream::Stderr => err.extend_from_slice(data),
+    });
+    drop(cancel_hook);
+    let end = rs.shutdown();
+    let outcome = outcome?;
+    let r = &outcome.result;
+    let mut oom = outcome.oom_killed;
+    if let (Ok(end), ExitKind::Signal(9)) = (&end, r.exit) {
+        oom |= end.oom_kills > 0;
+    }
+    let exit_code = if r.timed_out {
+        bulkhead_shared::exit::EXEC_TIMEOUT
+    } else {
+        match r.exit {
+            ExitKind::Code(c) => c,
+            ExitKind::Signal(s) => 128 + s,
+        }
+    };
+
+    // Stdout: redact, then cap (a secret cut by the cap is cut from the tail too).
+    let text = String::from_utf8_lossy(&out);
+    let worker_cut = r.truncated && r.stdout_bytes > out.len() as u64;
+    let redacted = redactor.redact(&text);
+    let (capped, cut) = cap_utf8(&redacted, MAX_RESULT_BYTES);
+    let truncated = cut || worker_cut;
+    let final_text = if truncated {
+        redactor.redact_truncated(capped)
+    } else {
+        capped.to_string()
+    };
+    let output = if truncated {
+        Value::String(final_text)
+    } else {
+        match serde_json::from_str::<Value>(final_text.trim()) {
+            Ok(v) => v,
+            Err(_) => Value::String(final_text),
+        }
+    };
+
+    let etext = redactor.redact(&String::from_utf8_lossy(&err));
+    if !etext.is_empty() {
+        let (e, cut) = cap_utf8(&etext, MAX_STDERR_LOG_BYTES);
+        let e = if cut {
+            redactor.redact_truncated(e)
+        } else {
+            e.to_string()
+        };
+        log::info!(target: "skill", workspace = ws.id(), skill = id; "stderr{}: {}", if cut { " (truncated)" } else { "" }, e.trim_end());
+    }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    log::info!(
+        target: "skill",
+        workspace = ws.id(),
+        skill = id,
+        exit_code = exit_code,
+        timed_out = r.timed_out,
+        injected = injected;
+        "skill run ended"
+    );
+    Ok(SkillResult {
+        skill: id.to_string(),
+        exit_code,
+        timed_out: r.timed_out,
+        oom_killed: oom,
+        output,
+        truncated,
+        injected,
+        duration_ms,
+    })
+}

@@ -1,0 +1,683 @@
+//! Skills end to end through the CLI: registry listing (malformed skills with a reason, bad
+//! ids refused), enablement kept out of the agent's reach, execution in a sandbox of its own
+//! (no view of any workspace, no network unless declared, declared hosts only through the
+//! egress proxy) and credentials injected and redacted from the output.
+//!
+//! Every listener is on 127.0.0.1; nothing leaves loopback.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_tests::{sandbox_or_skip, text, TestEnv};
+use serde_json::Value;
+
+const KEY: &str = "correct horse battery staple (skills)";
+const TOKEN: &str = "ghp_Sk1llT0ken/with+odd=chars?&";
+
+fn cmd(env: &TestEnv) -> Command {
+    let mut c = env.cmd();
+    for v in [
+        "BULKHEAD_CREDENTIAL_KEY",
+        "BULKHEAD_NEW_CREDENTIAL_KEY",
+        "BULKHEAD_CREDENTIAL_CIPHER",
+        "BULKHEAD_LOG_LEVEL",
+        "BULKHEAD_LOG_FILE",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("BULKHEAD_CREDENTIAL_KEY", KEY);
+    c
+}
+
+fn bh(env: &TestEnv, args: &[&str]) -> Output {
+    cmd(env).args(args).output().expect("run bulkhead")
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
+
+/// Writes `<state>/skills/<id>/SKILL.md` and the entry point.
+fn skill(env: &TestEnv, id: &str, front: &str, entry: &str, code: &str) {
+    env.ensure_config();
+    let d = env.state().join("skills").join(id);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("SKILL.md"),
+        format!("+++\n{front}\n+++\nUsage of {id}.\n"),
+    )
+    .unwrap();
+    let p = d.join(entry);
+    std::fs::write(&p, code).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn enable(env: &TestEnv, ws: &str, id: &str) {
+    let o = bh(env, &["skill", "enable", ws, id]);
+    assert!(o.status.success(), "enable {id}: {}", show(&o));
+}
+
+/// `skill run --json`; the parsed result and the raw output.
+fn run_json(env: &TestEnv, ws: &str, id: &str, params: &str) -> (Value, Output) {
+    let o = bh(env, &["--json", "skill", "run", ws, id, "--params", params]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    (v, o)
+}
+
+fn append_config(env: &TestEnv, extra: &str) {
+    env.ensure_config();
+    let p = env.state().join("config.toml");
+    let mut s = std::fs::read_to_string(&p).unwrap();
+    s.push_str(extra);
+    std::fs::write(&p, s).unwrap();
+}
+
+fn b64(data: &[u8], url: bool, pad: bool) -> String {
+    bulkhead::skills::redact::base64(
+        data,
+        if url {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        } else {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        },
+        pad,
+    )
+}
+
+#[test]
+fn skills_injected_token_is_redacted_in_every_form() {
+    if !sandbox_or_skip("skills_injected_token_is_redacted_in_every_form") {
+        return;
+    }
+    let env = TestEnv::new();
+    env.create("acme");
+    let o = bh(
+        &env,
+        &["cred", "set", "acme", "github", &format!("token={TOKEN}")],
+    );
+    assert!(o.status.success(), "cred set: {}", show(&o));
+    skill(
+        &env,
+        "leak",
+        "name = \"leak\"\ndescription = \"prints its token\"\ncredentials = [\"github\", \"absent\"]",
+        "execute.py",
+        r#"import base64, json, os, sys, urllib.parse
+t = os.environ.get("GITHUB_TOKEN", "")
+p = json.load(sys.stdin)
+print("plain", t)
+print("plainkey", os.environ.get("token", ""))
+print("b64", base64.b64encode(t.encode()).decode())
+print("b64nopad", base64.b64encode(t.encode()).decode().rstrip("="))
+print("b64url", base64.urlsafe_b64encode(t.encode()).decode())
+print("url", urllib.parse.quote(t, safe=""))
+print("urlplus", urllib.parse.quote_plus(t))
+print("len", len(t), "same", t == os.environ.get("token"), "param", p.get("x"))
+print("leak to stderr", t, file=sys.stderr)
+"#,
+    );
+    enable(&env, "acme", "leak");
+    let o = bh(
+        &env,
+        &["skill", "run", "acme", "leak", "--params", "{\"x\": 7}"],
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    let forms = [
+        TOKEN.to_string(),
+        b64(TOKEN.as_bytes(), false, true),
+        b64(TOKEN.as_bytes(), false, false),
+        b64(TOKEN.as_bytes(), true, true),
+        bulkhead::skills::redact::percent_encode(TOKEN.as_bytes(), true, false),
+        "Sk1llT0ken".to_string(),
+    ];
+    for f in &forms {
+        assert!(!out.contains(f.as_str()), "{f:?} leaked:\n{}", show(&o));
+        assert!(
+            !text(&o.stderr).contains(f.as_str()),
+            "{f:?} leaked on stderr"
+        );
+    }
+    for line in [
+        "plain", "plainkey", "b64", "b64nopad", "b64url", "url", "urlplus",
+    ] {
+        assert!(
+            out.contains(&format!("{line} [REDACTED]\n")),
+            "{line} not redacted to the marker:\n{out}"
+        );
+    }
+    // The token really was injected under both names.
+    assert!(
+        out.contains(&format!("len {} same True param 7", TOKEN.len())),
+        "{out}"
+    );
+    // --json: same, as a JSON result.
+    let (v, o) = run_json(&env, "acme", "leak", "{}");
+    assert_eq!(v["ok"], true, "{}", show(&o));
+    assert!(v["output"].as_str().unwrap().contains("plain [REDACTED]"));
+    assert!(!text(&o.stdout).contains("Sk1llT0ken"));
+}
+
+#[test]
+fn skills_cannot_read_any_workspace() {
+    if !sandbox_or_skip("skills_cannot_read_any_workspace") {
+        return;
+    }
+    let env = TestEnv::new();
+    env.create("acme");
+    env.create("other");
+    std::fs::write(env.files("acme").join("canary.txt"), "CANARY-ACME").unwrap();
+    std::fs::write(env.files("other").join("canary.txt"), "CANARY-OTHER").unwrap();
+    let acme = env.files("acme");
+    let other = env.files("other");
+    let state = env.state();
+    let script = format!(
+        r#"cd /workspace || exit 9
+echo "cwd=$(pwd) entries=[$(ls -A /workspace)]"
+for p in /workspace/canary.txt {acme}/canary.txt {other}/canary.txt {state}/workspaces/acme/files/canary.txt; do
+  cat "$p" 2>/dev/null && echo "READ $p"
+done
+find / -xdev -name canary.txt 2>/dev/null
+echo done
+"#,
+        acme = acme.display(),
+        other = other.display(),
+        state = state.display()
+    );
+    skill(
+        &env,
+        "snoop",
+        "name = \"snoop\"\ndescription = \"looks around\"",
+        "execute.sh",
+        &script,
+    );
+    enable(&env, "acme", "snoop");
+    let o = bh(&env, &["skill", "run", "acme", "snoop"]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(out.contains("entries=[]"), "/workspace not empty:\n{out}");
+    assert!(out.contains("done"), "{out}");
+    assert!(!out.contains("CANARY"), "a canary was read:\n{out}");
+    assert!(!out.contains("READ"), "{out}");
+    assert!(!out.contains("canary.txt"), "{out}");
+    // The per-run directory is gone afterwards.
+    let runs = env.state().join("workspaces/acme/skill-runs");
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+
+    // Declared read access: the agent's files, read-only.
+    skill(
+        &env,
+        "reader",
+        "name = \"reader\"\ndescription = \"reads\"\nworkspace = \"read\"",
+        "execute.sh",
+        "cat /workspace/canary.txt; echo; echo x > /workspace/new 2>/dev/null && echo WROTE; cat /workspace/../other 2>/dev/null; true\n",
+    );
+    enable(&env, "acme", "reader");
+    let o = bh(&env, &["skill", "run", "acme", "reader"]);
+    let out = text(&o.stdout);
+    assert!(out.contains("CANARY-ACME"), "{}", show(&o));
+    assert!(
+        !out.contains("WROTE") && !out.contains("CANARY-OTHER"),
+        "{out}"
+    );
+    assert!(!env.files("acme").join("new").exists());
+}
+
+/// A listener on 127.0.0.1 that counts connections and answers each with a small HTTP
+/// response naming itself.
+fn listener(name: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            h.fetch_add(1, Ordering::SeqCst);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = format!("hello from {name}");
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, hits)
+}
+
+const FETCH: &str = r#"import json, socket, sys, urllib.request
+p = json.load(sys.stdin)
+for url in p["urls"]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            print("GOT", url, r.status, r.read().decode())
+    except Exception as e:
+        print("FAIL", url, type(e).__name__)
+for port in p["direct"]:
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", port))
+        print("DIRECT-CONNECTED", port)
+    except Exception as e:
+        print("DIRECT-FAIL", port, type(e).__name__)
+"#;
+
+#[test]
+fn skills_network_none_and_declared_hosts() {
+    if !sandbox_or_skip("skills_network_none_and_declared_hosts") {
+        return;
+    }
+    let env = TestEnv::new();
+    append_config(
+        &env,
+        "\n[network]\nallow_loopback = true\nresolve = [\"pkg.test:127.0.0.1\"]\n",
+    );
+    env.create("acme");
+    let (port, hits) = listener("pkg");
+    let (port2, hits2) = listener("other");
+
+    // No network declared: the host listener is out of reach, directly and by name.
+    skill(
+        &env,
+        "offline",
+        "name = \"offline\"\ndescription = \"no network\"",
+        "execute.py",
+        FETCH,
+    );
+    enable(&env, "acme", "offline");
+    let params = format!(
+        "{{\"urls\": [\"http://pkg.test:{port}/\", \"http://127.0.0.1:{port}/\"], \"direct\": [{port}]}}"
+    );
+    let o = bh(
+        &env,
+        &["skill", "run", "acme", "offline", "--params", &params],
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        !out.contains("GOT") && !out.contains("DIRECT-CONNECTED"),
+        "{out}"
+    );
+    assert!(out.contains("DIRECT-FAIL"), "{out}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the listener was reached:\n{out}"
+    );
+
+    // pkg.test declared: reached through the proxy, and nothing else.
+    skill(
+        &env,
+        "fetch",
+        &format!("name = \"fetch\"\ndescription = \"fetches\"\nnetwork = [\"pkg.test:{port}\"]"),
+        "execute.py",
+        FETCH,
+    );
+    enable(&env, "acme", "fetch");
+    let params = format!(
+        "{{\"urls\": [\"http://pkg.test:{port}/\", \"http://127.0.0.1:{port2}/\", \"http://pkg.test:{port2}/\"], \"direct\": [{port}, {port2}]}}"
+    );
+    let o = bh(
+        &env,
+        &["skill", "run", "acme", "fetch", "--params", &params],
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        out.contains(&format!("GOT http://pkg.test:{port}/ 200 hello from pkg")),
+        "the declared host was not reached:\n{}",
+        show(&o)
+    );
+    assert!(
+        out.contains(&format!("FAIL http://127.0.0.1:{port2}/")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("FAIL http://pkg.test:{port2}/")),
+        "{out}"
+    );
+    assert!(!out.contains("DIRECT-CONNECTED"), "{out}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "{out}");
+    assert_eq!(hits2.load(Ordering::SeqCst), 0, "{out}");
+
+    // The list shows operators which hosts each skill may reach.
+    let o = bh(&env, &["--json", "skill", "list"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json list");
+    let fetch = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "fetch")
+        .unwrap();
+    assert_eq!(fetch["network"][0], format!("pkg.test:{port}"));
+}
+
+#[test]
+fn skills_disabled_skill_cannot_run_whatever_the_agent_edits() {
+    if !sandbox_or_skip("skills_disabled_skill_cannot_run_whatever_the_agent_edits") {
+        return;
+    }
+    let env = TestEnv::new();
+    env.create("acme");
+    skill(
+        &env,
+        "deploy",
+        "name = \"deploy\"\ndescription = \"deploys\"",
+        "execute.sh",
+        "echo DEPLOYED\n",
+    );
+    // Never enabled.
+    let o = bh(&env, &["skill", "run", "acme", "deploy"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(text(&o.stderr).contains("not enabled"), "{}", show(&o));
+    assert!(!text(&o.stdout).contains("DEPLOYED"));
+
+    // Enabled then disabled.
+    enable(&env, "acme", "deploy");
+    let o = bh(&env, &["skill", "run", "acme", "deploy"]);
+    assert!(text(&o.stdout).contains("DEPLOYED"), "{}", show(&o));
+    let o = bh(&env, &["skill", "disable", "acme", "deploy"]);
+    assert!(o.status.success(), "{}", show(&o));
+
+    // The agent (any command in the workspace's sandbox) writes everywhere it can.
+    let o = env.sh(
+        "acme",
+        r#"
+for d in /workspace /workspace/.. /tmp / /etc; do
+  printf '{"id":"acme","created":0,"skills":["deploy"]}' > "$d/workspace.json" 2>/dev/null
+  mkdir -p "$d/skills/deploy" 2>/dev/null && echo enabled > "$d/skills/deploy/enabled" 2>/dev/null
+  echo deploy > "$d/.skills" 2>/dev/null
+done
+find / -xdev -writable -type f 2>/dev/null | while read f; do
+  printf '{"skills":["deploy"]}' >> "$f" 2>/dev/null
+done
+echo edited
+"#,
+    );
+    assert!(text(&o.stdout).contains("edited"), "{}", show(&o));
+    let o = bh(&env, &["skill", "run", "acme", "deploy"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(!text(&o.stdout).contains("DEPLOYED"), "{}", show(&o));
+    // The same through the library entry point the agent tool uses.
+    let p = bulkhead::Platform::open(bulkhead::PlatformConfig {
+        state_dir: env.state(),
+        launcher: Some(bulkhead_tests::bin("bulkhead-launch")),
+    })
+    .unwrap();
+    let ws = p.workspace("acme").unwrap();
+    let reg = bulkhead::skills::Registry::of(&p);
+    let r = bulkhead::skills::run_skill(&ws, &reg, "deploy", &serde_json::json!({}), None);
+    assert!(
+        matches!(&r, Err(bulkhead::Error::Invalid(m)) if m.contains("not enabled")),
+        "{r:?}"
+    );
+    let o = bh(&env, &["--json", "skill", "list", "--workspace", "acme"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["enabled"], false, "{v}");
+}
+
+fn write_raw(dir: &Path, id: &str, manifest: &str, entry: Option<&str>) {
+    let d = dir.join(id);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("SKILL.md"), manifest).unwrap();
+    if let Some(e) = entry {
+        std::fs::write(d.join(e), "echo hi\n").unwrap();
+    }
+}
+
+#[test]
+fn skills_malformed_listed_and_bad_ids_refused() {
+    let env = TestEnv::new();
+    env.create("acme");
+    let reg = env.state().join("skills");
+    write_raw(
+        &reg,
+        "good",
+        "+++\nname = \"good\"\ndescription = \"fine\"\n+++\nuse it\n",
+        Some("execute.sh"),
+    );
+    write_raw(&reg, "nofront", "just text\n", Some("execute.sh"));
+    write_raw(
+        &reg,
+        "badtimeout",
+        "+++\nname = \"x\"\ndescription = \"y\"\ntimeout = 0\n+++\n",
+        Some("execute.sh"),
+    );
+    write_raw(
+        &reg,
+        "noentry",
+        "+++\nname = \"x\"\ndescription = \"y\"\n+++\n",
+        None,
+    );
+    let o = bh(&env, &["--json", "skill", "list"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let get = |id: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} listed in {v}"))
+    };
+    assert_eq!(get("good")["status"], "ok");
+    assert_eq!(get("good")["network"], serde_json::json!([]));
+    for (id, why) in [
+        ("nofront", "+++"),
+        ("badtimeout", "timeout"),
+        ("noentry", "entry point"),
+    ] {
+        let s = get(id);
+        assert_eq!(s["status"], "invalid", "{s}");
+        assert!(s["reason"].as_str().unwrap().contains(why), "{s}");
+    }
+    let o = bh(&env, &["skill", "list"]);
+    assert!(text(&o.stdout).contains("nofront\tinvalid"), "{}", show(&o));
+
+    // A malformed skill cannot be enabled; an unknown one is "not found".
+    let o = bh(&env, &["skill", "enable", "acme", "nofront"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let o = bh(&env, &["skill", "show", "nosuch"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let o = bh(&env, &["skill", "enable", "acme", "nosuch"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let o = bh(&env, &["skill", "show", "good"]);
+    assert!(text(&o.stdout).contains("use it"), "{}", show(&o));
+
+    for bad in ["../good", "Good", "-x", "a/b", ".x", ""] {
+        for args in [
+            vec!["skill", "show", bad],
+            vec!["skill", "enable", "acme", bad],
+            vec!["skill", "disable", "acme", bad],
+            vec!["skill", "run", "acme", bad],
+        ] {
+            let o = bh(&env, &args);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", show(&o));
+        }
+    }
+    // workspace.json keeps no bad id.
+    let ws = std::fs::read_to_string(env.state().join("workspaces/acme/workspace.json")).unwrap();
+    assert!(!ws.contains("\"skills\""), "{ws}");
+}
+
+#[test]
+fn skills_agent_tools_redact_and_refuse_disabled_skills() {
+    use bulkhead::agent::tools::ToolRegistry;
+    use bulkhead_tests::mock_llm::{MockLlm, Reply, Script, Step};
+
+    if !sandbox_or_skip("skills_agent_tools_redact_and_refuse_disabled_skills") {
+        return;
+    }
+    let env = TestEnv::new();
+    env.create("acme");
+    let o = bh(
+        &env,
+        &["cred", "set", "acme", "github", &format!("token={TOKEN}")],
+    );
+    assert!(o.status.success(), "cred set: {}", show(&o));
+    skill(
+        &env,
+        "leak",
+        "name = \"leak\"\ndescription = \"prints its token\"\ncredentials = [\"github\"]",
+        "execute.sh",
+        "printf 'token=%s\\n' \"$GITHUB_TOKEN\"; printf '%s' \"$GITHUB_TOKEN\" | base64\n",
+    );
+    skill(
+        &env,
+        "deploy",
+        "name = \"deploy\"\ndescription = \"deploys\"",
+        "execute.sh",
+        "echo DEPLOYED\n",
+    );
+    enable(&env, "acme", "leak");
+
+    let mock = MockLlm::start(
+        Script::new()
+            .reply(Reply::tool_call("skill_list", serde_json::json!({})))
+            .step(
+                Step::reply(Reply::tool_call(
+                    "skill_execute",
+                    serde_json::json!({"skill": "leak", "params": {}}),
+                ))
+                .after_tool_result(true),
+            )
+            .step(
+                Step::reply(Reply::tool_call(
+                    "skill_execute",
+                    serde_json::json!({"skill": "deploy"}),
+                ))
+                .after_tool_result(true),
+            )
+            .step(Step::reply(Reply::text("done")).after_tool_result(true)),
+    );
+    let p = bulkhead::Platform::open(bulkhead::PlatformConfig {
+        state_dir: env.state(),
+        launcher: Some(bulkhead_tests::bin("bulkhead-launch")),
+    })
+    .unwrap();
+    let ws = p.workspace("acme").unwrap();
+    let key = bulkhead::CredentialKey::new(KEY);
+    let mut tools = ToolRegistry::builtin();
+    for t in
+        bulkhead::skills::tools::skill_tools(bulkhead::skills::Registry::of(&p), Some(key.clone()))
+    {
+        tools.register(t).unwrap();
+    }
+    let mut req = bulkhead::RunRequest::new("use the skills");
+    req.model = Some("anthropic/claude-sonnet-4-5".into());
+    req.fallbacks = Some(vec![]);
+    req.base_url = Some(mock.base_url());
+    req.env = Some(std::collections::BTreeMap::from([(
+        "ANTHROPIC_API_KEY".to_string(),
+        "mock-key".to_string(),
+    )]));
+    req.credential_key = Some(key);
+    req.tools = Some(Arc::new(tools));
+    let r = ws.run(req).expect("agent run");
+    assert_eq!(r.response, "done");
+    let results: Vec<String> = mock
+        .requests()
+        .iter()
+        .flat_map(|r| r.tool_results())
+        .collect();
+    let all = results.join("\n---\n");
+    assert!(
+        !all.contains("Sk1llT0ken"),
+        "the token reached the model:\n{all}"
+    );
+    assert!(!all.contains(&b64(TOKEN.as_bytes(), false, true)), "{all}");
+    assert!(all.contains("token=[REDACTED]"), "{all}");
+    // skill_list shows only the enabled skill; deploy is refused.
+    assert!(
+        all.contains("\"leak\"") && !all.contains("\"deploy\","),
+        "{all}"
+    );
+    assert!(all.contains("not enabled"), "{all}");
+    assert!(!all.contains("DEPLOYED"), "{all}");
+}
+
+#[test]
+fn skills_shadowing_credentials_and_timeouts() {
+    if !sandbox_or_skip("skills_shadowing_credentials_and_timeouts") {
+        return;
+    }
+    let env = TestEnv::new();
+    env.create("acme");
+    // Set "ld", key "preload": would be LD_PRELOAD.
+    let o = bh(&env, &["cred", "set", "acme", "ld", "preload=/tmp/evil.so"]);
+    assert!(o.status.success(), "cred set: {}", show(&o));
+    skill(
+        &env,
+        "shadow",
+        "name = \"shadow\"\ndescription = \"d\"\ncredentials = [\"ld\"]",
+        "execute.sh",
+        "echo RAN\n",
+    );
+    enable(&env, "acme", "shadow");
+    let o = bh(&env, &["skill", "run", "acme", "shadow"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(text(&o.stderr).contains("LD_PRELOAD"), "{}", show(&o));
+    assert!(!text(&o.stdout).contains("RAN"));
+    assert!(!text(&o.stderr).contains("evil.so"), "a value in an error");
+
+    // Its own timeout: every process killed, exit 124.
+    skill(
+        &env,
+        "slow",
+        "name = \"slow\"\ndescription = \"d\"\ntimeout = 1",
+        "execute.sh",
+        "echo started; sleep 30; echo LATE\n",
+    );
+    enable(&env, "acme", "slow");
+    let t = std::time::Instant::now();
+    let (v, o) = run_json(&env, "acme", "slow", "{}");
+    assert_eq!(o.status.code(), Some(124), "{}", show(&o));
+    assert_eq!(v["timed_out"], true, "{v}");
+    assert!(t.elapsed() < Duration::from_secs(15));
+
+    // Parameters are checked against the input schema.
+    skill(
+        &env,
+        "typed",
+        "name = \"typed\"\ndescription = \"d\"\n[input_schema]\ntype = \"object\"\nrequired = [\"n\"]\nproperties.n = { type = \"integer\" }",
+        "execute.py",
+        "import json, sys\nprint(json.dumps({\"double\": json.load(sys.stdin)[\"n\"] * 2}))\n",
+    );
+    enable(&env, "acme", "typed");
+    let (v, o) = run_json(&env, "acme", "typed", "{\"n\": 21}");
+    assert_eq!(v["output"]["double"], 42, "{}", show(&o));
+    let o = bh(
+        &env,
+        &[
+            "skill",
+            "run",
+            "acme",
+            "typed",
+            "--params",
+            "{\"n\": \"x\"}",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let o = bh(
+        &env,
+        &["skill", "run", "acme", "typed", "--params", "not json"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+}

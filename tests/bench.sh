@@ -33,6 +33,7 @@ case " $* " in
     echo
     "$target_dir/release/bulkhead-bench-agent"
     echo; "$target_dir/release/bulkhead-bench-egress"   # egress proxy vs direct loopback: MB/s, µs added
+    echo; "$target_dir/release/bulkhead-bench-skills"   # skill run (sandbox + creds) vs a plain spawn
     # Memory at 100,000 chunks (10,000 with --quick): ingest, keyword/vector/hybrid latency
     # against a naive JSON-decode scan, and the memory of the loaded vectors.
     echo

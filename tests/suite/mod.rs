@@ -19,3 +19,4 @@ mod mock_llm;
 mod rootless;
 mod sessions;
 mod skills;
+mod subagents;

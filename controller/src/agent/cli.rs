@@ -197,6 +197,25 @@ pub fn human_line(e: &RunEvent) -> Option<String> {
         } => format!(
             "compaction ({trigger}): summarized {replaced_messages} message(s) ({tokens_before} → {tokens_after} tokens)"
         ),
+        RunEvent::SubagentStart {
+            label, session, ..
+        } => format!("subagent {label}: started (session {session})"),
+        RunEvent::SubagentEnd {
+            label,
+            outcome,
+            usage,
+            error,
+            ..
+        } => format!(
+            "subagent {label}: {} ({} in / {} out tokens){}",
+            outcome.as_str(),
+            usage.input_tokens,
+            usage.output_tokens,
+            error
+                .as_deref()
+                .map(|e| format!(": {}", one_line(e, 200)))
+                .unwrap_or_default()
+        ),
         RunEvent::RunEnd {
             outcome,
             usage,

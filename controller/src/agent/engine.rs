@@ -16,6 +16,7 @@ use super::events::{RunEvent, RunOutcome, RunResult, ToolCallRecord};
 use super::failover::{CallError, Caller, Cooldowns, Slot};
 use super::hooks::{Gate, HookEvent, HookEventKind, HookSet, RESULT_PREVIEW_CHARS};
 use super::schema;
+use super::subagents::ChildBudget;
 use super::tools::{SandboxSlot, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 use super::{ProviderFactory, RunRequest, DEFAULT_SYSTEM_PROMPT};
 use crate::error::{Error, Result};
@@ -68,6 +69,14 @@ struct Run<'a> {
     started: Instant,
     /// Lifecycle hooks: the request's callbacks and the workspace's executables.
     hooks: HookSet,
+    /// How subagents reach the models (the run's own factory, cooldowns and environment).
+    factory: &'a ProviderFactory<'a>,
+    cooldowns: &'a Cooldowns,
+    env: &'a (dyn Fn(&str) -> Option<String> + Sync + 'a),
+    /// Children started under the top-level run.
+    budget: ChildBudget,
+    /// The request named its tools (children get the same registry).
+    custom_tools: bool,
 }
 
 fn parse_model(s: &str) -> Result<ModelRef> {
@@ -194,8 +203,15 @@ impl Setup<'_> {
         let deadline = req.timeouts.run.map(|d| started + d);
         let tools = match req.tools.clone() {
             Some(t) => t,
-            None => Arc::new(default_tools(ws, req.credential_key.clone())),
+            None => Arc::new(default_tools(
+                ws,
+                req.credential_key.clone(),
+                req.depth,
+                req.subagents.max_depth,
+            )),
         };
+        let custom_tools = req.tools.is_some();
+        let budget = req.subagent_budget.clone().unwrap_or_default();
         let run_id = format!("run-{}", generate_session_id());
         let caller = Caller {
             slots,
@@ -240,6 +256,11 @@ impl Setup<'_> {
             finish_text: None,
             started,
             hooks,
+            factory,
+            cooldowns,
+            env,
+            budget,
+            custom_tools,
             req,
         };
         let history_messages = run.msgs.len();
@@ -843,6 +864,9 @@ impl Run<'_> {
                 call.name
             )));
         }
+        if tool.is_subagent_spawner() {
+            return Ok(self.spawn_subagents(&args));
+        }
         let mut ctx = ToolContext {
             workspace: self.ws,
             sandbox: &mut self.sandbox,
@@ -872,6 +896,28 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    /// `spawn_subagents`: runs the children (the run's settings, one level deeper) and adds
+    /// their usage to the run's.
+    fn spawn_subagents(&mut self, args: &Value) -> ToolOutput {
+        let parent = super::subagents::Parent {
+            ws: self.ws,
+            req: &self.req,
+            run_id: Some(&self.run_id),
+            session: Some(&self.sid),
+            cancel: Some(&self.cancel),
+            deadline: self.deadline,
+            budget: &self.budget,
+            tools: self.custom_tools.then_some(&self.tools),
+            factory: self.factory,
+            cooldowns: self.cooldowns,
+            env: self.env,
+        };
+        let on_event = &mut *self.on_event;
+        let (out, usage) = super::subagents::run_tool(&parent, args, &mut |e| on_event(e));
+        add_usage(&mut self.usage, &usage);
+        out
     }
 
     fn steps_loop(&mut self) -> Result<RunOutcome> {
@@ -1038,11 +1084,21 @@ impl Run<'_> {
     }
 }
 
-/// The tools of a run that names none: the built-in ones, and `skill_list` /
-/// `skill_execute` with the enabled skills described in the prompt when the workspace has
-/// any enabled (read from its config on the host; the sandbox cannot change it).
-fn default_tools(ws: &Workspace, key: Option<crate::creds::CredentialKey>) -> ToolRegistry {
+/// The tools of a run that names none: the built-in ones, `spawn_subagents` while the run's
+/// depth is below `max_depth`, and `skill_list` / `skill_execute` with the enabled skills
+/// described in the prompt when the workspace has any enabled (read from its config on the
+/// host; the sandbox cannot change it).
+fn default_tools(
+    ws: &Workspace,
+    key: Option<crate::creds::CredentialKey>,
+    depth: usize,
+    max_depth: usize,
+) -> ToolRegistry {
     let mut reg = ToolRegistry::builtin();
+    if depth < max_depth {
+        reg.register(Arc::new(super::subagents::SpawnSubagentsTool))
+            .expect("spawn_subagents is a valid, unique tool name");
+    }
     let root = ws.dir();
     let Some(state) = root.parent().and_then(std::path::Path::parent) else {
         return reg;

@@ -328,6 +328,37 @@ pub enum RunEvent {
         /// Characters of the summary.
         summary_chars: usize,
     },
+    /// A subagent started (see [`super::subagents`]).
+    SubagentStart {
+        /// Position of its task (0-based).
+        index: usize,
+        /// Its label.
+        label: String,
+        /// Its new session.
+        session: String,
+        /// Its depth.
+        depth: usize,
+    },
+    /// A subagent ended.
+    SubagentEnd {
+        /// Position of its task (0-based).
+        index: usize,
+        /// Its label.
+        label: String,
+        /// Its session.
+        session: String,
+        /// Whether it answered.
+        ok: bool,
+        /// How its run ended.
+        outcome: RunOutcome,
+        /// Its tokens (added to this run's).
+        usage: Usage,
+        /// Why it failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Wall time in milliseconds.
+        duration_ms: u64,
+    },
     /// The run ended (always the last event).
     RunEnd {
         /// Run id.
@@ -374,6 +405,8 @@ impl RunEvent {
             RunEvent::ContextPruned { .. } => "context_pruned",
             RunEvent::MemoryFlush { .. } => "memory_flush",
             RunEvent::Compaction { .. } => "compaction",
+            RunEvent::SubagentStart { .. } => "subagent_start",
+            RunEvent::SubagentEnd { .. } => "subagent_end",
             RunEvent::RunEnd { .. } => "run_end",
         }
     }

@@ -60,6 +60,14 @@
 //! lifecycle events; a `before_tool_call` hook may veto (the model gets the refusal as the
 //! tool result) or rewrite a call. Each decision is a [`RunEvent::Hook`]. See [`hooks`].
 //!
+//! # Subagents
+//!
+//! The default tools include `spawn_subagents` while [`RunRequest::depth`] is below
+//! [`SubagentOptions::max_depth`]: it runs child agents in the same workspace, each in a new
+//! session, in parallel, and gives back their answers in order; their usage is added to the
+//! run's, and the run's events include [`RunEvent::SubagentStart`] /
+//! [`RunEvent::SubagentEnd`]. See [`subagents`] (also for [`Workspace::run_subagents`]).
+//!
 //! # Transcript
 //!
 //! `run_start` and `user_message` are committed when the run starts; each step's
@@ -86,6 +94,7 @@ pub mod failover;
 pub mod hooks;
 pub mod pricing;
 pub mod schema;
+pub mod subagents;
 pub mod tools;
 
 use std::collections::BTreeMap;
@@ -98,6 +107,9 @@ pub use context::ContextConfig;
 pub use events::{format_attempts, Attempt, RunEvent, RunOutcome, RunResult, ToolCallRecord};
 pub use failover::Cooldowns;
 pub use hooks::{Hook, HookDecision, HookEvent, HookEventKind, HookReport, HookSpec, Hooks};
+pub use subagents::{
+    cancel_subagent, running_subagents, ChildBudget, ChildInfo, SubResult, SubTask, SubagentOptions,
+};
 pub use tools::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 
 use crate::config::LlmConfig;
@@ -188,6 +200,13 @@ pub struct RunRequest {
     /// Lifecycle hooks (Rust callbacks; default none). The workspace's hook executables
     /// run too (see [`hooks`]).
     pub hooks: Hooks,
+    /// Depth of the run: 0 for a top-level run, 1 for its subagents, … (see [`subagents`]).
+    pub depth: usize,
+    /// Limits of the run's subagents (the `spawn_subagents` tool).
+    pub subagents: SubagentOptions,
+    /// The count of children shared by a top-level run and its descendants (`None`: a new
+    /// count for this run; subagents get their parent's).
+    pub subagent_budget: Option<ChildBudget>,
 }
 
 impl RunRequest {
@@ -212,6 +231,9 @@ impl RunRequest {
             tools: None,
             limits: LimitsConfig::default(),
             hooks: Hooks::default(),
+            depth: 0,
+            subagents: SubagentOptions::default(),
+            subagent_budget: None,
         }
     }
 }

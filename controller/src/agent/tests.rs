@@ -972,3 +972,69 @@ fn on_error_fires_when_the_run_fails() {
     assert!(!err.to_string().contains("sk-ant-unit-test-key-0001"));
     assert_eq!(seen[3].1["outcome"], "failed");
 }
+
+#[test]
+fn spawn_subagents_uses_the_runs_factory_inherits_custom_tools_and_sums_usage() {
+    let e = env();
+    // Serial children (concurrency 1) so the one scripted queue is consumed in order:
+    // parent call, child 1, child 2, parent answer.
+    let p = Fake::new(
+        "anthropic",
+        vec![
+            call(
+                "spawn_subagents",
+                json!({"tasks": [{"task": "first part", "label": "one", "role": "counter"},
+                                 {"task": "second part"}]}),
+            ),
+            text("ONE-DONE"),
+            text("TWO-DONE"),
+            text("all done"),
+        ],
+    );
+    let mut req = request("split the work");
+    let mut tools = ToolRegistry::empty();
+    tools.register(Arc::new(Echo)).unwrap();
+    tools
+        .register(Arc::new(subagents::SpawnSubagentsTool))
+        .unwrap();
+    req.tools = Some(Arc::new(tools));
+    req.subagents.concurrency = 1;
+    req.subagents.max_depth = 1;
+    let (r, events) = run(&e, req, vec![p.clone()]);
+    let r = r.unwrap();
+    assert_eq!(r.response, "all done");
+    // 4 model calls of 100 in / 10 out: the children's two are in the parent's usage.
+    assert_eq!(r.usage.input_tokens, 400);
+    assert_eq!(r.usage.output_tokens, 40);
+    let seen = p.seen();
+    assert_eq!(seen.len(), 4);
+    // The children got the parent's custom tools, without the spawner at max depth, and
+    // the role as a system-prompt line.
+    let child_tools: Vec<String> = seen[1].0.tools.iter().map(|t| t.name.clone()).collect();
+    assert_eq!(child_tools, vec!["echo".to_string()]);
+    assert!(seen[1].0.system.contains("Your role: counter"));
+    assert!(!seen[2].0.system.contains("Your role"));
+    // The tool result quotes both answers in order.
+    let Message::ToolResult { content, .. } = seen[3].0.messages.last().unwrap() else {
+        panic!("no tool result")
+    };
+    let (a, b) = (
+        content.find("ONE-DONE").unwrap(),
+        content.find("TWO-DONE").unwrap(),
+    );
+    assert!(a < b, "{content}");
+    assert!(content.contains("## 2. task-2"), "{content}");
+    let k = kinds(&events);
+    let starts = k.iter().filter(|k| **k == "subagent_start").count();
+    let ends = k.iter().filter(|k| **k == "subagent_end").count();
+    assert_eq!((starts, ends), (2, 2), "{k:?}");
+    // Each child has its own session with a run in it.
+    for ev in &events {
+        if let RunEvent::SubagentEnd { session, ok, .. } = ev {
+            assert!(ok);
+            assert_ne!(session, "s1");
+            let t = transcript(&e, session);
+            assert!(t.iter().any(|x| matches!(x, Event::RunEnd { .. })), "{t:?}");
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! The built-in tools run in the workspace's sandbox through the worker: one sandbox per run,
 //! started at the first tool call and shut down when the run ends, so files, the current
 //! state of `/tmp` and background processes persist from one call to the next within a run.
-//! Memory, skill and subagent tools plug in later as more implementations of [`Tool`]
+//! Memory, skill and subagent tools plug in as more implementations of [`Tool`]
 //! registered in a [`ToolRegistry`] (`memory_*` tools declare [`ToolKind::Memory`], which
 //! turns on the memory flush before compaction). A registry also carries prompt sections
 //! (for example the enabled skills' descriptions) appended to the system prompt.
@@ -82,6 +82,12 @@ pub trait Tool: Send + Sync {
     /// should see (file not found, command failed); `Err` is a failure of the platform
     /// (the sandbox could not start or died), handled by the loop.
     fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput>;
+    /// Whether this is [`super::subagents::SpawnSubagentsTool`], which the agent loop runs
+    /// itself (it needs the run's models and event stream).
+    #[doc(hidden)]
+    fn is_subagent_spawner(&self) -> bool {
+        false
+    }
 }
 
 impl fmt::Debug for dyn Tool {
@@ -150,6 +156,13 @@ impl ToolRegistry {
         }
         self.tools.push(tool);
         Ok(())
+    }
+
+    /// Removes a tool by name; whether it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let before = self.tools.len();
+        self.tools.retain(|t| t.name() != name);
+        self.tools.len() != before
     }
 
     /// Adds a section to the system prompt (the hook for skills' descriptions).

@@ -357,6 +357,30 @@ fn skills_network_none_and_declared_hosts() {
     assert_eq!(hits.load(Ordering::SeqCst), 1, "{out}");
     assert_eq!(hits2.load(Ordering::SeqCst), 0, "{out}");
 
+    // The skill's connections are in the workspace's egress audit log, under its name.
+    let o = bh(&env, &["--json", "workspace", "net", "acme", "log"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let lines: Vec<Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_skill = |host: &str, decision: &str| {
+        lines.iter().any(|l| {
+            l["workspace"] == "acme/skill:fetch" && l["host"] == host && l["decision"] == decision
+        })
+    };
+    assert!(by_skill("pkg.test", "allowed"), "{lines:?}");
+    assert!(by_skill("pkg.test", "denied"), "{lines:?}");
+    let denied = lines
+        .iter()
+        .find(|l| l["decision"] == "denied")
+        .and_then(|l| l["reason"].as_str())
+        .unwrap_or("");
+    assert!(
+        denied.contains("the skill fetch must declare it"),
+        "{denied}"
+    );
+
     // The list shows operators which hosts each skill may reach.
     let o = bh(&env, &["--json", "skill", "list"]);
     let v: Value = serde_json::from_slice(&o.stdout).expect("json list");

@@ -860,12 +860,20 @@ impl EgressPolicy {
         } else {
             format!("{shown}:{port}")
         };
+        // A skill's context is named `<ws>/skill:<id>`: its hosts come from its SKILL.md.
+        let ask = match ws.split_once("/skill:") {
+            Some((_, skill)) => format!(
+                "the skill {skill} must declare it: network = [\"{suggestion}\"] in its SKILL.md"
+            ),
+            None => {
+                format!("ask the operator to run: bulkhead workspace net {ws} allow {suggestion}")
+            }
+        };
         match e {
             SsrfError::NotAllowlisted { .. } if !self.network.is_enabled() => Denial {
                 kind: "no_network",
                 message: format!(
-                    "bulkhead egress: workspace {ws} has no network access (host {shown} port {port} refused); \
-                     ask the operator to run: bulkhead workspace net {ws} allow {suggestion}"
+                    "bulkhead egress: workspace {ws} has no network access (host {shown} port {port} refused); {ask}"
                 ),
             },
             SsrfError::NotAllowlisted { .. } => {
@@ -883,7 +891,7 @@ impl EgressPolicy {
                 Denial {
                     kind: "not_allowed",
                     message: format!(
-                        "bulkhead egress: {what}; ask the operator to run: bulkhead workspace net {ws} allow {suggestion}"
+                        "bulkhead egress: {what}; {ask}"
                     ),
                 }
             }

@@ -779,6 +779,16 @@ impl ProxyContext {
         })
     }
 
+    /// The context of a skill run in workspace `ws`: the skill's own allowlist (`network`,
+    /// with the platform's `[network]` rules on top), and the workspace's connection
+    /// counters, bandwidth limiters and audit log, so a skill's connections count against
+    /// the workspace's caps and appear in `bulkhead workspace net <ws> log` under
+    /// `label` (e.g. `acme/skill:github`).
+    pub fn for_skill(ws: &Workspace, label: &str, network: &NetworkPolicy) -> Result<ProxyContext> {
+        let shared = WorkspaceShared::of(ws)?;
+        ProxyContext::build(label, network, ws.operator_network(), Some(shared))
+    }
+
     /// The context of workspace `id` of `platform`: see [`ProxyContext::from_workspace`].
     pub fn for_workspace(platform: &Platform, id: &str) -> Result<ProxyContext> {
         ProxyContext::from_workspace(&platform.workspace(id)?)

@@ -289,10 +289,10 @@ pub fn run_skill_with(
     let egress = !skill.network.is_empty();
     let proxy = if egress {
         let policy = crate::net::egress::NetworkPolicy::allowing(&skill.network)?;
-        Some(Arc::new(crate::net::proxy::ProxyContext::new(
-            ws.id(),
+        Some(Arc::new(crate::net::proxy::ProxyContext::for_skill(
+            ws,
+            &format!("{}/skill:{id}", ws.id()),
             &policy,
-            ws.operator_network(),
         )?))
     } else {
         None

@@ -183,11 +183,13 @@ fn skills_cannot_read_any_workspace() {
     let state = env.state();
     let script = format!(
         r#"cd /workspace || exit 9
-echo "cwd=$(pwd) entries=[$(ls -A /workspace)]"
+echo "cwd=$(pwd) entries=[$(echo $(ls -A /workspace))]"
 for p in /workspace/canary.txt {acme}/canary.txt {other}/canary.txt {state}/workspaces/acme/files/canary.txt; do
   cat "$p" 2>/dev/null && echo "READ $p"
 done
 find / -xdev -name canary.txt 2>/dev/null
+echo tamper >> /workspace/execute.sh 2>/dev/null && echo WROTE-OWN-CODE
+touch /workspace/new 2>/dev/null && echo WROTE-NEW
 echo done
 "#,
         acme = acme.display(),
@@ -205,7 +207,15 @@ echo done
     let o = bh(&env, &["skill", "run", "acme", "snoop"]);
     let out = text(&o.stdout);
     assert!(o.status.success(), "{}", show(&o));
-    assert!(out.contains("entries=[]"), "/workspace not empty:\n{out}");
+    // /workspace is the skill's own files, read-only, and nothing else.
+    assert!(
+        out.contains("entries=[SKILL.md execute.sh]"),
+        "/workspace is not just the skill's files:\n{out}"
+    );
+    assert!(
+        !out.contains("WROTE"),
+        "the skill changed its own files:\n{out}"
+    );
     assert!(out.contains("done"), "{out}");
     assert!(!out.contains("CANARY"), "a canary was read:\n{out}");
     assert!(!out.contains("READ"), "{out}");

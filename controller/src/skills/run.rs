@@ -1,10 +1,12 @@
 //! Running a skill in a sandbox of its own.
 //!
-//! One sandbox per run, through the same launcher as a workspace's: `/workspace` is a fresh
-//! empty directory (`<workspace>/skill-runs/<run>/`, created like `files/` and removed after
-//! the run) unless the skill declares `workspace = "read"|"write"`; the skill's files are
-//! written into the sandbox's `/tmp/skill/` with the worker's write requests and run from
-//! there (the registry on the host is never mounted); the skill's own limits and timeout;
+//! One sandbox per run, through the same launcher as a workspace's. By default `/workspace`
+//! is a per-run copy of the skill's files (`<workspace>/skill-runs/<run>/`, created like
+//! `files/`, mounted read-only, removed after the run), so the skill cannot change its own
+//! code and sees nothing of any workspace. A skill that declares `workspace = "read"|"write"`
+//! gets the agent's files at `/workspace` instead, and its own files are written into the
+//! sandbox's `/tmp/skill/` with the worker's write requests. The registry on the host is
+//! never mounted. The skill's own limits and timeout;
 //! parameters as JSON on stdin; stdout is the result (JSON if it parses, else text), capped
 //! at [`MAX_RESULT_BYTES`]; stderr goes to the log (capped at [`MAX_STDERR_LOG_BYTES`]).
 //! Network: none, or the declared hosts through a proxy context of its own. Credentials:
@@ -195,6 +197,45 @@ fn scratch_dir(ws: &Workspace) -> Result<Scratch> {
     Ok(scratch)
 }
 
+/// Writes the skill's files under `dir` on the host (readable by the sandbox's user, never
+/// writable by it: they are the controller's, and the mount is read-only anyway).
+fn copy_into(dir: &std::path::Path, files: &[(String, Vec<u8>, u32)]) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::path::Component;
+    for (rel, data, mode) in files {
+        let rel_path = std::path::Path::new(rel);
+        if !rel_path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(Error::Invalid(format!(
+                "skill file {rel:?} is not a plain relative path"
+            )));
+        }
+        let path = dir.join(rel_path);
+        if let Some(parent) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| Error::io(parent, e))?;
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(if mode & 0o111 != 0 { 0o555 } else { 0o444 })
+            .custom_flags(libc_o_nofollow())
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        std::io::Write::write_all(&mut f, data).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+fn libc_o_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
 /// Whether `id` is enabled for the workspace, read from `workspace.json` now.
 pub fn is_enabled(ws: &Workspace, id: &str) -> Result<bool> {
     Ok(ws.reload()?.record().config.skills.iter().any(|s| s == id))
@@ -273,11 +314,18 @@ pub fn run_skill_with(
 
     // The sandbox: the workspace's spec with the skill's limits and /workspace.
     let mut spec = ws.launch_spec(&skill.limits)?;
+    // Where the skill's files are inside: by default they are /workspace itself, a per-run
+    // copy mounted read-only (the skill cannot change its own code, and sees nothing else);
+    // a skill that declares access to the agent's files gets those at /workspace and its own
+    // files copied into /tmp/skill by the worker.
+    let mut skill_root = SKILL_DIR_IN_SANDBOX;
     let _scratch = match skill.workspace {
         WorkspaceAccess::None => {
             let s = scratch_dir(ws)?;
+            copy_into(&s.0, &files)?;
             spec.workspace_dir = s.0.to_string_lossy().into_owned();
-            spec.workspace_writable = true;
+            spec.workspace_writable = false;
+            skill_root = "/workspace";
             Some(s)
         }
         WorkspaceAccess::Read => {
@@ -335,8 +383,13 @@ pub fn run_skill_with(
             .map_err(|e| Error::Invalid(format!("cannot start the egress proxy thread: {e}")))?;
     }
 
-    // Copy the skill's files in.
-    for (rel, data, mode) in files {
+    // Copy the skill's files in (unless they are /workspace already).
+    let to_copy = if skill_root == SKILL_DIR_IN_SANDBOX {
+        files
+    } else {
+        Vec::new()
+    };
+    for (rel, data, mode) in to_copy {
         let path = format!("{SKILL_DIR_IN_SANDBOX}/{rel}");
         match sb.request(
             Request::Write {
@@ -357,7 +410,7 @@ pub fn run_skill_with(
         }
     }
 
-    let entry = format!("{SKILL_DIR_IN_SANDBOX}/{}", skill.entry.file);
+    let entry = format!("{skill_root}/{}", skill.entry.file);
     let argv = match skill.entry.interpreter {
         Some(i) => vec![i.to_string(), entry],
         None => vec![entry],

@@ -431,6 +431,17 @@ impl Workspace {
         self.state.workspace(&self.record.id)
     }
 
+    /// The state directory of the platform this workspace belongs to.
+    pub fn state_root(&self) -> &Path {
+        self.state.root()
+    }
+
+    /// The platform's operator configuration (`config.toml`, then the environment), read
+    /// now, so a long-lived host sees an edit on the next call.
+    pub fn platform_config(&self) -> Result<crate::config::Config> {
+        crate::config::Config::load(self.state.root())
+    }
+
     /// `files/`, mounted at `/workspace`.
     pub fn files_dir(&self) -> PathBuf {
         self.dir().join("files")

@@ -1099,11 +1099,7 @@ fn default_tools(
         reg.register(Arc::new(super::subagents::SpawnSubagentsTool))
             .expect("spawn_subagents is a valid, unique tool name");
     }
-    let root = ws.dir();
-    let Some(state) = root.parent().and_then(std::path::Path::parent) else {
-        return reg;
-    };
-    let registry = crate::skills::Registry::new(state.join("skills"));
+    let registry = crate::skills::Registry::new(ws.state_root().join("skills"));
     match crate::skills::tools::prompt_section(&registry, ws) {
         Ok(Some((title, body))) => {
             for t in crate::skills::tools::skill_tools(registry, key) {

@@ -114,7 +114,7 @@ pub use tools::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 
 use crate::config::LlmConfig;
 use crate::creds::CredentialKey;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::llm::{HttpConfig, ModelRef, Provider, RetryPolicy};
 use crate::platform::{LimitsConfig, Workspace};
 use crate::sessions::LockMode;
@@ -261,18 +261,7 @@ fn http_config(t: &Timeouts, llm: &LlmConfig) -> HttpConfig {
 /// The operator's `[llm]` settings: `config.toml` of the workspace's state directory, read
 /// at each run (so a change applies to the next run of a long-lived host).
 fn operator_llm_config(ws: &Workspace) -> Result<LlmConfig> {
-    let dir = ws.dir();
-    // `<state dir>/workspaces/<id>`
-    let state_dir = dir
-        .parent()
-        .and_then(std::path::Path::parent)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "workspace directory {} has no state directory",
-                dir.display()
-            ))
-        })?;
-    Ok(crate::config::Config::load(state_dir)?.llm)
+    Ok(ws.platform_config()?.llm)
 }
 
 impl Workspace {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::error::Error;
 use crate::llm::{
     ApiKey, ChatRequest, ChatResponse, FailoverReason, Message, ProviderError, StopReason,
     ToolCall, Usage as LlmUsage,

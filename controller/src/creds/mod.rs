@@ -871,11 +871,7 @@ impl Workspace {
     /// `$BULKHEAD_CREDENTIAL_CIPHER`) and the default KDF. A wrong key or a damaged file is
     /// [`Error::WrongCredentialKey`]; a missing file is an empty store.
     pub fn credentials(&self, key: &CredentialKey) -> Result<CredentialStore> {
-        let dir = self.dir();
-        let options = match dir.parent().and_then(Path::parent) {
-            Some(root) => CredentialOptions::for_state_dir(root)?,
-            None => CredentialOptions::from_env()?,
-        };
+        let options = CredentialOptions::for_state_dir(self.state_root())?;
         self.credentials_with(key, options)
     }
 

@@ -78,18 +78,9 @@ pub fn embedder_from_spec(
     })
 }
 
-/// The operator configuration of the platform `ws` belongs to.
-fn platform_config(ws: &Workspace) -> Result<Config> {
-    let dir = ws.dir();
-    match dir.parent().and_then(std::path::Path::parent) {
-        Some(root) => Config::load(root),
-        None => Ok(Config::default()),
-    }
-}
-
 /// The embedder configured for `ws`'s platform (`[memory] embedder`, default `local`).
 pub fn configured_embedder(ws: &Workspace) -> Result<Option<Arc<dyn Embedder>>> {
-    let cfg = platform_config(ws)?;
+    let cfg = ws.platform_config()?;
     let spec = cfg
         .memory_embedder
         .clone()
@@ -113,7 +104,7 @@ impl Memory {
         let Some(spec) = spec else {
             return Self::open_configured(ws);
         };
-        let cfg = platform_config(ws)?;
+        let cfg = ws.platform_config()?;
         let m = Memory::open(ws)?;
         Ok(match embedder_from_spec(spec, &cfg, Some(ws))? {
             Some(e) => m.with_embedder(e),

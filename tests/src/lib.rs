@@ -80,6 +80,18 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The JSON a successful command printed on stdout (panics, showing stderr, if it failed or
+/// printed something else).
+pub fn ok_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
 /// The `config.toml` a test state directory gets (see [`TestEnv::ensure_config`]): the
 /// offline mock model listens on 127.0.0.1, which the SSRF guard of model calls refuses
 /// unless the operator allows loopback.

@@ -22,7 +22,7 @@ use bulkhead::net::proxy::{
     ProxyTimeouts,
 };
 use bulkhead::{Platform, PlatformConfig};
-use bulkhead_tests::{text, TestEnv};
+use bulkhead_tests::{ok_json, text, TestEnv};
 use serde_json::Value;
 
 const LOOP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -696,16 +696,6 @@ fn serve_channel_serves_passed_fds_and_stops_when_the_channel_closes() {
 // ---------------------------------------------------------------------------------------------
 // CLI and persistence
 // ---------------------------------------------------------------------------------------------
-
-fn ok_json(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
-}
 
 #[test]
 fn workspace_net_commands_round_trip_through_the_config() {

@@ -3,21 +3,11 @@
 //! keyword-only and hash-embedder modes, and refusal of a newer schema.
 
 use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use bulkhead::error::exit;
-use bulkhead_tests::{text, TestEnv};
+use bulkhead_tests::{ok_json, text, TestEnv};
 use serde_json::Value;
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
-}
 
 fn store(env: &TestEnv, ws: &str, content: &str, extra: &[&str]) -> Vec<i64> {
     let mut args = vec!["--json", "memory", "store", ws, content];

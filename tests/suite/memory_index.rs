@@ -4,23 +4,12 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::process::Output;
 
 use bulkhead::{Event, LockMode, Platform, PlatformConfig};
-use bulkhead_tests::{sandbox_or_skip, text, TestEnv};
+use bulkhead_tests::{ok_json, sandbox_or_skip, text, TestEnv};
 use serde_json::Value;
 
 const CANARY: &str = "zebracanary7781";
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
-}
 
 fn index(env: &TestEnv, ws: &str, extra: &[&str]) -> Value {
     let mut args = vec!["--json", "memory", "index", ws];

@@ -2,21 +2,8 @@
 //! it finds text by meaning where no word is shared, `[memory] embedder` and
 //! `$BULKHEAD_MEMORY_EMBEDDER` choose another, and a bad setting is a clear error.
 
-use std::process::Output;
-
 use bulkhead::error::exit;
-use bulkhead_tests::{text, TestEnv};
-use serde_json::Value;
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
-}
+use bulkhead_tests::{ok_json, text, TestEnv};
 
 fn store(env: &TestEnv, ws: &str, content: &str, extra: &[&str]) -> i64 {
     let mut args = vec!["--json", "memory", "store", ws, content];

@@ -25,7 +25,8 @@ pub struct Check {
 pub struct Report {
     /// Every required layer is ok.
     pub ok: bool,
-    /// "privileged" or "rootless".
+    /// "privileged" (root), "setuid" (an unprivileged caller of a setuid-root launcher) or
+    /// "rootless".
     pub mode: String,
     /// Checks in order.
     pub checks: Vec<Check>,
@@ -48,13 +49,18 @@ fn read(p: &str) -> Option<String> {
 
 /// Runs every check. `platform` is used for the trial sandbox's scratch workspace.
 pub fn run(platform: &Platform) -> Report {
-    let privileged = nix::unistd::geteuid().is_root();
+    let launcher = find_launcher();
+    let privileged = launcher
+        .as_ref()
+        .is_ok_and(|l| crate::platform::launcher_privileged(l));
     let mut checks = Vec::new();
     let max_userns = read("/proc/sys/user/max_user_namespaces")
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0);
     let unpriv = read("/proc/sys/kernel/unprivileged_userns_clone");
-    let userns_ok = max_userns > 0 && (privileged || unpriv.as_deref() != Some("0"));
+    let apparmor = read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns");
+    let userns_ok = max_userns > 0
+        && (privileged || (unpriv.as_deref() != Some("0") && apparmor.as_deref() != Some("1")));
     checks.push(check(
         "user namespace",
         userns_ok,
@@ -63,6 +69,10 @@ pub fn run(platform: &Platform) -> Report {
             format!("user.max_user_namespaces = {max_userns}")
         } else if max_userns == 0 {
             "user.max_user_namespaces is 0: set it above 0".into()
+        } else if apparmor.as_deref() == Some("1") {
+            "kernel.apparmor_restrict_unprivileged_userns = 1 (Ubuntu 24.04's default): install the \
+             launcher setuid-root (the .deb does) or run bulkhead as root"
+                .into()
         } else {
             "kernel.unprivileged_userns_clone = 0: enable it, or run bulkhead as root".into()
         },
@@ -127,11 +137,37 @@ pub fn run(platform: &Platform) -> Report {
             .map(|a| format!("actions: {a}"))
             .unwrap_or_else(|| "kernel without seccomp filter support".into()),
     ));
-    let launcher = find_launcher();
     checks.push(match &launcher {
         Ok(p) => check("launcher", true, true, p.display().to_string()),
         Err(e) => check("launcher", false, true, e.to_string()),
     });
+    if privileged {
+        checks.push(match crate::platform::launch_rules() {
+            Ok(r) if r.state_roots.is_empty() => check(
+                "launch rules",
+                true,
+                true,
+                format!(
+                    "root caller, built-in rules: host ids {}+{}",
+                    r.host_id_start, r.host_id_count
+                ),
+            ),
+            Ok(r) => check(
+                "launch rules",
+                true,
+                true,
+                format!(
+                    "{}: state roots {}, host ids {}+{}, memory ceiling {} MiB",
+                    bulkhead_policy::launchconf::LAUNCH_CONFIG_PATH,
+                    r.state_roots.join(", "),
+                    r.host_id_start,
+                    r.host_id_count,
+                    r.limits.memory_max.0 >> 20
+                ),
+            ),
+            Err(e) => check("launch rules", false, true, e.to_string()),
+        });
+    }
     // The real test: a sandbox with every layer, attested from inside.
     if let Ok(l) = &launcher {
         checks.extend(trial(platform, l));
@@ -139,7 +175,9 @@ pub fn run(platform: &Platform) -> Report {
     let ok = checks.iter().all(|c| c.ok || !c.required);
     Report {
         ok,
-        mode: if privileged {
+        mode: if privileged && !nix::unistd::geteuid().is_root() {
+            "setuid".into()
+        } else if privileged {
             "privileged".into()
         } else {
             "rootless".into()

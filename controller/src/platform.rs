@@ -171,6 +171,11 @@ pub struct WorkspaceRecord {
     /// Host uid/gid of the sandbox when bulkhead runs privileged (one per workspace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_uid: Option<u32>,
+    /// Inode of the workspace directory `host_uid` was given for: a copy of the directory
+    /// (a tenant moved to another host or restored from backup) has another inode and gets
+    /// an id of its own, so two workspaces never share one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_uid_ino: Option<u64>,
     /// Configuration.
     #[serde(flatten)]
     pub config: WorkspaceConfig,
@@ -202,8 +207,35 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn privileged() -> bool {
-    nix::unistd::geteuid().is_root()
+/// Whether sandboxes started with `launcher` run privileged: this process is root, or the
+/// launcher is installed setuid-root. Then every workspace gets a host uid of its own from
+/// the operator's range ([`launch_rules`]).
+pub fn launcher_privileged(launcher: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    fs::metadata(launcher).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o4000 != 0)
+}
+
+/// The operator's launch rules as the launcher reads them: for a root process
+/// `$BULKHEAD_LAUNCH_CONFIG` when set, else `/etc/bulkhead/launch.toml` when it exists, else
+/// the built-in defaults. Used here for the host id range.
+pub fn launch_rules() -> Result<bulkhead_policy::LaunchConfig> {
+    use bulkhead_policy::launchconf::LAUNCH_CONFIG_PATH;
+    let env = nix::unistd::geteuid()
+        .is_root()
+        .then(|| std::env::var_os("BULKHEAD_LAUNCH_CONFIG"))
+        .flatten()
+        .map(PathBuf::from);
+    let path = match env {
+        Some(p) => p,
+        None if Path::new(LAUNCH_CONFIG_PATH).exists() => PathBuf::from(LAUNCH_CONFIG_PATH),
+        None => return Ok(bulkhead_policy::LaunchConfig::root_default()),
+    };
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    bulkhead_policy::LaunchConfig::parse(&text)
+        .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), e.0)))
 }
 
 impl Platform {
@@ -251,15 +283,13 @@ impl Platform {
         if dir.exists() {
             return Err(Error::WorkspaceExists(id.into()));
         }
-        let host_uid = if privileged() {
-            Some(self.allocate_host_id()?)
-        } else {
-            None
-        };
+        // The host uid is given at the first privileged launch (Workspace::host_id): files
+        // stay ours on disk and reach the sandbox through an id-mapped mount, so no chown.
         let record = WorkspaceRecord {
             id: id.into(),
             created: now(),
-            host_uid,
+            host_uid: None,
+            host_uid_ino: None,
             config,
         };
         // Build in a temp dir, then rename: a crash never leaves half a workspace.
@@ -273,15 +303,6 @@ impl Platform {
             mkdir(&tmp.join("files"), 0o755)?;
             mkdir(&tmp.join("sessions"), 0o700)?;
             mkdir(&tmp.join("run"), 0o700)?;
-            if let Some(uid) = host_uid {
-                let files = tmp.join("files");
-                nix::unistd::chown(
-                    &files,
-                    Some(nix::unistd::Uid::from_raw(uid)),
-                    Some(nix::unistd::Gid::from_raw(uid)),
-                )
-                .map_err(|e| Error::io(&files, e.into()))?;
-            }
             let json =
                 serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
             write_atomic(&tmp.join("workspace.json"), &json, 0o600)?;
@@ -299,20 +320,6 @@ impl Platform {
             network: self.network.clone(),
             record,
         })
-    }
-
-    fn allocate_host_id(&self) -> Result<u32> {
-        let mut used = std::collections::BTreeSet::new();
-        for ws in self.list_workspaces()? {
-            if let Some(u) = ws.record.host_uid {
-                used.insert(u);
-            }
-        }
-        let start = bulkhead_policy::defaults::HOST_ID_RANGE_START;
-        (0..bulkhead_policy::defaults::HOST_ID_RANGE_LEN)
-            .map(|i| start + i)
-            .find(|u| !used.contains(u))
-            .ok_or_else(|| Error::Invalid("the host id range is exhausted".into()))
     }
 
     /// Opens a workspace.
@@ -406,13 +413,19 @@ pub fn check_limits(limits: &Limits) -> Result<()> {
         host_gid: 1,
         hostname: "check".into(),
         limits: limits.clone(),
+        binds: vec![],
     };
     let caller = bulkhead_policy::Caller {
         privileged: false,
         uid: 1,
         gid: 1,
     };
-    bulkhead_policy::validate_spec(&spec, caller).map_err(|e| Error::Invalid(e.to_string()))
+    bulkhead_policy::validate_spec(
+        &spec,
+        caller,
+        &bulkhead_policy::LaunchConfig::root_default(),
+    )
+    .map_err(|e| Error::Invalid(e.to_string()))
 }
 
 impl Workspace {
@@ -518,6 +531,57 @@ impl Workspace {
         Ok(out)
     }
 
+    /// The workspace's host uid (and gid) for privileged sandboxes: the one recorded in
+    /// `workspace.json` while it lies in the operator's range and was given to this very
+    /// directory (not a copy of it), else the lowest id of the range no other workspace of
+    /// this state directory has, recorded under the platform lock. Changing it is harmless:
+    /// no file on disk carries it.
+    pub fn host_id(&self) -> Result<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let rules = launch_rules()?;
+        let ino = fs::metadata(self.dir())
+            .map_err(|e| Error::io(&self.dir(), e))?
+            .ino();
+        let valid = |r: &WorkspaceRecord| {
+            r.host_uid
+                .filter(|u| rules.in_host_id_range(*u) && r.host_uid_ino == Some(ino))
+        };
+        if let Some(u) = valid(&self.record) {
+            return Ok(u);
+        }
+        let _lock = self.state.lock()?;
+        let mut record = read_record(&self.state, &self.record.id)?;
+        if let Some(u) = valid(&record) {
+            return Ok(u);
+        }
+        let mut used = std::collections::BTreeSet::new();
+        if let Ok(rd) = fs::read_dir(self.state.workspaces()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name == self.record.id || validate_workspace_id(&name).is_err() {
+                    continue;
+                }
+                if let Ok(r) = read_record(&self.state, &name) {
+                    used.extend(r.host_uid);
+                }
+            }
+        }
+        let id = (0..rules.host_id_count)
+            .map(|i| rules.host_id_start + i)
+            .find(|u| !used.contains(u))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the host id range {}+{} of the launch rules is exhausted: widen host_id_count",
+                    rules.host_id_start, rules.host_id_count
+                ))
+            })?;
+        record.host_uid = Some(id);
+        record.host_uid_ino = Some(ino);
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&self.config_path(), &json, 0o600)?;
+        Ok(id)
+    }
+
     /// The launcher binary this workspace's sandboxes are started with.
     pub fn launcher_path(&self) -> Result<PathBuf> {
         match &self.launcher {
@@ -582,13 +646,8 @@ impl Workspace {
     pub fn launch_spec(&self, extra: &LimitsConfig) -> Result<LaunchSpec> {
         let limits = self.limits(extra);
         check_limits(&limits)?;
-        let (uid, gid) = if privileged() {
-            let u = self.record.host_uid.ok_or_else(|| {
-                Error::Invalid(format!(
-                    "workspace {:?} was created without privilege and has no host uid; recreate it as root",
-                    self.record.id
-                ))
-            })?;
+        let (uid, gid) = if launcher_privileged(&self.launcher_path()?) {
+            let u = self.host_id()?;
             (u, u)
         } else {
             (
@@ -614,6 +673,7 @@ impl Workspace {
                 .trim_start_matches(['-', '_'])
                 .replace('_', "-"),
             limits,
+            binds: vec![],
         })
     }
 

@@ -29,8 +29,12 @@ use crate::error::{Error, Result};
 /// How long the launcher may take to bring a sandbox up.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Where the .deb and .rpm install the (setuid-root) launcher.
+pub const PACKAGED_LAUNCHER: &str = "/usr/libexec/bulkhead/bulkhead-launch";
+
 /// Where the launcher binary is: `$BULKHEAD_LAUNCH`, else next to the running executable
-/// (also one directory up, for test binaries in `target/*/deps`).
+/// (also one directory up, for test binaries in `target/*/deps`), else where the packages
+/// install it ([`PACKAGED_LAUNCHER`]).
 pub fn find_launcher() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("BULKHEAD_LAUNCH").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
@@ -38,7 +42,11 @@ pub fn find_launcher() -> Result<PathBuf> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Launcher(format!("cannot locate the running executable: {e}")))?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    for cand in [dir.join("bulkhead-launch"), dir.join("../bulkhead-launch")] {
+    for cand in [
+        dir.join("bulkhead-launch"),
+        dir.join("../bulkhead-launch"),
+        PathBuf::from(PACKAGED_LAUNCHER),
+    ] {
         if cand.exists() {
             return Ok(cand);
         }

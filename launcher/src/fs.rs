@@ -9,6 +9,44 @@ use bulkhead_shared::{SetupError, SetupStep};
 
 use crate::sys;
 
+/// A host directory to mount in the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A directory opened (`O_PATH`) in this mount namespace, checked by the child; bound
+    /// through its /proc magic link (rootless).
+    Dir(RawFd),
+    /// A detached mount (open_tree), its attributes and id-mapping set already by the
+    /// privileged parent; attached with move_mount.
+    Tree(RawFd),
+}
+
+impl Source {
+    /// The descriptor.
+    pub fn fd(self) -> RawFd {
+        match self {
+            Source::Dir(fd) | Source::Tree(fd) => fd,
+        }
+    }
+}
+
+/// Mounts `src` on `r` (relative to the new root), with `set` attributes for a plain bind.
+fn attach(src: Source, r: &str, path: &str, set: u64) -> Result<(), SetupError> {
+    match src {
+        Source::Tree(fd) => {
+            sys::move_mount_to(fd, r).map_err(|e| fail(path, "attach the prepared mount", e))
+        }
+        Source::Dir(fd) => {
+            // `fd` was opened in this mount namespace with RESOLVE_NO_SYMLINKS: binding it
+            // through its /proc magic link mounts exactly that directory, whatever its path
+            // points to now.
+            let src = format!("/proc/self/fd/{fd}");
+            sys::mount(Some(&src), r, None, libc::MS_BIND, None)
+                .map_err(|e| fail(path, "bind", e))?;
+            sys::mount_setattr(r, set, false).map_err(|e| fail(path, "restrict the bind", e))
+        }
+    }
+}
+
 /// Host directory the new root's tmpfs is mounted on (in our private mount namespace; the
 /// host never sees it).
 pub const STAGING: &str = "/tmp";
@@ -61,7 +99,7 @@ fn exists(rel: &str) -> bool {
 
 const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
-fn apply(op: &MountOp, workspace_fd: RawFd) -> Result<(), SetupError> {
+fn apply(op: &MountOp, workspace: Source, binds: &[Source]) -> Result<(), SetupError> {
     use sys::{
         MOUNT_ATTR_NODEV as NODEV, MOUNT_ATTR_NOEXEC as NOEXEC, MOUNT_ATTR_NOSUID as NOSUID,
         MOUNT_ATTR_RDONLY as RDONLY,
@@ -152,21 +190,23 @@ fn apply(op: &MountOp, workspace_fd: RawFd) -> Result<(), SetupError> {
         MountOp::Workspace { path, writable } => {
             let r = rel(path);
             mkdir(r).map_err(|e| fail(path, "create mount point", e))?;
-            // `workspace_fd` was opened in this mount namespace with RESOLVE_NO_SYMLINKS:
-            // binding it through its /proc magic link mounts exactly that directory, whatever
-            // its path points to now.
-            let src = format!("/proc/self/fd/{workspace_fd}");
-            sys::mount(Some(&src), r, None, libc::MS_BIND, None)
-                .map_err(|e| fail(path, "bind workspace", e))?;
             let ro = if *writable { 0 } else { RDONLY };
-            sys::mount_setattr(r, ro | NOSUID | NODEV, false)
-                .map_err(|e| fail(path, "restrict workspace", e))
+            attach(workspace, r, path, ro | NOSUID | NODEV)
+        }
+        MountOp::Extra { index, path } => {
+            let r = rel(path);
+            mkdir(r).map_err(|e| fail(path, "create mount point", e))?;
+            let src = binds
+                .get(*index)
+                .copied()
+                .ok_or_else(|| fail(path, "bind source", io::ErrorKind::NotFound.into()))?;
+            attach(src, r, path, RDONLY | NOSUID | NODEV)
         }
     }
 }
 
 /// Builds the new root and pivots into it. Runs in the sandbox's mount namespace.
-pub fn build_root(plan: &[Planned], workspace_fd: RawFd) -> Result<(), SetupError> {
+pub fn build_root(plan: &[Planned], workspace: Source, binds: &[Source]) -> Result<(), SetupError> {
     sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(|e| fail("/", "make mounts private", e))?;
     let data = format!("size={ROOT_TMPFS_BYTES},mode=755");
@@ -180,7 +220,7 @@ pub fn build_root(plan: &[Planned], workspace_fd: RawFd) -> Result<(), SetupErro
     .map_err(|e| fail(STAGING, "mount root tmpfs", e))?;
     std::env::set_current_dir(STAGING).map_err(|e| fail(STAGING, "enter new root", e))?;
     for p in plan {
-        apply(&p.op, workspace_fd)?;
+        apply(&p.op, workspace, binds)?;
     }
     sys::pivot_root(".", ".").map_err(|e| fail("/", "pivot_root", e))?;
     sys::umount2(".", libc::MNT_DETACH).map_err(|e| fail("/", "detach old root", e))?;

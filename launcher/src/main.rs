@@ -8,7 +8,10 @@
 //! 1. sanitize: not dumpable, no core dumps, close every fd but 0-3 and 5, fd 3 must be a
 //!    socket
 //! 2. spec: read the launch spec (5 s deadline) and re-validate every field; with egress,
-//!    fd 5 must be a unix `SOCK_SEQPACKET` socket, without it fd 5 is closed
+//!    fd 5 must be a unix `SOCK_SEQPACKET` socket, without it fd 5 is closed. Privileged,
+//!    within the rules of `/etc/bulkhead/launch.toml` (root-owned, the caller listed in it;
+//!    see `privileged.rs`), and the workspace and extra binds opened with the caller's
+//!    permissions, without symlinks, owned by the caller, as id-mapped detached mounts
 //! 3. cgroup: create the sandbox cgroup under the launcher's own cgroup and write its limits
 //! 4. namespaces: clone into new user, mount, pid, net, ipc and uts namespaces; the child
 //!    waits, is moved into the cgroup, then unshares a cgroup namespace
@@ -34,6 +37,7 @@
 mod cgroup;
 mod fs;
 mod landlock;
+mod privileged;
 mod sys;
 
 use std::os::fd::{FromRawFd, RawFd};
@@ -49,6 +53,8 @@ use bulkhead_shared::{
     CgroupVersion, ControllerMsg, LaunchOptions, LaunchSpec, LauncherReport, SetupError, SetupStep,
     WorkerEnd, EGRESS_FD,
 };
+use fs::Source;
+use privileged::Mode;
 
 /// The controller's socket.
 const SOCK_FD: RawFd = 3;
@@ -69,6 +75,17 @@ const USAGE: &str = "usage: bulkhead-launch\n\
     128+n worker killed by signal n.";
 
 fn main() {
+    // A setuid-root launcher takes nothing from its caller's environment; a root caller may
+    // name another configuration file.
+    let (uid, _, euid) = sys::ids();
+    let mode = Mode::of(uid, euid);
+    let config_env = match mode {
+        Mode::Root => std::env::var(privileged::CONFIG_ENV).ok(),
+        _ => None,
+    };
+    if mode == Mode::Setuid {
+        sys::clear_env();
+    }
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         None => {}
@@ -85,7 +102,7 @@ fn main() {
             std::process::exit(LAUNCH_USAGE);
         }
     }
-    std::process::exit(run());
+    std::process::exit(run(mode, config_env));
 }
 
 fn err(step: SetupStep, e: &std::io::Error, path: &str, detail: impl Into<String>) -> SetupError {
@@ -130,9 +147,21 @@ struct Prepared {
     landlock_abi: u32,
     /// The egress channel is open on [`EGRESS_FD`] and goes to the worker.
     egress: bool,
+    /// Privileged: the workspace and extra binds, prepared as id-mapped detached mounts.
+    /// Rootless: `None`, the child opens and checks them itself.
+    sources: Option<(Source, Vec<Source>)>,
 }
 
-fn run() -> i32 {
+impl Prepared {
+    fn source_fds(&self) -> Vec<RawFd> {
+        self.sources
+            .iter()
+            .flat_map(|(w, b)| std::iter::once(w.fd()).chain(b.iter().map(|s| s.fd())))
+            .collect()
+    }
+}
+
+fn run(mode: Mode, config_env: Option<String>) -> i32 {
     // 1. sanitize
     if !sys::is_socket(SOCK_FD) {
         eprintln!("bulkhead-launch: fd 3 is not a socket\n{USAGE}");
@@ -167,13 +196,22 @@ fn run() -> i32 {
         return report_failure(&mut end, e);
     }
     let _ = end.socket().set_read_timeout(None);
-    let (uid, gid, euid) = sys::ids();
+    let (uid, gid, _) = sys::ids();
     let caller = Caller {
-        privileged: euid == 0,
+        privileged: mode.privileged(),
         uid,
         gid,
     };
-    if let Err(e) = validate_spec(&spec, caller) {
+    let rules = match privileged::rules(mode, config_env) {
+        Ok(r) => r,
+        Err(e) => return report_failure(&mut end, e),
+    };
+    if mode == Mode::Setuid {
+        if let Err(e) = privileged::authorize(&rules, uid, gid) {
+            return report_failure(&mut end, e);
+        }
+    }
+    if let Err(e) = validate_spec(&spec, caller, &rules) {
         return report_failure(&mut end, plain(SetupStep::Spec, "", e.to_string()));
     }
     let (host_uid, host_gid) = if caller.privileged {
@@ -181,8 +219,16 @@ fn run() -> i32 {
     } else {
         (uid, gid)
     };
+    let sources = if caller.privileged {
+        match privileged::sources(&spec, &rules, (uid, gid), (host_uid, host_gid)) {
+            Ok(s) => Some(s),
+            Err(e) => return report_failure(&mut end, e),
+        }
+    } else {
+        None
+    };
 
-    let prepared = match prepare(spec, host_uid, options.egress) {
+    let prepared = match prepare(spec, host_uid, options.egress, sources) {
         Ok(p) => p,
         Err(e) => return report_failure(&mut end, e),
     };
@@ -231,7 +277,10 @@ fn run() -> i32 {
     // The child must be dumpable until the parent has written its id maps:
     // /proc/<pid>/{uid,gid}_map and setgroups of a non-dumpable process belong to root,
     // which a rootless parent is not. It inherits this flag; both sides clear it right after.
-    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
+    // A privileged parent writes any process's maps and never turns dumpable.
+    if !caller.privileged {
+        let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
+    }
     // cgroup v2: clone straight into the sandbox cgroup (no migration). Kernels before 5.7
     // lack CLONE_INTO_CGROUP: fall back to clone + a cgroup.procs write.
     let mut born_in_cgroup = false;
@@ -273,6 +322,9 @@ fn run() -> i32 {
         Ok(pid) => {
             // The plan, mounts and filters belong to the child now; give the memory back
             // (the supervisor lives as long as the sandbox, ×1000 on a busy host).
+            for fd in prepared.source_fds() {
+                sys::close(fd);
+            }
             drop(prepared);
             sys::trim_heap();
             pid
@@ -331,6 +383,11 @@ fn run() -> i32 {
     supervise(pid, &sigset, &cg)
 }
 
+fn privileged_caller_is_not_root() -> bool {
+    let (uid, _, euid) = sys::ids();
+    Mode::of(uid, euid) == Mode::Setuid
+}
+
 fn msg_name(m: &ControllerMsg) -> &'static str {
     match m {
         ControllerMsg::Launch(..) => "Launch",
@@ -382,7 +439,12 @@ fn egress_channel(options: &LaunchOptions) -> Result<(), SetupError> {
 
 /// Everything that reads the host: done by the parent before cloning, so the child needs
 /// no host path after it enters its namespaces.
-fn prepare(spec: LaunchSpec, host_uid: u32, egress: bool) -> Result<Prepared, SetupError> {
+fn prepare(
+    spec: LaunchSpec,
+    host_uid: u32,
+    egress: bool,
+    sources: Option<(Source, Vec<Source>)>,
+) -> Result<Prepared, SetupError> {
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(|e| err(SetupStep::Exec, &e, "/proc/self/exe", "locate the launcher"))?;
     let worker = exe.with_file_name(WORKER_NAME);
@@ -395,6 +457,18 @@ fn prepare(spec: LaunchSpec, host_uid: u32, egress: bool) -> Result<Prepared, Se
             "open the worker (it must sit next to bulkhead-launch)",
         )
     })?;
+    if privileged_caller_is_not_root() {
+        // A setuid launcher runs only the worker root installed beside it.
+        let (owner, mode, _) =
+            sys::fd_stat(worker_fd).map_err(|e| err(SetupStep::Exec, &e, &worker, "stat"))?;
+        if owner != 0 || mode & 0o022 != 0 {
+            return Err(plain(
+                SetupStep::Exec,
+                &worker,
+                "a setuid launcher only runs a worker owned by root and writable by nobody else (reinstall the package)",
+            ));
+        }
+    }
     let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -424,39 +498,38 @@ fn prepare(spec: LaunchSpec, host_uid: u32, egress: bool) -> Result<Prepared, Se
         cap_last,
         landlock_abi,
         egress,
+        sources,
     })
 }
 
-/// Opens the workspace directory without following a symlink in any component, inside the
-/// sandbox's (still host-identical) mount namespace, and checks who owns it. Done before the
-/// child changes uid, so a root-owned state directory stays traversable.
-fn open_workspace(ws: &str, host_uid: u32) -> Result<RawFd, SetupError> {
-    let workspace_fd = sys::open_dir_nofollow(ws).map_err(|e| {
+/// Rootless: opens a directory the sandbox mounts (the workspace, an extra bind) without
+/// following a symlink in any component, inside the sandbox's (still host-identical) mount
+/// namespace, and checks who owns it. Done before the child changes uid, so a root-owned
+/// state directory stays traversable.
+fn open_owned_dir(dir: &str, host_uid: u32) -> Result<RawFd, SetupError> {
+    let fd = sys::open_dir_nofollow(dir).map_err(|e| {
         let why = match e.raw_os_error() {
-            Some(libc::ELOOP) => {
-                "a component of the workspace path is a symlink; refusing to follow it"
-            }
-            Some(libc::ENOENT) => "the workspace directory does not exist",
-            Some(libc::ENOTDIR) => "the workspace path is not a directory",
-            _ => "cannot open the workspace directory",
+            Some(libc::ELOOP) => "a component of the path is a symlink; refusing to follow it",
+            Some(libc::ENOENT) => "the directory does not exist",
+            Some(libc::ENOTDIR) => "the path is not a directory",
+            _ => "cannot open the directory",
         };
-        err(SetupStep::Mounts, &e, ws, why)
+        err(SetupStep::Mounts, &e, dir, why)
     })?;
     // Seen from inside the user namespace (the maps are written): the sandbox uid here is
     // `host_uid` on the host, and any other host owner shows as another id.
-    let (owner, _, _) =
-        sys::fd_owner(workspace_fd).map_err(|e| err(SetupStep::Mounts, &e, ws, "stat"))?;
+    let (owner, _, _) = sys::fd_owner(fd).map_err(|e| err(SetupStep::Mounts, &e, dir, "stat"))?;
     if owner != SANDBOX_UID {
         return Err(plain(
             SetupStep::Mounts,
-            ws,
+            dir,
             format!(
-                "the workspace directory is not owned by the sandbox's host uid {host_uid}; \
+                "the directory is not owned by the sandbox's host uid {host_uid}; \
                  bulkhead only mounts directories it prepared (recreate the workspace)"
             ),
         ));
     }
-    Ok(workspace_fd)
+    Ok(fd)
 }
 
 fn write_id_maps(pid: libc::pid_t, host_uid: u32, host_gid: u32) -> Result<(), SetupError> {
@@ -508,14 +581,26 @@ fn setup_child(p: &Prepared, cg: &cgroup::Cgroup) -> Result<(), SetupError> {
     // 4. the cgroup namespace, now that we sit in the sandbox's cgroup.
     sys::unshare(libc::CLONE_NEWCGROUP)
         .map_err(|e| err(S::Namespaces, &e, "", "unshare cgroup namespace"))?;
-    let workspace_fd = open_workspace(&p.spec.workspace_dir, p.host_uid)?;
+    let (workspace, binds) = match &p.sources {
+        Some((w, b)) => (*w, b.clone()),
+        None => {
+            let w = Source::Dir(open_owned_dir(&p.spec.workspace_dir, p.host_uid)?);
+            let mut b = Vec::with_capacity(p.spec.binds.len());
+            for bind in &p.spec.binds {
+                b.push(Source::Dir(open_owned_dir(&bind.host, p.host_uid)?));
+            }
+            (w, b)
+        }
+    };
     // 5. become the sandbox user (the parent wrote the maps).
     sys::setresgid(SANDBOX_GID).map_err(|e| err(S::IdMaps, &e, "", "setresgid"))?;
     sys::setresuid(SANDBOX_UID).map_err(|e| err(S::IdMaps, &e, "", "setresuid"))?;
     sys::umask(0o022);
     // 6. mounts
-    fs::build_root(&p.mounts, workspace_fd)?;
-    sys::close(workspace_fd);
+    fs::build_root(&p.mounts, workspace, &binds)?;
+    for src in std::iter::once(workspace).chain(binds) {
+        sys::close(src.fd());
+    }
     // 7. network
     sys::loopback_up().map_err(|e| err(S::Network, &e, "lo", "bring loopback up"))?;
     sys::sethostname(&p.spec.hostname).map_err(|e| err(S::Network, &e, "", "sethostname"))?;

@@ -575,3 +575,139 @@ pub fn umask(mask: u32) {
     // SAFETY: integer argument only.
     unsafe { libc::umask(mask) };
 }
+
+/// `setfsuid(u)`; returns the previous fsuid.
+pub fn setfsuid(u: u32) -> u32 {
+    // SAFETY: integer argument only.
+    unsafe { libc::setfsuid(u) as u32 }
+}
+
+/// `setfsgid(g)`; returns the previous fsgid.
+pub fn setfsgid(g: u32) -> u32 {
+    // SAFETY: integer argument only.
+    unsafe { libc::setfsgid(g) as u32 }
+}
+
+/// The process's supplementary groups.
+pub fn groups() -> io::Result<Vec<u32>> {
+    // SAFETY: a zero size with a NULL list only asks for the count.
+    let n = check(unsafe { libc::getgroups(0, std::ptr::null_mut()) })?;
+    let mut v = vec![0 as libc::gid_t; n as usize];
+    // SAFETY: `v` has room for `n` entries.
+    let m = check(unsafe { libc::getgroups(n, v.as_mut_ptr()) })?;
+    v.truncate(m as usize);
+    Ok(v)
+}
+
+/// Empties the environment (a setuid program takes nothing from its caller's).
+pub fn clear_env() {
+    // SAFETY: called first thing in main, while the process is single-threaded and no
+    // reference into the environment is held.
+    unsafe { libc::clearenv() };
+}
+
+/// `fstat` of an fd: (owner uid, mode, size).
+pub fn fd_stat(fd: RawFd) -> io::Result<(u32, u32, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: `st` is a valid out-pointer for one stat struct.
+    check(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, `st` is initialized.
+    let st = unsafe { st.assume_init() };
+    Ok((st.st_uid, st.st_mode, st.st_size as u64))
+}
+
+/// `openat2(AT_FDCWD, path, O_RDONLY|O_NOFOLLOW|O_CLOEXEC, RESOLVE_NO_SYMLINKS)` of a
+/// regular file (the launcher's configuration).
+pub fn open_file_nofollow(path: &str) -> io::Result<RawFd> {
+    let p = cstr(path)?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `p` is NUL-terminated and `how` is a valid open_how of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    check_long(r).map(|fd| fd as RawFd)
+}
+
+/// `MOUNT_ATTR_IDMAP`.
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// `open_tree(fd, "", OPEN_TREE_CLONE|OPEN_TREE_CLOEXEC|AT_EMPTY_PATH)`: a detached bind
+/// mount of exactly the directory `fd` refers to (not its submounts).
+pub fn open_tree_clone(fd: RawFd) -> io::Result<RawFd> {
+    // SAFETY: the path is a static empty C string; the flags are integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd,
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    check_long(r).map(|fd| fd as RawFd)
+}
+
+/// `mount_setattr(tree, "", AT_EMPTY_PATH, {set, userns_fd})` on a detached mount.
+pub fn mount_setattr_fd(tree: RawFd, set: u64, userns_fd: Option<RawFd>) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns_fd.map_or(0, |fd| fd as u64),
+    };
+    // SAFETY: the path is a static empty C string and `attr` a valid mount_attr of the size
+    // passed.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// `move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attaches a detached
+/// mount at `target`.
+pub fn move_mount_to(tree: RawFd, target: &str) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: both paths are NUL-terminated strings alive for the call.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// `open(path, O_RDONLY|O_CLOEXEC)`.
+pub fn open_rdonly(path: &str) -> io::Result<RawFd> {
+    let p = cstr(path)?;
+    // SAFETY: `p` is NUL-terminated.
+    check(unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })
+}

@@ -10,9 +10,11 @@
 pub mod cgroup;
 pub mod defaults;
 pub mod landlock;
+pub mod launchconf;
 pub mod mounts;
 pub mod seccomp;
 pub mod spec;
 
 pub use defaults::default_limits;
+pub use launchconf::LaunchConfig;
 pub use spec::{validate_spec, Caller, SpecError};

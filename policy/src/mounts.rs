@@ -101,6 +101,13 @@ pub enum MountOp {
         /// Read-write.
         writable: bool,
     },
+    /// One of the spec's extra binds, read-only (opened like the workspace).
+    Extra {
+        /// Index into `LaunchSpec::binds`.
+        index: usize,
+        /// Path inside.
+        path: String,
+    },
 }
 
 /// An operation with the reason a reviewer reads.
@@ -359,6 +366,19 @@ pub fn plan(spec: &LaunchSpec, host: &dyn Fn(&str) -> HostEntry) -> Vec<Planned>
         },
         "the workspace's files/, the only host directory the sandbox may change",
     ));
+    if !spec.binds.is_empty() {
+        v.push(p(dir("/mnt", 0o755), "mount points of the extra binds"));
+    }
+    for (index, b) in spec.binds.iter().enumerate() {
+        v.push(p(dir(&b.path, 0o755), "mount point"));
+        v.push(p(
+            MountOp::Extra {
+                index,
+                path: b.path.clone(),
+            },
+            "a directory the caller owns (or the operator listed), read-only",
+        ));
+    }
     v
 }
 
@@ -376,6 +396,7 @@ mod tests {
             host_gid: 1000,
             hostname: "acme".into(),
             limits: default_limits(),
+            binds: vec![],
         }
     }
 

@@ -3,9 +3,10 @@
 
 use std::fmt;
 
-use bulkhead_shared::{validate_workspace_id, LaunchSpec};
+use bulkhead_shared::{validate_workspace_id, LaunchSpec, MAX_BINDS};
 
 use crate::defaults::*;
+use crate::launchconf::LaunchConfig;
 
 /// Who is calling the launcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,12 +86,28 @@ fn check_range(field: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), Spec
     Ok(())
 }
 
-/// Validates every field of `spec` for `caller`.
-pub fn validate_spec(spec: &LaunchSpec, caller: Caller) -> Result<(), SpecError> {
+/// Validates every field of `spec` for `caller`, within `rules` (the operator's
+/// `launch.toml` for a privileged launcher; [`LaunchConfig::root_default`] otherwise).
+pub fn validate_spec(
+    spec: &LaunchSpec,
+    caller: Caller,
+    rules: &LaunchConfig,
+) -> Result<(), SpecError> {
     if let Err(e) = validate_workspace_id(&spec.workspace_id) {
         return err("workspace_id", e.to_string());
     }
     check_abs_path("workspace_dir", &spec.workspace_dir)?;
+    if caller.privileged && !rules.under_state_root(&spec.workspace_dir) {
+        return err(
+            "workspace_dir",
+            format!(
+                "{:?} is not under a state root of {} ({}): workspaces must live there",
+                spec.workspace_dir,
+                crate::launchconf::LAUNCH_CONFIG_PATH,
+                rules.state_roots.join(", ")
+            ),
+        );
+    }
     let h = &spec.hostname;
     if h.is_empty()
         || h.len() > 63
@@ -108,15 +125,15 @@ pub fn validate_spec(spec: &LaunchSpec, caller: Caller) -> Result<(), SpecError>
         if spec.host_uid == 0 || spec.host_gid == 0 {
             return err("host_uid", "a sandbox never runs as host root");
         }
-        if !in_host_id_range(spec.host_uid) || !in_host_id_range(spec.host_gid) {
+        if !rules.in_host_id_range(spec.host_uid) || !rules.in_host_id_range(spec.host_gid) {
             return err(
                 "host_uid",
                 format!(
                     "{}:{} is outside the configured host id range {}..{}",
                     spec.host_uid,
                     spec.host_gid,
-                    HOST_ID_RANGE_START,
-                    u64::from(HOST_ID_RANGE_START) + u64::from(HOST_ID_RANGE_LEN)
+                    rules.host_id_start,
+                    u64::from(rules.host_id_start) + u64::from(rules.host_id_count)
                 ),
             );
         }
@@ -129,28 +146,104 @@ pub fn validate_spec(spec: &LaunchSpec, caller: Caller) -> Result<(), SpecError>
             ),
         );
     }
+    check_binds(spec, caller, rules)?;
     let l = &spec.limits;
+    let c = &rules.limits;
     check_range(
         "limits.memory_bytes",
         l.memory_bytes,
         MIN_MEMORY_BYTES,
-        MAX_MEMORY_BYTES,
+        c.memory_max.0.min(MAX_MEMORY_BYTES),
     )?;
-    check_range("limits.swap_bytes", l.swap_bytes, 0, MAX_MEMORY_BYTES)?;
+    check_range(
+        "limits.swap_bytes",
+        l.swap_bytes,
+        0,
+        c.swap_max.0.min(MAX_MEMORY_BYTES),
+    )?;
     check_range(
         "limits.pids",
         l.pids.into(),
         MIN_PIDS.into(),
-        MAX_PIDS.into(),
+        c.pids_max.min(MAX_PIDS).into(),
     )?;
     check_range("limits.cpu_weight", l.cpu_weight.into(), 1, 10_000)?;
     if l.cpu_quota_us != 0 {
         check_range("limits.cpu_period_us", l.cpu_period_us, 1_000, 1_000_000)?;
         check_range("limits.cpu_quota_us", l.cpu_quota_us, 1_000, 1_000_000_000)?;
     }
-    check_range("limits.tmp_bytes", l.tmp_bytes, 1 << 20, MAX_TMPFS_BYTES)?;
-    check_range("limits.shm_bytes", l.shm_bytes, 1 << 20, MAX_TMPFS_BYTES)?;
-    check_range("limits.nofile", l.nofile.into(), 64, MAX_NOFILE.into())?;
+    check_range(
+        "limits.tmp_bytes",
+        l.tmp_bytes,
+        1 << 20,
+        c.tmp_max.0.min(MAX_TMPFS_BYTES),
+    )?;
+    check_range(
+        "limits.shm_bytes",
+        l.shm_bytes,
+        1 << 20,
+        c.shm_max.0.min(MAX_TMPFS_BYTES),
+    )?;
+    check_range(
+        "limits.nofile",
+        l.nofile.into(),
+        64,
+        c.nofile_max.min(MAX_NOFILE).into(),
+    )?;
+    Ok(())
+}
+
+/// Whether `name` is a valid `/mnt/<name>` component.
+fn bind_name_ok(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+}
+
+fn check_binds(spec: &LaunchSpec, caller: Caller, rules: &LaunchConfig) -> Result<(), SpecError> {
+    if spec.binds.len() > MAX_BINDS {
+        return err(
+            "binds",
+            format!("{} binds, at most {MAX_BINDS}", spec.binds.len()),
+        );
+    }
+    let mut seen = Vec::new();
+    for b in &spec.binds {
+        check_abs_path("binds.host", &b.host)?;
+        match b.path.strip_prefix("/mnt/") {
+            Some(name) if bind_name_ok(name) => {}
+            _ => {
+                return err(
+                    "binds.path",
+                    format!(
+                        "{:?} is not /mnt/<name> with name [a-z0-9][a-z0-9_-]{{0,31}}",
+                        b.path
+                    ),
+                )
+            }
+        }
+        if seen.contains(&b.path) {
+            return err("binds.path", format!("{:?} is bound twice", b.path));
+        }
+        seen.push(b.path.clone());
+        if caller.privileged && !rules.state_roots.is_empty() {
+            let under_root = rules.under_state_root(&b.host);
+            let operator = rules.in_bind_paths(&b.host);
+            if !under_root && !operator {
+                return err(
+                    "binds.host",
+                    format!(
+                        "{:?} is neither under a state root nor one of the bind_paths of {}",
+                        b.host,
+                        crate::launchconf::LAUNCH_CONFIG_PATH
+                    ),
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -167,6 +260,7 @@ mod tests {
             host_gid: 1000,
             hostname: "acme".into(),
             limits: default_limits(),
+            binds: vec![],
         }
     }
     const ROOTLESS: Caller = Caller {
@@ -179,28 +273,134 @@ mod tests {
         uid: 0,
         gid: 0,
     };
+    static ANY: std::sync::LazyLock<LaunchConfig> =
+        std::sync::LazyLock::new(LaunchConfig::root_default);
+
+    fn operator() -> LaunchConfig {
+        LaunchConfig::parse(
+            "allowed_users = [\"bulkhead\"]\nstate_roots = [\"/var/lib/bulkhead\"]\n\
+             bind_paths = [\"/opt/tools\"]\n[limits]\nmemory_max = \"1G\"\npids_max = 512\n",
+        )
+        .unwrap()
+    }
+    const SETUID: Caller = Caller {
+        privileged: true,
+        uid: 1000,
+        gid: 1000,
+    };
+
+    fn bind(host: &str, path: &str) -> bulkhead_shared::Bind {
+        bulkhead_shared::Bind {
+            host: host.into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn privileged_callers_stay_inside_the_operator_rules() {
+        let cfg = operator();
+        let mut s = spec();
+        s.host_uid = HOST_ID_RANGE_START + 1;
+        s.host_gid = HOST_ID_RANGE_START + 1;
+        validate_spec(&s, SETUID, &cfg).unwrap();
+        // Outside the state roots, through `..` or to another tree.
+        for dir in [
+            "/home/alice/ws",
+            "/var/lib/bulkhead/../../etc",
+            "/var/lib/bulkhead",
+        ] {
+            let mut t = s.clone();
+            t.workspace_dir = dir.into();
+            assert_eq!(
+                validate_spec(&t, SETUID, &cfg).unwrap_err().field,
+                "workspace_dir",
+                "{dir}"
+            );
+        }
+        // Above the ceilings.
+        let mut t = s.clone();
+        t.limits.memory_bytes = 2 << 30;
+        assert_eq!(
+            validate_spec(&t, SETUID, &cfg).unwrap_err().field,
+            "limits.memory_bytes"
+        );
+        let mut t = s.clone();
+        t.limits.pids = 513;
+        assert_eq!(
+            validate_spec(&t, SETUID, &cfg).unwrap_err().field,
+            "limits.pids"
+        );
+        // Binds: /etc/shadow's directory is neither a state root nor a bind path.
+        let mut t = s.clone();
+        t.binds = vec![bind("/etc", "/mnt/etc")];
+        assert_eq!(
+            validate_spec(&t, SETUID, &cfg).unwrap_err().field,
+            "binds.host"
+        );
+        let mut t = s.clone();
+        t.binds = vec![
+            bind("/opt/tools", "/mnt/tools"),
+            bind("/var/lib/bulkhead/w/a/run/s", "/mnt/skill"),
+        ];
+        validate_spec(&t, SETUID, &cfg).unwrap();
+        for path in [
+            "/etc",
+            "/mnt/",
+            "/mnt/a/b",
+            "/mnt/A",
+            "/workspace",
+            "/mnt/..",
+        ] {
+            let mut t = s.clone();
+            t.binds = vec![bind("/opt/tools", path)];
+            assert_eq!(
+                validate_spec(&t, SETUID, &cfg).unwrap_err().field,
+                "binds.path",
+                "{path}"
+            );
+        }
+        let mut t = s.clone();
+        t.binds = vec![bind("/opt/tools", "/mnt/t"); 2];
+        assert_eq!(
+            validate_spec(&t, SETUID, &cfg).unwrap_err().field,
+            "binds.path"
+        );
+        // A host id outside the operator's range.
+        let mut t = s.clone();
+        t.host_uid = 1000;
+        assert_eq!(
+            validate_spec(&t, SETUID, &cfg).unwrap_err().field,
+            "host_uid"
+        );
+    }
 
     #[test]
     fn default_spec_is_valid_rootless() {
-        validate_spec(&spec(), ROOTLESS).unwrap();
+        validate_spec(&spec(), ROOTLESS, &ANY).unwrap();
     }
 
     #[test]
     fn privileged_needs_range_and_never_root() {
         let mut s = spec();
-        assert_eq!(validate_spec(&s, ROOT).unwrap_err().field, "host_uid");
+        assert_eq!(validate_spec(&s, ROOT, &ANY).unwrap_err().field, "host_uid");
         s.host_uid = HOST_ID_RANGE_START + 5;
         s.host_gid = HOST_ID_RANGE_START + 5;
-        validate_spec(&s, ROOT).unwrap();
+        validate_spec(&s, ROOT, &ANY).unwrap();
         s.host_uid = 0;
-        assert!(validate_spec(&s, ROOT).unwrap_err().detail.contains("root"));
+        assert!(validate_spec(&s, ROOT, &ANY)
+            .unwrap_err()
+            .detail
+            .contains("root"));
     }
 
     #[test]
     fn rootless_cannot_pick_other_ids() {
         let mut s = spec();
         s.host_uid = 0;
-        assert_eq!(validate_spec(&s, ROOTLESS).unwrap_err().field, "host_uid");
+        assert_eq!(
+            validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
+            "host_uid"
+        );
     }
 
     #[test]
@@ -217,7 +417,7 @@ mod tests {
             let mut s = spec();
             s.workspace_dir = p.into();
             assert_eq!(
-                validate_spec(&s, ROOTLESS).unwrap_err().field,
+                validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
                 "workspace_dir",
                 "{p}"
             );
@@ -229,19 +429,19 @@ mod tests {
         let mut s = spec();
         s.limits.memory_bytes = 1;
         assert_eq!(
-            validate_spec(&s, ROOTLESS).unwrap_err().field,
+            validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
             "limits.memory_bytes"
         );
         let mut s = spec();
         s.limits.pids = u32::MAX;
         assert_eq!(
-            validate_spec(&s, ROOTLESS).unwrap_err().field,
+            validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
             "limits.pids"
         );
         let mut s = spec();
         s.limits.cpu_weight = 0;
         assert_eq!(
-            validate_spec(&s, ROOTLESS).unwrap_err().field,
+            validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
             "limits.cpu_weight"
         );
     }
@@ -251,11 +451,14 @@ mod tests {
         let mut s = spec();
         s.workspace_id = "../x".into();
         assert_eq!(
-            validate_spec(&s, ROOTLESS).unwrap_err().field,
+            validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
             "workspace_id"
         );
         let mut s = spec();
         s.hostname = "a b".into();
-        assert_eq!(validate_spec(&s, ROOTLESS).unwrap_err().field, "hostname");
+        assert_eq!(
+            validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
+            "hostname"
+        );
     }
 }

@@ -28,7 +28,8 @@ pub use ratelimit::{MethodKind, RateLimiter, DEFAULT_RATE_PER_SEC};
 /// and checked by the controller. Bump it on any change to a message layout.
 ///
 /// 2: [`ControllerMsg::Launch`] carries [`LaunchOptions`]; [`Attestation::egress_proxy`].
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: [`LaunchSpec::binds`].
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// TCP port of the egress proxy endpoint inside a sandbox launched with
 /// [`LaunchOptions::egress`]: the worker listens on `127.0.0.1:PROXY_PORT` (in the sandbox's

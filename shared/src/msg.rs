@@ -45,6 +45,23 @@ pub struct LaunchSpec {
     pub hostname: String,
     /// Resource limits.
     pub limits: Limits,
+    /// Extra host directories mounted into the sandbox (at most [`MAX_BINDS`]), such as a
+    /// skill's own files beside the agent's `/workspace`.
+    pub binds: Vec<Bind>,
+}
+
+/// Most [`Bind`]s one spec may carry.
+pub const MAX_BINDS: usize = 8;
+
+/// One extra host directory in the sandbox, always read-only. Checked by the launcher like
+/// `workspace_dir`: opened without following symlinks, owned by the caller (or, privileged,
+/// one of the operator's `bind_paths`).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Bind {
+    /// Absolute, normalized host path of a directory.
+    pub host: String,
+    /// Where it appears: `/mnt/<name>`, name `[a-z0-9][a-z0-9_-]{0,31}`.
+    pub path: String,
 }
 
 /// How to launch, beyond the sandbox's policy ([`LaunchSpec`]). Sent with the spec in

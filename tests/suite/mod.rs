@@ -18,5 +18,6 @@ mod memory_local;
 mod mock_llm;
 mod rootless;
 mod sessions;
+mod setuid;
 mod skills;
 mod subagents;

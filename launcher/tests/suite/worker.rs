@@ -944,6 +944,7 @@ fn a_malformed_frame_makes_the_worker_exit_1() {
             shm_bytes: 0,
             nofile: 1,
         },
+        binds: vec![],
     };
     w.ctl.send_launch(&spec).unwrap();
     assert_eq!(w.wait_exit(), 1);

@@ -1,0 +1,484 @@
+//! Privileged mode as a hostile user sees it: `bulkhead-launch` installed setuid-root, called
+//! by unprivileged users. Each test installs a private copy of the launcher and worker
+//! (root-owned, mode 4755), writes a `launch.toml` and runs everything as uid 4343 (listed
+//! in it) or 4344 (not listed) inside a private mount namespace where that file is
+//! `/etc/bulkhead/launch.toml` (the host's /etc is never changed but for an empty
+//! `/etc/bulkhead` mount point).
+//!
+//! What it proves: a listed user gets sandboxes that run as a host uid of the configured
+//! range (one per workspace) whose files stay the user's on disk; and the launcher refuses,
+//! with a clear error and exit code, every request beyond `launch.toml`: a workspace path
+//! through a symlink, with `..`, owned by another user, outside the state roots or behind a
+//! directory the caller cannot enter, a bind of `/etc` (for `/etc/shadow`), limits above
+//! the ceilings, a host uid outside the range, an unlisted caller, a configuration that is
+//! not root's.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bulkhead::sandbox::Sandbox;
+use bulkhead::Error;
+use bulkhead_shared::{Bind, Command as ProtoCommand, ExecRequest, LaunchSpec, SetupStep};
+use bulkhead_tests::{bin, must_run, sandbox_or_skip, text, TestEnv};
+
+/// The listed caller.
+const USER: u32 = 4343;
+/// Another user, not listed.
+const OTHER: u32 = 4344;
+/// The host id range of the test configuration.
+const ID_START: u32 = 1_300_000_000;
+
+fn root_or_skip(test: &str) -> bool {
+    if !sandbox_or_skip(test) {
+        return false;
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        assert!(
+            !must_run(),
+            "{test}: needs root to install a setuid launcher"
+        );
+        eprintln!("SKIP {test}: needs root to install a setuid launcher");
+        return false;
+    }
+    true
+}
+
+fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A setuid launcher installation, a state root with a directory per user, and a config.
+struct Rig {
+    env: TestEnv,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let env = TestEnv::new();
+        let base = env.dir.path();
+        chmod(base, 0o755);
+        let bin_dir = base.join("libexec");
+        std::fs::create_dir(&bin_dir).unwrap();
+        for name in ["bulkhead-launch", "bulkhead-worker", "bulkhead"] {
+            let dst = bin_dir.join(name);
+            std::fs::copy(bin(name), &dst).unwrap();
+            chmod(&dst, 0o755);
+        }
+        chmod(&bin_dir.join("bulkhead-launch"), 0o4755);
+        let roots = base.join("roots");
+        std::fs::create_dir(&roots).unwrap();
+        chmod(&roots, 0o755);
+        for (name, uid) in [("a", USER), ("b", OTHER)] {
+            let d = roots.join(name);
+            std::fs::create_dir(&d).unwrap();
+            chown(&d, uid);
+        }
+        let conf = base.join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        chmod(&conf, 0o755);
+        let rig = Rig { env };
+        rig.write_config("");
+        std::fs::create_dir_all("/etc/bulkhead").unwrap();
+        rig
+    }
+
+    fn base(&self) -> &Path {
+        self.env.dir.path()
+    }
+
+    fn launcher(&self) -> PathBuf {
+        self.base().join("libexec/bulkhead-launch")
+    }
+
+    fn roots(&self) -> PathBuf {
+        self.base().join("roots")
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.base().join("conf/launch.toml")
+    }
+
+    /// Writes launch.toml: USER allowed, the test's state root, a small id range, ceilings
+    /// of 1 GiB memory and 512 pids, then `extra` lines.
+    fn write_config(&self, extra: &str) {
+        let text = format!(
+            "allowed_users = [{USER}]\nstate_roots = [\"{}\"]\nhost_id_start = {ID_START}\n\
+             host_id_count = 100\n{extra}\n[limits]\nmemory_max = \"1G\"\npids_max = 512\n",
+            self.roots().display()
+        );
+        let p = self.config_file();
+        std::fs::write(&p, text).unwrap();
+        chmod(&p, 0o644);
+        chown(&p, 0);
+    }
+
+    /// The shell prefix that runs `"$@"` as `uid` with /etc/bulkhead/launch.toml being this
+    /// rig's, in a mount namespace of its own.
+    fn as_user(&self, uid: u32) -> Command {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c"]);
+        c.arg(format!(
+            "mount --bind '{}' /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$@\"",
+            self.base().join("conf").display()
+        ));
+        c.arg("sh");
+        c.env("HOME", self.base());
+        c.env_remove("BULKHEAD_STATE_DIR");
+        c.env_remove("BULKHEAD_LAUNCH_CONFIG");
+        c
+    }
+
+    /// `bulkhead --state-dir roots/a/state ARGS` as USER with the setuid launcher.
+    fn bulkhead(&self, args: &[&str]) -> Output {
+        let state = self.roots().join("a/state");
+        self.as_user(USER)
+            .arg(self.base().join("libexec/bulkhead"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .env("BULKHEAD_LAUNCH", self.launcher())
+            .output()
+            .unwrap()
+    }
+
+    /// An executable that starts the setuid launcher as `uid` (for [`Sandbox::start`]).
+    fn wrapper(&self, uid: u32) -> PathBuf {
+        let p = self.base().join(format!("launch-as-{uid}"));
+        let script = format!(
+            "#!/bin/sh\nexec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
+            self.base().join("conf").display(),
+            self.launcher().display()
+        );
+        std::fs::write(&p, script).unwrap();
+        chmod(&p, 0o755);
+        p
+    }
+
+    /// A valid spec for USER's workspace directory `roots/a/<name>` (created).
+    fn spec(&self, name: &str) -> LaunchSpec {
+        let dir = self.roots().join("a").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        chown(&dir, USER);
+        LaunchSpec {
+            workspace_id: "ws".into(),
+            workspace_dir: dir.display().to_string(),
+            workspace_writable: true,
+            host_uid: ID_START + 7,
+            host_gid: ID_START + 7,
+            hostname: "ws".into(),
+            limits: bulkhead_policy::default_limits(),
+            binds: vec![],
+        }
+    }
+}
+
+/// Runs a shell script in `sb`; its stdout and stderr together.
+fn run(sb: &mut Sandbox, script: &str) -> String {
+    let req = ExecRequest {
+        command: ProtoCommand::Argv(vec!["sh".into(), "-c".into(), script.into()]),
+        cwd: String::new(),
+        env: vec![],
+        stdin: vec![],
+        timeout_ms: 20_000,
+        output_cap: 1 << 20,
+        kill_stragglers: true,
+    };
+    let mut out = Vec::new();
+    sb.exec(req, &mut |_, b| out.extend_from_slice(b)).unwrap();
+    text(&out)
+}
+
+/// Starts `spec` through the setuid launcher as `uid`; returns the refusal's detail (and
+/// asserts it was refused at the spec step, exit code 81).
+fn refused(rig: &Rig, uid: u32, spec: &LaunchSpec) -> String {
+    match Sandbox::start(&rig.wrapper(uid), spec) {
+        Ok(sb) => {
+            let _ = sb.shutdown();
+            panic!("the setuid launcher accepted {spec:?}");
+        }
+        Err(Error::Setup(e)) => {
+            assert_eq!(e.step, SetupStep::Spec, "{e:?}");
+            assert_eq!(e.step.exit_code(), 81);
+            format!("{} {}", e.path, e.detail)
+        }
+        Err(e) => panic!("expected a setup refusal, got {e}"),
+    }
+}
+
+#[test]
+fn a_listed_user_runs_each_workspace_as_its_own_host_uid() {
+    if !root_or_skip("a_listed_user_runs_each_workspace_as_its_own_host_uid") {
+        return;
+    }
+    let rig = Rig::new();
+    let mut maps = Vec::new();
+    for ws in ["w1", "w2"] {
+        let out = rig.bulkhead(&["workspace", "create", ws]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = rig.bulkhead(&[
+            "exec",
+            ws,
+            "--",
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map; echo hi > /workspace/made-inside; ls -ln /workspace/made-inside",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let o = text(&out.stdout);
+        let lines: Vec<&str> = o.lines().collect();
+        assert_eq!(lines[0], "1000", "{o}");
+        let map: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(map[0], "1000");
+        let host: u32 = map[1].parse().unwrap();
+        assert!((ID_START..ID_START + 100).contains(&host), "{o}");
+        // Inside, the file is the sandbox user's; on disk, the caller's.
+        assert!(lines[2].contains(" 1000 1000 "), "{o}");
+        let f = rig
+            .roots()
+            .join(format!("a/state/workspaces/{ws}/files/made-inside"));
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!((m.uid(), m.gid()), (USER, USER));
+        maps.push(host);
+    }
+    assert_ne!(maps[0], maps[1], "two workspaces share a host uid");
+    // The host uid owns nothing: no process of it survives, no file carries it.
+    let out = Command::new("find")
+        .arg(rig.roots())
+        .args(["-uid", &maps[0].to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "");
+
+    // A tenant moved to another state directory by copying its directory keeps its files
+    // but not its host uid, which another workspace there may hold already.
+    let state2 = rig.roots().join("a/state2");
+    let run2 = |args: &[&str]| {
+        rig.as_user(USER)
+            .arg(rig.base().join("libexec/bulkhead"))
+            .arg("--state-dir")
+            .arg(&state2)
+            .args(args)
+            .env("BULKHEAD_LAUNCH", rig.launcher())
+            .output()
+            .unwrap()
+    };
+    let uid_of = |out: Output| -> u32 {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let o = text(&out.stdout);
+        o.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert!(run2(&["workspace", "create", "w0"]).status.success());
+    let w0 = uid_of(run2(&["exec", "w0", "--", "cat", "/proc/self/uid_map"]));
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(rig.roots().join("a/state/workspaces/w1"))
+        .arg(state2.join("workspaces/w1"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = run2(&[
+        "exec",
+        "w1",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; cat /workspace/made-inside",
+    ]);
+    let o = text(&out.stdout);
+    let moved = uid_of(out);
+    assert_ne!(
+        moved, w0,
+        "a copied workspace kept a host uid another one holds"
+    );
+    assert!(o.contains("hi"), "the moved tenant's files: {o}");
+}
+
+#[test]
+fn hostile_workspace_paths_are_refused() {
+    if !root_or_skip("hostile_workspace_paths_are_refused") {
+        return;
+    }
+    let rig = Rig::new();
+    // Accepted as a baseline, so the refusals below are about the path alone.
+    let good = rig.spec("ok");
+    let sb = Sandbox::start(&rig.wrapper(USER), &good).expect("a valid request is accepted");
+    sb.shutdown().unwrap();
+
+    let roots = rig.roots();
+    // A symlink in the path, to another user's directory and to a root-only one.
+    std::os::unix::fs::symlink(roots.join("b"), roots.join("a/to-b")).unwrap();
+    std::fs::create_dir(roots.join("b/files")).unwrap();
+    chown(&roots.join("b/files"), OTHER);
+    let mut s = rig.spec("x");
+    s.workspace_dir = roots.join("a/to-b/files").display().to_string();
+    assert!(refused(&rig, USER, &s).contains("symlink"));
+
+    // `..`.
+    let mut s = rig.spec("x");
+    s.workspace_dir = format!("{}/a/../b/files", roots.display());
+    assert!(refused(&rig, USER, &s).contains("normalized"));
+
+    // Another user's directory.
+    let mut s = rig.spec("x");
+    s.workspace_dir = roots.join("b/files").display().to_string();
+    let why = refused(&rig, USER, &s);
+    assert!(why.contains(&format!("owned by uid {OTHER}")), "{why}");
+
+    // A root-owned directory (root-only files inside).
+    let secret = roots.join("a/secret");
+    std::fs::create_dir(&secret).unwrap();
+    chmod(&secret, 0o700);
+    std::fs::write(secret.join("key"), "root only").unwrap();
+    let mut s = rig.spec("x");
+    s.workspace_dir = secret.display().to_string();
+    assert!(refused(&rig, USER, &s).contains("owned by uid 0"));
+
+    // The caller's own directory behind one it cannot enter: resolved with its rights.
+    let inner = secret.join("mine");
+    std::fs::create_dir(&inner).unwrap();
+    chown(&inner, USER);
+    let mut s = rig.spec("x");
+    s.workspace_dir = inner.display().to_string();
+    assert!(refused(&rig, USER, &s).contains("cannot reach"));
+
+    // Outside every state root, even though the caller owns it.
+    let outside = rig.base().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    chown(&outside, USER);
+    let mut s = rig.spec("x");
+    s.workspace_dir = outside.display().to_string();
+    assert!(refused(&rig, USER, &s).contains("not under a state root"));
+}
+
+#[test]
+fn binds_limits_and_ids_beyond_the_config_are_refused() {
+    if !root_or_skip("binds_limits_and_ids_beyond_the_config_are_refused") {
+        return;
+    }
+    let rig = Rig::new();
+    // A bind of /etc (to read /etc/shadow) or of /etc/shadow itself.
+    for host in ["/etc", "/etc/shadow", "/root"] {
+        let mut s = rig.spec("w");
+        s.binds = vec![Bind {
+            host: host.into(),
+            path: "/mnt/x".into(),
+        }];
+        let why = refused(&rig, USER, &s);
+        assert!(why.contains("neither under a state root"), "{host}: {why}");
+    }
+    // Limits above the ceilings.
+    let mut s = rig.spec("w");
+    s.limits.memory_bytes = 2 << 30;
+    assert!(refused(&rig, USER, &s).contains("limits.memory_bytes"));
+    let mut s = rig.spec("w");
+    s.limits.pids = 513;
+    assert!(refused(&rig, USER, &s).contains("limits.pids"));
+    // Host ids: root, the caller's own, another user's, outside the range.
+    for id in [0, USER, OTHER, ID_START + 100] {
+        let mut s = rig.spec("w");
+        s.host_uid = id;
+        s.host_gid = id;
+        assert!(refused(&rig, USER, &s).contains("host_uid"), "{id}");
+    }
+    // The same refusals through the CLI: exit 125 and the reason.
+    let out = rig.bulkhead(&["workspace", "create", "big"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = rig.bulkhead(&["exec", "big", "--memory", "2G", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("memory"),
+        "{}",
+        text(&out.stderr)
+    );
+    // An operator bind path is allowed, read-only, and a bind of the caller's own directory.
+    let tools = rig.base().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    std::fs::write(tools.join("t"), "tool").unwrap();
+    rig.write_config(&format!("bind_paths = [\"{}\"]", tools.display()));
+    let mut s = rig.spec("w");
+    let own = rig.roots().join("a/own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::write(own.join("f"), "mine").unwrap();
+    chown(&own, USER);
+    s.binds = vec![
+        Bind {
+            host: tools.display().to_string(),
+            path: "/mnt/tools".into(),
+        },
+        Bind {
+            host: own.display().to_string(),
+            path: "/mnt/own".into(),
+        },
+    ];
+    let mut sb = Sandbox::start(&rig.wrapper(USER), &s).expect("allowed binds");
+    let o = run(
+        &mut sb,
+        "cat /mnt/tools/t /mnt/own/f; touch /mnt/own/g /mnt/tools/g 2>&1; echo done",
+    );
+    assert!(o.starts_with("toolmine"), "{o}");
+    assert!(o.contains("Read-only file system"), "{o}");
+    assert!(!own.join("g").exists() && !tools.join("g").exists());
+    sb.shutdown().unwrap();
+}
+
+#[test]
+fn unlisted_callers_and_untrusted_configs_are_refused() {
+    if !root_or_skip("unlisted_callers_and_untrusted_configs_are_refused") {
+        return;
+    }
+    let rig = Rig::new();
+    // OTHER is not listed: refused whatever it asks for (its own directory).
+    let mut s = rig.spec("w");
+    let theirs = rig.roots().join("b/w");
+    std::fs::create_dir(&theirs).unwrap();
+    chown(&theirs, OTHER);
+    s.workspace_dir = theirs.display().to_string();
+    assert!(refused(&rig, OTHER, &s).contains("may not use this privileged launcher"));
+    // Listed through a group instead: allowed.
+    rig.write_config(&format!("allowed_groups = [{OTHER}]"));
+    let sb = Sandbox::start(&rig.wrapper(OTHER), &s).expect("a member of an allowed group");
+    sb.shutdown().unwrap();
+
+    // A configuration the caller could have written.
+    let good = rig.spec("w");
+    chown(&rig.config_file(), USER);
+    assert!(refused(&rig, USER, &good).contains("not root"));
+    chown(&rig.config_file(), 0);
+    chmod(&rig.config_file(), 0o666);
+    assert!(refused(&rig, USER, &good).contains("others write"));
+    chmod(&rig.config_file(), 0o644);
+    // Its directory writable by others.
+    chmod(&rig.base().join("conf"), 0o777);
+    assert!(refused(&rig, USER, &good).contains("not writable by group or others"));
+    chmod(&rig.base().join("conf"), 0o755);
+    // A typo is an error, not an ignored key.
+    rig.write_config("alowed_groups = [1]");
+    assert!(refused(&rig, USER, &good).contains("unknown field"));
+    // A cgroup parent the caller is not in.
+    rig.write_config("cgroup_parent = \"/bulkhead-nowhere.slice\"");
+    assert!(refused(&rig, USER, &good).contains("cgroup_parent"));
+    // No configuration at all: privileged mode stays off.
+    std::fs::remove_file(rig.config_file()).unwrap();
+    assert!(refused(&rig, USER, &good).contains("configuration"));
+    // Direct invocation with a hostile environment changes nothing: the launcher ignores it.
+    rig.write_config("");
+    let out = rig
+        .as_user(USER)
+        .arg(rig.launcher())
+        .arg("--version")
+        .env("BULKHEAD_LAUNCH_CONFIG", "/tmp/evil.toml")
+        .env("LD_PRELOAD", "/tmp/evil.so")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -233,7 +233,10 @@ echo done
         "reader",
         "name = \"reader\"\ndescription = \"reads\"\nworkspace = \"read\"",
         "execute.sh",
-        "cat /workspace/canary.txt; echo; echo x > /workspace/new 2>/dev/null && echo WROTE; cat /workspace/../other 2>/dev/null; true\n",
+        "cat /workspace/canary.txt; echo; echo x > /workspace/new 2>/dev/null && echo WROTE; cat /workspace/../other 2>/dev/null\n\
+         echo \"own=[$(echo $(ls -A /mnt/skill))]\"\n\
+         echo tamper >> /mnt/skill/execute.sh 2>/dev/null && echo CHANGED-OWN-CODE\n\
+         touch /mnt/skill/new 2>/dev/null && echo CHANGED-OWN-DIR; true\n",
     );
     enable(&env, "acme", "reader");
     let o = bh(&env, &["skill", "run", "acme", "reader"]);
@@ -244,6 +247,31 @@ echo done
         "{out}"
     );
     assert!(!env.files("acme").join("new").exists());
+    // Its own files beside the agent's: at /mnt/skill, read-only.
+    assert!(out.contains("own=[SKILL.md execute.sh]"), "{out}");
+    assert!(
+        !out.contains("CHANGED-OWN"),
+        "the skill changed its own files:\n{out}"
+    );
+
+    // Declared write access: the agent's files writable, its own still read-only.
+    skill(
+        &env,
+        "writer",
+        "name = \"writer\"\ndescription = \"writes\"\nworkspace = \"write\"",
+        "execute.sh",
+        "echo made > /workspace/by-skill && echo WROTE-WS\n\
+         echo tamper >> /mnt/skill/execute.sh 2>/dev/null && echo CHANGED-OWN-CODE; true\n",
+    );
+    enable(&env, "acme", "writer");
+    let o = bh(&env, &["skill", "run", "acme", "writer"]);
+    let out = text(&o.stdout);
+    assert!(out.contains("WROTE-WS"), "{}", show(&o));
+    assert!(!out.contains("CHANGED-OWN"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(env.files("acme").join("by-skill")).unwrap(),
+        "made\n"
+    );
 }
 
 /// A listener on 127.0.0.1 that counts connections and answers each with a small HTTP
@@ -714,4 +742,50 @@ fn skills_shadowing_credentials_and_timeouts() {
         &["skill", "run", "acme", "typed", "--params", "not json"],
     );
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+}
+
+#[test]
+fn skills_cli_run_is_cancelled_by_sigint() {
+    if !sandbox_or_skip("skills_cli_run_is_cancelled_by_sigint") {
+        return;
+    }
+    let env = TestEnv::new();
+    env.create("acme");
+    skill(
+        &env,
+        "sleeper",
+        "name = \"sleeper\"\ndescription = \"sleeps\"\ntimeout = 60",
+        "execute.sh",
+        "echo started >&2; sleep 50 & sleep 55; echo finished\n",
+    );
+    enable(&env, "acme", "sleeper");
+    let child = cmd(&env)
+        .args(["skill", "run", "acme", "sleeper"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Give the sandbox time to start, then interrupt as a terminal would.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let t0 = std::time::Instant::now();
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(130), "{}", show(&o));
+    assert!(text(&o.stderr).contains("cancelled"), "{}", show(&o));
+    assert!(!text(&o.stdout).contains("finished"), "{}", show(&o));
+    // Nothing of the skill's sandbox is left running.
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(
+        !text(&ps.stdout).lines().any(|l| l.trim() == "sleep 55"),
+        "a skill process survived the cancel"
+    );
 }

@@ -65,8 +65,8 @@ pub struct RunArgs {
 
 /// Cancels `token` on SIGINT/SIGTERM; a second signal exits at once. The signals are
 /// blocked in the calling thread (and so in every thread it starts afterwards) and taken
-/// by a thread waiting in `sigwait`.
-fn cancel_on_signals(token: CancelToken) {
+/// by a thread waiting in `sigwait`. Used by the CLI's long operations (`run`, `skill run`).
+pub fn cancel_on_signals(token: CancelToken) {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
@@ -83,7 +83,7 @@ fn cancel_on_signals(token: CancelToken) {
                 if seen > 1 {
                     std::process::exit(128 + sig as i32);
                 }
-                eprintln!("bulkhead: {sig}: cancelling the run (again to exit now)");
+                eprintln!("bulkhead: {sig}: cancelling (again to exit now)");
                 token.cancel();
             }
         });
@@ -251,41 +251,7 @@ pub fn run(p: &Platform, args: RunArgs, json: bool, key_file: Option<&Path>) -> 
     } else {
         args.message.clone()
     };
-    if message.trim().is_empty() {
-        return Err(Error::Invalid("the message is empty".into()));
-    }
-    let credential_key =
-        if key_file.is_some() || std::env::var_os(KEY_ENV).is_some_and(|v| !v.is_empty()) {
-            Some(CredentialKey::resolve(key_file)?)
-        } else {
-            None
-        };
-    let mut req = RunRequest::new(message);
-    req.session = args.session.clone();
-    req.system_prompt = args.system.clone();
-    req.model = args.model.clone();
-    if !args.fallbacks.is_empty() {
-        req.fallbacks = Some(args.fallbacks.clone());
-    }
-    req.base_url = args.base_url.clone();
-    req.max_steps = args.max_steps;
-    req.stream = !args.no_stream;
-    req.credential_key = credential_key;
-    if let Some(r) = args.retries {
-        req.retry.max_attempts = r.saturating_add(1);
-    }
-    if let Some(t) = args.timeout {
-        if !(t.is_finite() && t > 0.0) {
-            return Err(Error::Invalid(
-                "--timeout must be a positive number of seconds".into(),
-            ));
-        }
-        req.timeouts.run = Some(Duration::from_secs_f64(t));
-    }
-    if args.wait {
-        req.lock = LockMode::Wait;
-    }
-    req.context.context_window = args.context_window;
+    let mut req = request_from_args(&args, message, key_file)?;
     let token = CancelToken::new();
     req.cancel = Some(token.clone());
     cancel_on_signals(token);
@@ -324,6 +290,53 @@ pub fn run(p: &Platform, args: RunArgs, json: bool, key_file: Option<&Path>) -> 
         }
         _ => exit::OK,
     })
+}
+
+/// The [`RunRequest`] for `args` with `message` (already read), shared by `bulkhead run`
+/// and the JSON-RPC `run`: refuses an empty message and a bad timeout, and opens the
+/// credential store's key when `key_file` or `$BULKHEAD_CREDENTIAL_KEY` is given. The
+/// caller sets the cancel token.
+pub fn request_from_args(
+    args: &RunArgs,
+    message: String,
+    key_file: Option<&Path>,
+) -> Result<RunRequest> {
+    if message.trim().is_empty() {
+        return Err(Error::Invalid("the message is empty".into()));
+    }
+    let credential_key =
+        if key_file.is_some() || std::env::var_os(KEY_ENV).is_some_and(|v| !v.is_empty()) {
+            Some(CredentialKey::resolve(key_file)?)
+        } else {
+            None
+        };
+    let mut req = RunRequest::new(message);
+    req.session = args.session.clone();
+    req.system_prompt = args.system.clone();
+    req.model = args.model.clone();
+    if !args.fallbacks.is_empty() {
+        req.fallbacks = Some(args.fallbacks.clone());
+    }
+    req.base_url = args.base_url.clone();
+    req.max_steps = args.max_steps;
+    req.stream = !args.no_stream;
+    req.credential_key = credential_key;
+    if let Some(r) = args.retries {
+        req.retry.max_attempts = r.saturating_add(1);
+    }
+    if let Some(t) = args.timeout {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(Error::Invalid(
+                "--timeout must be a positive number of seconds".into(),
+            ));
+        }
+        req.timeouts.run = Some(Duration::from_secs_f64(t));
+    }
+    if args.wait {
+        req.lock = LockMode::Wait;
+    }
+    req.context.context_window = args.context_window;
+    Ok(req)
 }
 
 #[cfg(test)]

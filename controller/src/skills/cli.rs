@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::{run_skill, validate_skill_id, Registry, Skill};
+use super::{validate_skill_id, Registry, Skill};
 use crate::creds::CredentialKey;
 use crate::error::{exit, Error, Result};
 use crate::platform::Platform;
@@ -92,27 +92,89 @@ fn not_found(id: &str, json: bool) -> Result<i32> {
     Ok(exit::NOT_FOUND)
 }
 
+/// `skill list [--workspace WS]` as JSON rows (also the JSON-RPC result).
+pub(crate) fn list_json(p: &Platform, workspace: Option<&str>) -> Result<Vec<Value>> {
+    let reg = Registry::of(p);
+    let ws = workspace.map(|w| p.workspace(w)).transpose()?;
+    let enabled: Vec<String> = ws
+        .as_ref()
+        .map(|w| w.record().config.skills.clone())
+        .unwrap_or_default();
+    let mut rows = vec![];
+    for l in reg.list()? {
+        let mut v = match &l.skill {
+            Ok(s) => skill_json(s),
+            Err(why) => json!({"id": l.id, "status": "invalid", "reason": why}),
+        };
+        if ws.is_some() {
+            v["enabled"] = json!(enabled.contains(&l.id));
+        }
+        rows.push(v);
+    }
+    Ok(rows)
+}
+
+/// `skill show ID` as JSON (with `usage`); `None` when there is no such skill.
+pub(crate) fn show_json(p: &Platform, id: &str) -> Result<Option<Value>> {
+    validate_skill_id(id)?;
+    let reg = Registry::of(p);
+    if !reg.exists(id) {
+        return Ok(None);
+    }
+    let s = reg.load(id)?;
+    let mut v = skill_json(&s);
+    v["usage"] = json!(s.usage);
+    Ok(Some(v))
+}
+
+/// `skill enable|disable WS ID`: the `--json` result; `None` when enabling a skill the
+/// registry does not have. A malformed skill may not be enabled (the error says why);
+/// disabling needs no skill in the registry.
+pub(crate) fn set_enabled(
+    p: &Platform,
+    workspace: &str,
+    id: &str,
+    enable: bool,
+) -> Result<Option<Value>> {
+    validate_skill_id(id)?;
+    let mut ws = p.workspace(workspace)?;
+    let changed = if enable {
+        let reg = Registry::of(p);
+        if !reg.exists(id) {
+            return Ok(None);
+        }
+        reg.load(id)?;
+        ws.update_skills(|skills| {
+            if skills.iter().any(|s| s == id) {
+                return Ok(false);
+            }
+            skills.push(id.to_string());
+            skills.sort();
+            Ok(true)
+        })?
+    } else {
+        ws.update_skills(|skills| {
+            let before = skills.len();
+            skills.retain(|s| s != id);
+            Ok(skills.len() != before)
+        })?
+    };
+    if enable {
+        log::info!(target: "skill", workspace = workspace, skill = id; "skill enabled");
+    } else {
+        log::info!(target: "skill", workspace = workspace, skill = id; "skill disabled");
+    }
+    Ok(Some(
+        json!({"workspace": workspace, "skill": id, "enabled": enable, "changed": changed}),
+    ))
+}
+
 /// Runs a `skill` command.
 pub fn run(p: &Platform, cmd: SkillCmd, json: bool, key_file: Option<&Path>) -> Result<i32> {
     let reg = Registry::of(p);
     match cmd {
         SkillCmd::List { workspace } => {
-            let ws = workspace.map(|w| p.workspace(&w)).transpose()?;
-            let enabled: Vec<String> = ws
-                .as_ref()
-                .map(|w| w.record().config.skills.clone())
-                .unwrap_or_default();
-            let mut rows = vec![];
-            for l in reg.list()? {
-                let mut v = match &l.skill {
-                    Ok(s) => skill_json(s),
-                    Err(why) => json!({"id": l.id, "status": "invalid", "reason": why}),
-                };
-                if ws.is_some() {
-                    v["enabled"] = json!(enabled.contains(&l.id));
-                }
-                rows.push(v);
-            }
+            let rows = list_json(p, workspace.as_deref())?;
             if json {
                 print(Value::Array(rows));
             } else if rows.is_empty() {
@@ -150,16 +212,13 @@ pub fn run(p: &Platform, cmd: SkillCmd, json: bool, key_file: Option<&Path>) -> 
             Ok(exit::OK)
         }
         SkillCmd::Show { id } => {
-            validate_skill_id(&id)?;
-            if !reg.exists(&id) {
+            let Some(v) = show_json(p, &id)? else {
                 return not_found(&id, json);
-            }
-            let s = reg.load(&id)?;
+            };
             if json {
-                let mut v = skill_json(&s);
-                v["usage"] = json!(s.usage);
                 print(v);
             } else {
+                let s = reg.load(&id)?;
                 print(format!("id:          {}", s.id));
                 print(format!("name:        {}", s.name));
                 print(format!("description: {}", s.description));
@@ -182,44 +241,22 @@ pub fn run(p: &Platform, cmd: SkillCmd, json: bool, key_file: Option<&Path>) -> 
             Ok(exit::OK)
         }
         SkillCmd::Enable { workspace, id } => {
-            validate_skill_id(&id)?;
-            let mut ws = p.workspace(&workspace)?;
-            if !reg.exists(&id) {
+            let Some(v) = set_enabled(p, &workspace, &id, true)? else {
                 return not_found(&id, json);
-            }
-            // A malformed skill may not be enabled (its reason is shown).
-            reg.load(&id)?;
-            let changed = ws.update_skills(|skills| {
-                if skills.contains(&id) {
-                    return Ok(false);
-                }
-                skills.push(id.clone());
-                skills.sort();
-                Ok(true)
-            })?;
-            log::info!(target: "skill", workspace = workspace.as_str(), skill = id.as_str(); "skill enabled");
+            };
             if json {
-                print(
-                    json!({"workspace": workspace, "skill": id, "enabled": true, "changed": changed}),
-                );
+                print(v);
             } else {
                 print(format!("skill {id} enabled for {workspace}"));
             }
             Ok(exit::OK)
         }
         SkillCmd::Disable { workspace, id } => {
-            validate_skill_id(&id)?;
-            let mut ws = p.workspace(&workspace)?;
-            let changed = ws.update_skills(|skills| {
-                let before = skills.len();
-                skills.retain(|s| s != &id);
-                Ok(skills.len() != before)
-            })?;
-            log::info!(target: "skill", workspace = workspace.as_str(), skill = id.as_str(); "skill disabled");
+            let Some(v) = set_enabled(p, &workspace, &id, false)? else {
+                return not_found(&id, json);
+            };
             if json {
-                print(
-                    json!({"workspace": workspace, "skill": id, "enabled": false, "changed": changed}),
-                );
+                print(v);
             } else {
                 print(format!("skill {id} disabled for {workspace}"));
             }
@@ -255,7 +292,14 @@ pub fn run(p: &Platform, cmd: SkillCmd, json: bool, key_file: Option<&Path>) -> 
             } else {
                 Some(CredentialKey::resolve(key_file)?)
             };
-            let r = run_skill(&ws, &reg, &id, &params, key.as_ref())?;
+            // SIGINT/SIGTERM end the skill's sandbox (every process in it) and exit 130.
+            let cancel = crate::agent::CancelToken::new();
+            crate::agent::cli::cancel_on_signals(cancel.clone());
+            let opts = super::run::RunOptions {
+                timeout: None,
+                cancel: Some(cancel),
+            };
+            let r = super::run::run_skill_with(&ws, &reg, &id, &params, key.as_ref(), &opts)?;
             if json {
                 print(r.to_json());
             } else {

@@ -4,9 +4,9 @@
 //! is a per-run copy of the skill's files (`<workspace>/skill-runs/<run>/`, created like
 //! `files/`, mounted read-only, removed after the run), so the skill cannot change its own
 //! code and sees nothing of any workspace. A skill that declares `workspace = "read"|"write"`
-//! gets the agent's files at `/workspace` instead, and its own files are written into the
-//! sandbox's `/tmp/skill/` with the worker's write requests. The registry on the host is
-//! never mounted. The skill's own limits and timeout;
+//! gets the agent's files at `/workspace` instead (read-only unless it declares `write`),
+//! and the per-run copy of its own files read-only at `/mnt/skill` (an extra bind of the
+//! launch spec). The registry on the host is never mounted. The skill's own limits and timeout;
 //! parameters as JSON on stdin; stdout is the result (JSON if it parses, else text), capped
 //! at [`MAX_RESULT_BYTES`]; stderr goes to the log (capped at [`MAX_STDERR_LOG_BYTES`]).
 //! Network: none, or the declared hosts through a proxy context of its own. Credentials:
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulkhead_shared::{Command as WireCommand, ExecRequest, ExitKind, Reply, Request, Stream};
+use bulkhead_shared::{Command as WireCommand, ExecRequest, ExitKind, Stream};
 use serde_json::{json, Value};
 
 use super::redact::{Redactor, MIN_SECRET_LEN};
@@ -35,8 +35,8 @@ use crate::state::mkdir;
 pub const MAX_RESULT_BYTES: usize = 256 << 10;
 /// Largest part of stderr written to the log.
 pub const MAX_STDERR_LOG_BYTES: usize = 16 << 10;
-/// Where the skill's files are inside its sandbox.
-pub const SKILL_DIR_IN_SANDBOX: &str = "/tmp/skill";
+/// Where the skill's files are inside its sandbox when `/workspace` holds the agent's.
+pub const SKILL_DIR_IN_SANDBOX: &str = "/mnt/skill";
 /// Largest parameters document.
 pub const MAX_PARAMS_BYTES: usize = 1 << 20;
 /// Environment names a credential may not take (beyond the credential module's list): the
@@ -183,17 +183,6 @@ fn scratch_dir(ws: &Workspace) -> Result<Scratch> {
     ));
     mkdir(&dir, 0o755)?;
     let scratch = Scratch(dir.clone());
-    // Owned like `files/`: by the workspace's host uid when privileged, else by us.
-    if nix::unistd::geteuid().is_root() {
-        if let Some(uid) = ws.record().host_uid {
-            nix::unistd::chown(
-                &dir,
-                Some(nix::unistd::Uid::from_raw(uid)),
-                Some(nix::unistd::Gid::from_raw(uid)),
-            )
-            .map_err(|e| Error::io(&dir, e.into()))?;
-        }
-    }
     Ok(scratch)
 }
 
@@ -314,25 +303,27 @@ pub fn run_skill_with(
 
     // The sandbox: the workspace's spec with the skill's limits and /workspace.
     let mut spec = ws.launch_spec(&skill.limits)?;
-    // Where the skill's files are inside: by default they are /workspace itself, a per-run
-    // copy mounted read-only (the skill cannot change its own code, and sees nothing else);
-    // a skill that declares access to the agent's files gets those at /workspace and its own
-    // files copied into /tmp/skill by the worker.
-    let mut skill_root = SKILL_DIR_IN_SANDBOX;
-    let _scratch = match skill.workspace {
+    // Where the skill's files are inside: a per-run copy, always read-only (the skill
+    // cannot change its own code). By default it is /workspace itself and the skill sees
+    // nothing else; a skill that declares access to the agent's files gets those at
+    // /workspace (read-only unless it declared `write`) and its copy at /mnt/skill.
+    let scratch = scratch_dir(ws)?;
+    copy_into(&scratch.0, &files)?;
+    let scratch_path = scratch.0.to_string_lossy().into_owned();
+    let skill_root = match skill.workspace {
         WorkspaceAccess::None => {
-            let s = scratch_dir(ws)?;
-            copy_into(&s.0, &files)?;
-            spec.workspace_dir = s.0.to_string_lossy().into_owned();
+            spec.workspace_dir = scratch_path;
             spec.workspace_writable = false;
-            skill_root = "/workspace";
-            Some(s)
+            "/workspace"
         }
-        WorkspaceAccess::Read => {
-            spec.workspace_writable = false;
-            None
+        access => {
+            spec.workspace_writable = access == WorkspaceAccess::Write;
+            spec.binds.push(bulkhead_shared::Bind {
+                host: scratch_path,
+                path: SKILL_DIR_IN_SANDBOX.into(),
+            });
+            SKILL_DIR_IN_SANDBOX
         }
-        WorkspaceAccess::Write => None,
     };
     let egress = !skill.network.is_empty();
     let proxy = if egress {
@@ -383,33 +374,6 @@ pub fn run_skill_with(
             .map_err(|e| Error::Invalid(format!("cannot start the egress proxy thread: {e}")))?;
     }
 
-    // Copy the skill's files in (unless they are /workspace already).
-    let to_copy = if skill_root == SKILL_DIR_IN_SANDBOX {
-        files
-    } else {
-        Vec::new()
-    };
-    for (rel, data, mode) in to_copy {
-        let path = format!("{SKILL_DIR_IN_SANDBOX}/{rel}");
-        match sb.request(
-            Request::Write {
-                path: path.clone(),
-                data,
-                mode,
-                create_parents: true,
-            },
-            &mut |_, _| {},
-        )? {
-            Ok(Reply::Write { .. }) => {}
-            Ok(_) => return Err(Error::Protocol("wrong reply type for write".into())),
-            Err(t) => {
-                return Err(Error::Invalid(format!(
-                    "cannot copy {rel} into the skill's sandbox: {t}"
-                )))
-            }
-        }
-    }
-
     let entry = format!("{skill_root}/{}", skill.entry.file);
     let argv = match skill.entry.interpreter {
         Some(i) => vec![i.to_string(), entry],
@@ -437,6 +401,11 @@ pub fn run_skill_with(
     });
     drop(cancel_hook);
     let end = rs.shutdown();
+    if options.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+        return Err(Error::Cancelled(format!(
+            "skill {id:?} was cancelled; its sandbox and every process in it were killed"
+        )));
+    }
     let outcome = outcome?;
     let r = &outcome.result;
     let mut oom = outcome.oom_killed;

@@ -29,6 +29,12 @@
 //! allow_loopback_embeddings = false  # let embedding providers reach 127.0.0.0/8 and ::1 (Ollama)
 //! allow_private_embeddings = false   # let them reach 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7
 //!
+//! [agent]                        # limits of subagents (spawn_subagents), for the CLI and JSON-RPC runs
+//! subagent_concurrency = 4       # children running at once (1-64)
+//! subagent_max_depth = 2         # a run at this depth spawns none (0 turns subagents off; at most 8)
+//! subagent_max_children = 16     # children per top-level run, all levels together (0-1024)
+//! subagent_timeout_secs = 600    # each child's time limit (1-86400)
+//!
 //! [network]                      # egress proxy; operator-only: this file, never the environment
 //! deny = ["*.corp.example.com"]  # host patterns no workspace can allow (no port: every port)
 //! allow_loopback = false         # let proxied connections reach the host's 127.0.0.0/8 and ::1
@@ -119,6 +125,8 @@ pub struct Config {
     pub embedding_base_url: Option<String>,
     /// `[memory] embedding_dims`.
     pub embedding_dims: Option<usize>,
+    /// `[agent]`: limits of subagents for runs started by the CLI and the JSON-RPC server.
+    pub subagents: crate::agent::SubagentOptions,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +146,17 @@ struct FileConfig {
     network: FileNetwork,
     #[serde(default)]
     memory: FileMemory,
+    #[serde(default)]
+    agent: FileAgent,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAgent {
+    subagent_concurrency: Option<usize>,
+    subagent_max_depth: Option<usize>,
+    subagent_max_children: Option<usize>,
+    subagent_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -343,6 +362,33 @@ impl Config {
                 return Err(bad(origin, "memory.embedding_dims", "must be 1 to 65536"));
             }
             cfg.embedding_dims = Some(d);
+        }
+        let range = |key: &str, v: Option<usize>, lo: usize, hi: usize| -> Result<Option<usize>> {
+            match v {
+                Some(n) if !(lo..=hi).contains(&n) => {
+                    Err(bad(origin, key, format!("{n} is outside {lo}..={hi}")))
+                }
+                v => Ok(v),
+            }
+        };
+        let a = &f.agent;
+        if let Some(n) = range("agent.subagent_concurrency", a.subagent_concurrency, 1, 64)? {
+            cfg.subagents.concurrency = n;
+        }
+        if let Some(n) = range("agent.subagent_max_depth", a.subagent_max_depth, 0, 8)? {
+            cfg.subagents.max_depth = n;
+        }
+        if let Some(n) = range(
+            "agent.subagent_max_children",
+            a.subagent_max_children,
+            0,
+            1024,
+        )? {
+            cfg.subagents.max_children = n;
+        }
+        let secs = a.subagent_timeout_secs.map(|s| s as usize);
+        if let Some(n) = range("agent.subagent_timeout_secs", secs, 1, 86_400)? {
+            cfg.subagents.task_timeout = Some(std::time::Duration::from_secs(n as u64));
         }
         cfg.llm = LlmConfig {
             allow_loopback: f.llm.allow_loopback.unwrap_or(false),

@@ -148,7 +148,7 @@ pub fn run(platform: &Platform) -> Report {
                 true,
                 true,
                 format!(
-                    "root caller, built-in rules: host ids {}+{}",
+                    "root caller: any state root and limit; host ids {}+{}",
                     r.host_id_start, r.host_id_count
                 ),
             ),

@@ -220,7 +220,8 @@ pub fn launcher_privileged(launcher: &Path) -> bool {
 
 /// The operator's launch rules as the launcher reads them: for a root process
 /// `$BULKHEAD_LAUNCH_CONFIG` when set, else `/etc/bulkhead/launch.toml` when it exists, else
-/// the built-in defaults. Used here for the host id range.
+/// the built-in defaults; a root caller is bound by their host id range only
+/// ([`bulkhead_policy::LaunchConfig::for_root`]). Used here for the host id range.
 pub fn launch_rules() -> Result<bulkhead_policy::LaunchConfig> {
     use bulkhead_policy::launchconf::LAUNCH_CONFIG_PATH;
     let env = nix::unistd::geteuid()
@@ -234,8 +235,13 @@ pub fn launch_rules() -> Result<bulkhead_policy::LaunchConfig> {
         None => return Ok(bulkhead_policy::LaunchConfig::root_default()),
     };
     let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    bulkhead_policy::LaunchConfig::parse(&text)
-        .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), e.0)))
+    let rules = bulkhead_policy::LaunchConfig::parse(&text)
+        .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), e.0)))?;
+    Ok(if nix::unistd::geteuid().is_root() {
+        rules.for_root()
+    } else {
+        rules
+    })
 }
 
 impl Platform {

@@ -62,8 +62,9 @@ fn spec_err(detail: impl Into<String>) -> SetupError {
 ///
 /// - setuid: [`LAUNCH_CONFIG_PATH`], required, with its ownership and every directory above
 ///   it checked;
-/// - root: `$BULKHEAD_LAUNCH_CONFIG` if set, else [`LAUNCH_CONFIG_PATH`] if it exists, else
-///   [`LaunchConfig::root_default`];
+/// - root: the host id range of `$BULKHEAD_LAUNCH_CONFIG` if set, else of
+///   [`LAUNCH_CONFIG_PATH`] if it exists, else [`LaunchConfig::root_default`]; nothing else
+///   of the file binds root, which could do it all by hand ([`LaunchConfig::for_root`]);
 /// - rootless: [`LaunchConfig::root_default`] (the policy's own ceilings; the sandbox runs
 ///   as the caller anyway).
 pub fn rules(mode: Mode, env_path: Option<String>) -> Result<LaunchConfig, SetupError> {
@@ -71,9 +72,9 @@ pub fn rules(mode: Mode, env_path: Option<String>) -> Result<LaunchConfig, Setup
         Mode::Rootless => Ok(LaunchConfig::root_default()),
         Mode::Setuid => load(LAUNCH_CONFIG_PATH, true),
         Mode::Root => match env_path {
-            Some(p) => load(&p, false),
+            Some(p) => load(&p, false).map(LaunchConfig::for_root),
             None if std::path::Path::new(LAUNCH_CONFIG_PATH).exists() => {
-                load(LAUNCH_CONFIG_PATH, true)
+                load(LAUNCH_CONFIG_PATH, true).map(LaunchConfig::for_root)
             }
             None => Ok(LaunchConfig::root_default()),
         },

@@ -214,6 +214,18 @@ impl LaunchConfig {
         }
     }
 
+    /// What of these rules binds a root caller: the host id range (so that root and setuid
+    /// callers hand out the same ids), nothing else: root could mount, map and allocate
+    /// whatever it likes by hand, so state roots, bind paths, callers, the cgroup parent and
+    /// the ceilings are [`LaunchConfig::root_default`]'s.
+    pub fn for_root(self) -> LaunchConfig {
+        LaunchConfig {
+            host_id_start: self.host_id_start,
+            host_id_count: self.host_id_count,
+            ..LaunchConfig::root_default()
+        }
+    }
+
     /// Parses and validates the file's text.
     pub fn parse(text: &str) -> Result<LaunchConfig, ConfigError> {
         let cfg: LaunchConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;

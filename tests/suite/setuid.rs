@@ -482,3 +482,60 @@ fn unlisted_callers_and_untrusted_configs_are_refused() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn root_callers_are_bound_by_the_id_range_only() {
+    if !root_or_skip("root_callers_are_bound_by_the_id_range_only") {
+        return;
+    }
+    let rig = Rig::new();
+    // Root, with the rig's launch.toml installed: a state directory outside its state roots
+    // and a limit above its ceiling are fine (root could do it all by hand); the host id
+    // comes from its range, so root and setuid callers never hand out overlapping ids.
+    let other = TestEnv::new();
+    other.ensure_config();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind '{}' /etc/bulkhead || exit 99; exec \"$@\"",
+            rig.base().join("conf").display()
+        ))
+        .arg("sh")
+        .arg(bin("bulkhead"))
+        .arg("--state-dir")
+        .arg(other.state())
+        .args(["workspace", "create", "r"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind '{}' /etc/bulkhead || exit 99; exec \"$@\"",
+            rig.base().join("conf").display()
+        ))
+        .arg("sh")
+        .arg(bin("bulkhead"))
+        .arg("--state-dir")
+        .arg(other.state())
+        .args([
+            "exec",
+            "r",
+            "--memory",
+            "2G",
+            "--",
+            "cat",
+            "/proc/self/uid_map",
+        ])
+        .env_remove("BULKHEAD_LAUNCH_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let host: u32 = text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((ID_START..ID_START + 100).contains(&host), "{host}");
+}

@@ -493,3 +493,45 @@ fn children_work_in_the_same_workspace_files_in_sandboxes_of_their_own() {
     assert_eq!((a.trim(), b.trim()), ("CHILD-WA", "CHILD-WB"));
     assert!(r.response.contains("wrote: CHILD-WA"), "{}", r.response);
 }
+
+#[test]
+fn the_operator_sets_subagent_limits_in_config_toml_for_cli_runs() {
+    let env = TestEnv::new();
+    env.create("cfg");
+    let tools_offered = |config_extra: &str| -> Vec<String> {
+        let p = env.state().join("config.toml");
+        let base = bulkhead_tests::TEST_CONFIG;
+        std::fs::write(&p, format!("{base}\n{config_extra}\n")).unwrap();
+        let mock = MockLlm::start(Script::new().step(Step::reply(Reply::text("done"))));
+        let out = env
+            .cmd()
+            .env("ANTHROPIC_API_KEY", "mock-key")
+            .args([
+                "run",
+                "cfg",
+                PARENT,
+                "--model",
+                "anthropic/claude-sonnet-4-5",
+                "--base-url",
+                &mock.base_url(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            bulkhead_tests::text(&out.stderr)
+        );
+        tool_names(&mock.requests()[0].body)
+    };
+    assert!(tools_offered("").contains(&"spawn_subagents".to_string()));
+    assert!(
+        !tools_offered("[agent]\nsubagent_max_depth = 0").contains(&"spawn_subagents".to_string())
+    );
+    // A value out of range is an error naming the key, not a silent default.
+    let p = env.state().join("config.toml");
+    std::fs::write(&p, "[agent]\nsubagent_concurrency = 0\n").unwrap();
+    let out = env.bulkhead(&["workspace", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", out);
+    assert!(bulkhead_tests::text(&out.stderr).contains("agent.subagent_concurrency"));
+}

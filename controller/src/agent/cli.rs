@@ -252,6 +252,7 @@ pub fn run(p: &Platform, args: RunArgs, json: bool, key_file: Option<&Path>) -> 
         args.message.clone()
     };
     let mut req = request_from_args(&args, message, key_file)?;
+    req.subagents = ws.platform_config()?.subagents;
     let token = CancelToken::new();
     req.cancel = Some(token.clone());
     cancel_on_signals(token);

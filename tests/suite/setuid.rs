@@ -400,6 +400,38 @@ fn binds_limits_and_ids_beyond_the_config_are_refused() {
         "{}",
         text(&out.stderr)
     );
+    // A limit within the ceiling holds: the sandbox cannot take more than it was given.
+    let out = rig.bulkhead(&[
+        "exec",
+        "big",
+        "--memory",
+        "48M",
+        "--",
+        "python3",
+        "-c",
+        "b = bytearray(400 << 20); print(len(b))",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("memory limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = rig.bulkhead(&[
+        "exec",
+        "big",
+        "--pids",
+        "16",
+        "--",
+        "sh",
+        "-c",
+        "for i in $(seq 40); do sleep 5 & done; wait",
+    ]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "40 processes under a limit of 16"
+    );
     // An operator bind path is allowed, read-only, and a bind of the caller's own directory.
     let tools = rig.base().join("tools");
     std::fs::create_dir(&tools).unwrap();

@@ -546,7 +546,7 @@ impl Workspace {
         use std::os::unix::fs::MetadataExt;
         let rules = launch_rules()?;
         let ino = fs::metadata(self.dir())
-            .map_err(|e| Error::io(&self.dir(), e))?
+            .map_err(|e| Error::io(self.dir(), e))?
             .ino();
         let valid = |r: &WorkspaceRecord| {
             r.host_uid

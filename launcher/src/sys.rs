@@ -332,9 +332,9 @@ pub fn pivot_root(new: &str, old: &str) -> io::Result<()> {
     check_long(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) }).map(drop)
 }
 
-/// `openat2(AT_FDCWD, path, O_PATH|O_DIRECTORY|O_CLOEXEC, RESOLVE_NO_SYMLINKS|NO_MAGICLINKS)`:
-/// opens a directory without following a symlink in any component.
-pub fn open_dir_nofollow(path: &str) -> io::Result<RawFd> {
+/// `openat2(AT_FDCWD, path, flags, RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)`: opens
+/// without following a symlink in any component.
+fn openat2_nofollow(path: &str, flags: libc::c_int) -> io::Result<RawFd> {
     let p = cstr(path)?;
     #[repr(C)]
     struct OpenHow {
@@ -343,7 +343,7 @@ pub fn open_dir_nofollow(path: &str) -> io::Result<RawFd> {
         resolve: u64,
     }
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        flags: flags as u64,
         mode: 0,
         resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
     };
@@ -358,6 +358,11 @@ pub fn open_dir_nofollow(path: &str) -> io::Result<RawFd> {
         )
     };
     check_long(r).map(|fd| fd as RawFd)
+}
+
+/// `O_PATH|O_DIRECTORY` of a directory, without following a symlink in any component.
+pub fn open_dir_nofollow(path: &str) -> io::Result<RawFd> {
+    openat2_nofollow(path, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
 }
 
 /// `open(path, O_PATH|O_CLOEXEC)` of a file (the worker binary).
@@ -616,32 +621,10 @@ pub fn fd_stat(fd: RawFd) -> io::Result<(u32, u32, u64)> {
     Ok((st.st_uid, st.st_mode, st.st_size as u64))
 }
 
-/// `openat2(AT_FDCWD, path, O_RDONLY|O_NOFOLLOW|O_CLOEXEC, RESOLVE_NO_SYMLINKS)` of a
-/// regular file (the launcher's configuration).
+/// A regular file opened for reading without following a symlink in any component (the
+/// launcher's configuration).
 pub fn open_file_nofollow(path: &str) -> io::Result<RawFd> {
-    let p = cstr(path)?;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: `p` is NUL-terminated and `how` is a valid open_how of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            p.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    check_long(r).map(|fd| fd as RawFd)
+    openat2_nofollow(path, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
 }
 
 /// `MOUNT_ATTR_IDMAP`.

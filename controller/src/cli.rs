@@ -83,6 +83,12 @@ enum Cmd {
     /// List, show, enable, disable and run skills (each run in a sandbox of its own).
     #[command(subcommand)]
     Skill(crate::skills::cli::SkillCmd),
+    /// Serve the library's operations as JSON-RPC 2.0 on stdin/stdout, one JSON object per
+    /// line (for host apps in any language).
+    #[command(
+        after_help = "Examples:\n  bulkhead serve --stdio\n  bulkhead serve --describe   # the methods, as OpenRPC 1.2.6 JSON\nEnd of input shuts the server down (in-flight requests get --shutdown-grace, then are cancelled)."
+    )]
+    Serve(crate::rpc::cli::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +324,11 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok((n * mul as f64) as u64)
 }
 
+/// The command-line interface as a clap [`clap::Command`] (man pages, shell completions).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Entry point used by `main.rs`: parses arguments, runs, returns the exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -372,7 +383,8 @@ fn platform(cli: &Cli) -> Result<Platform> {
     Platform::open(cfg)
 }
 
-fn ws_json(w: &Workspace) -> serde_json::Value {
+/// A workspace as `--json workspace show` prints it (also the JSON-RPC result).
+pub(crate) fn ws_json(w: &Workspace) -> serde_json::Value {
     let limits = w.limits(&LimitsConfig::default());
     json!({
         "id": w.id(),
@@ -497,6 +509,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Memory(c) => crate::memory::cli::run(&p, c, json),
         Cmd::Run(a) => crate::agent::cli::run(&p, a, json, cli.credential_key_file.as_deref()),
         Cmd::Skill(c) => crate::skills::cli::run(&p, c, json, cli.credential_key_file.as_deref()),
+        Cmd::Serve(a) => crate::rpc::cli::run(&a, p, cli.credential_key_file.clone()),
         Cmd::Doctor => {
             let r = crate::doctor::run(&p);
             if json {
@@ -566,7 +579,8 @@ fn net_quote(pattern: &str) -> String {
     }
 }
 
-fn net_json(w: &Workspace, p: &Platform) -> Result<serde_json::Value> {
+/// `--json workspace net <id> show` (also the JSON-RPC result).
+pub(crate) fn net_json(w: &Workspace, p: &Platform) -> Result<serde_json::Value> {
     let n = w.network();
     let op = p.operator_network();
     let totals = crate::net::proxy::audit_totals(&w.net_audit_log())?;
@@ -593,6 +607,46 @@ fn net_json(w: &Workspace, p: &Platform) -> Result<serde_json::Value> {
     }))
 }
 
+/// `workspace hook <id> add`: validates `spec` and adds it (the same event and path again
+/// replaces it: `true`). Shared with JSON-RPC.
+pub(crate) fn hook_add(w: &mut Workspace, spec: crate::agent::hooks::HookSpec) -> Result<bool> {
+    spec.validate()?;
+    w.update_hooks(move |hooks| {
+        if let Some(h) = hooks
+            .iter_mut()
+            .find(|h| h.event == spec.event && h.path == spec.path)
+        {
+            *h = spec;
+            Ok(true)
+        } else {
+            hooks.push(spec);
+            Ok(false)
+        }
+    })
+}
+
+/// `workspace hook <id> rm`: removing a hook that is not there is an error (exit 2).
+/// Shared with JSON-RPC.
+pub(crate) fn hook_rm(
+    w: &mut Workspace,
+    event: crate::agent::hooks::HookEventKind,
+    path: &std::path::Path,
+) -> Result<()> {
+    let id = w.id().to_string();
+    let p2 = path.to_path_buf();
+    w.update_hooks(move |hooks| {
+        let before = hooks.len();
+        hooks.retain(|h| !(h.event == event && h.path == p2));
+        if hooks.len() == before {
+            return Err(Error::Invalid(format!(
+                "no {event} hook {} in this workspace (see `bulkhead workspace hook {id} list`)",
+                p2.display()
+            )));
+        }
+        Ok(())
+    })
+}
+
 /// `bulkhead workspace hook <id> …`. An invalid event, path or timeout is exit 2 and
 /// changes nothing; removing a hook that is not there is an error (exit 2).
 fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
@@ -612,20 +666,7 @@ fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
                 timeout_secs: timeout,
                 priority: priority.unwrap_or(0),
             };
-            spec.validate()?;
-            let s = spec.clone();
-            let replaced = w.update_hooks(move |hooks| {
-                if let Some(h) = hooks
-                    .iter_mut()
-                    .find(|h| h.event == s.event && h.path == s.path)
-                {
-                    *h = s;
-                    Ok(true)
-                } else {
-                    hooks.push(s);
-                    Ok(false)
-                }
-            })?;
+            let replaced = hook_add(&mut w, spec.clone())?;
             if json {
                 say(json!({"workspace": w.id(), "added": spec, "replaced": replaced}))?;
             } else {
@@ -641,18 +682,7 @@ fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
         }
         HookCmd::Rm { event, path } => {
             let event: HookEventKind = event.parse()?;
-            let p2 = path.clone();
-            w.update_hooks(move |hooks| {
-                let before = hooks.len();
-                hooks.retain(|h| !(h.event == event && h.path == p2));
-                if hooks.len() == before {
-                    return Err(Error::Invalid(format!(
-                        "no {event} hook {} in this workspace (see `bulkhead workspace hook {id} list`)",
-                        p2.display()
-                    )));
-                }
-                Ok(())
-            })?;
+            hook_rm(&mut w, event, &path)?;
             if json {
                 say(json!({"workspace": w.id(), "removed": {"event": event, "path": path}}))?;
             } else {
@@ -682,6 +712,104 @@ fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// `workspace net <id> allow`: adds `patterns`; the `--json` result (also JSON-RPC's), with
+/// the patterns the operator's rules refuse whatever the allowlist says.
+pub(crate) fn net_allow(
+    p: &Platform,
+    w: &mut Workspace,
+    patterns: &[String],
+) -> Result<serde_json::Value> {
+    let (added, already) = w.update_network(|n| n.add(patterns))?;
+    let mut refused = serde_json::Map::new();
+    for a in added.iter().chain(&already) {
+        if let Some(d) = crate::net::egress::operator_refusal(w.id(), a, p.operator_network()) {
+            refused.insert(
+                a.clone(),
+                d.message.trim_start_matches("bulkhead egress: ").into(),
+            );
+        }
+    }
+    Ok(json!({
+        "workspace": w.id(),
+        "added": added,
+        "already_allowed": already,
+        "refused_by_operator": refused,
+        "allow": w.network().allow,
+    }))
+}
+
+/// `workspace net <id> limits`: `max_connections` is a number or `default`, `bandwidth` a
+/// size (K, M, G suffixes) or `unlimited`; at least one is given. The `--json` result (also
+/// JSON-RPC's).
+pub(crate) fn net_limits(
+    p: &Platform,
+    w: &mut Workspace,
+    max_connections: Option<&str>,
+    bandwidth: Option<&str>,
+) -> Result<serde_json::Value> {
+    if max_connections.is_none() && bandwidth.is_none() {
+        return Err(Error::Invalid(
+            "give --max-connections N|default and/or --bandwidth RATE|unlimited".into(),
+        ));
+    }
+    let max = match max_connections {
+        None => None,
+        Some("default") => Some(None),
+        Some(v) => Some(Some(v.parse::<u32>().map_err(|_| {
+            Error::Invalid(format!(
+                "--max-connections {v:?}: expected a number from 1 to {} or `default`",
+                crate::net::egress::MAX_CONNECTIONS_LIMIT
+            ))
+        })?)),
+    };
+    let bw = match bandwidth {
+        None => None,
+        Some("unlimited") => Some(None),
+        Some(v) => Some(Some(parse_size(v).map_err(|e| {
+            Error::Invalid(format!("--bandwidth: {e}, or `unlimited`"))
+        })?)),
+    };
+    w.update_network(|n| {
+        if let Some(m) = max {
+            n.max_connections = m;
+        }
+        if let Some(b) = bw {
+            n.bandwidth_bytes_per_sec = b;
+        }
+        Ok(())
+    })?;
+    let n = w.network();
+    let effective = p.operator_network().effective_max_connections(n);
+    Ok(json!({
+        "workspace": w.id(),
+        "max_connections": effective,
+        "max_connections_setting": n.max_connections(),
+        "max_connections_clamped": effective < n.max_connections(),
+        "bandwidth_bytes_per_sec": n.bandwidth_bytes_per_sec,
+    }))
+}
+
+/// `workspace net <id> deny`: removes `patterns`; the `--json` result (also JSON-RPC's),
+/// with `still_allowed_by` naming what still admits a host that was named.
+pub(crate) fn net_deny(w: &mut Workspace, patterns: &[String]) -> Result<serde_json::Value> {
+    let (removed, absent) = w.update_network(|n| n.remove(patterns))?;
+    let mut still = serde_json::Map::new();
+    for r in removed.iter().chain(&absent) {
+        let by = crate::net::egress::still_allowed_by(w.network(), r);
+        if !by.is_empty() {
+            still.insert(r.clone(), json!(by));
+        }
+    }
+    Ok(json!({
+        "workspace": w.id(),
+        "removed": removed,
+        "not_present": absent,
+        "still_allowed_by": still,
+        "allow": w.network().allow,
+        "enabled": w.network().is_enabled(),
+    }))
+}
+
 /// `bulkhead workspace net <id> …`. Decisions: `allow` of a pattern already there and
 /// `deny` of one not there succeed with a note (the end state is what was asked); an
 /// invalid pattern is exit 2 and changes nothing; a missing workspace is exit 3. `deny` of
@@ -689,7 +817,6 @@ fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
 /// removal is kept (it is part of what was asked), but what was asked for, that host being
 /// refused, is not the end state, so a script must not take it as done.
 fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
-    use crate::net::egress;
     let mut w = p.workspace(id)?;
     let note = |m: String| {
         if !json {
@@ -770,25 +897,18 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
             ))?;
         }
         NetCmd::Allow { patterns } => {
-            let (added, already) = w.update_network(|n| n.add(&patterns))?;
-            let mut refused = serde_json::Map::new();
-            for a in added.iter().chain(&already) {
-                if let Some(d) = egress::operator_refusal(w.id(), a, p.operator_network()) {
-                    refused.insert(
-                        a.clone(),
-                        d.message.trim_start_matches("bulkhead egress: ").into(),
-                    );
-                }
-            }
+            let v = net_allow(p, &mut w, &patterns)?;
             if json {
-                say(json!({
-                    "workspace": w.id(),
-                    "added": added,
-                    "already_allowed": already,
-                    "refused_by_operator": refused,
-                    "allow": w.network().allow,
-                }))?;
+                say(&v)?;
             } else {
+                let strs = |k: &str| -> Vec<String> {
+                    serde_json::from_value(v[k].clone()).unwrap_or_default()
+                };
+                let (added, already) = (strs("added"), strs("already_allowed"));
+                let refused = v["refused_by_operator"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
                 for a in &added {
                     say(format_args!(
                         "allowed {a}{} for workspace {}",
@@ -808,24 +928,18 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
             }
         }
         NetCmd::Deny { patterns } => {
-            let (removed, absent) = w.update_network(|n| n.remove(&patterns))?;
-            let mut still = serde_json::Map::new();
-            for r in removed.iter().chain(&absent) {
-                let by = egress::still_allowed_by(w.network(), r);
-                if !by.is_empty() {
-                    still.insert(r.clone(), json!(by));
-                }
-            }
+            let v = net_deny(&mut w, &patterns)?;
+            let still = v["still_allowed_by"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             if json {
-                say(json!({
-                    "workspace": w.id(),
-                    "removed": removed,
-                    "not_present": absent,
-                    "still_allowed_by": still,
-                    "allow": w.network().allow,
-                    "enabled": w.network().is_enabled(),
-                }))?;
+                say(&v)?;
             } else {
+                let strs = |k: &str| -> Vec<String> {
+                    serde_json::from_value(v[k].clone()).unwrap_or_default()
+                };
+                let (removed, absent) = (strs("removed"), strs("not_present"));
                 for r in &removed {
                     say(format_args!("removed {r} from workspace {}", w.id()))?;
                 }
@@ -868,47 +982,11 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
             max_connections,
             bandwidth,
         } => {
-            if max_connections.is_none() && bandwidth.is_none() {
-                return Err(Error::Invalid(
-                    "give --max-connections N|default and/or --bandwidth RATE|unlimited".into(),
-                ));
-            }
-            let max = match max_connections.as_deref() {
-                None => None,
-                Some("default") => Some(None),
-                Some(v) => Some(Some(v.parse::<u32>().map_err(|_| {
-                    Error::Invalid(format!(
-                        "--max-connections {v:?}: expected a number from 1 to {} or `default`",
-                        egress::MAX_CONNECTIONS_LIMIT
-                    ))
-                })?)),
-            };
-            let bw = match bandwidth.as_deref() {
-                None => None,
-                Some("unlimited") => Some(None),
-                Some(v) => Some(Some(parse_size(v).map_err(|e| {
-                    Error::Invalid(format!("--bandwidth: {e}, or `unlimited`"))
-                })?)),
-            };
-            w.update_network(|n| {
-                if let Some(m) = max {
-                    n.max_connections = m;
-                }
-                if let Some(b) = bw {
-                    n.bandwidth_bytes_per_sec = b;
-                }
-                Ok(())
-            })?;
+            let v = net_limits(p, &mut w, max_connections.as_deref(), bandwidth.as_deref())?;
             let n = w.network();
             let effective = p.operator_network().effective_max_connections(n);
             if json {
-                say(json!({
-                    "workspace": w.id(),
-                    "max_connections": effective,
-                    "max_connections_setting": n.max_connections(),
-                    "max_connections_clamped": effective < n.max_connections(),
-                    "bandwidth_bytes_per_sec": n.bandwidth_bytes_per_sec,
-                }))?;
+                say(v)?;
             } else {
                 if effective < n.max_connections() {
                     note(format!(

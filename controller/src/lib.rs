@@ -25,6 +25,7 @@ pub mod logging;
 pub mod memory;
 pub mod net;
 pub mod platform;
+pub mod rpc;
 pub mod sandbox;
 pub mod sessions;
 pub mod skills;

@@ -17,6 +17,7 @@ mod memory_index;
 mod memory_local;
 mod mock_llm;
 mod rootless;
+mod rpc;
 mod sessions;
 mod setuid;
 mod skills;

@@ -25,8 +25,9 @@
 //!    [`MAX_OUTPUT_BYTES`]. A failure (non-zero exit, timeout, bad JSON, output too long) is
 //!    reported as a `hook` event and a log line; on `before_tool_call` it **fails closed**
 //!    (the call is refused), on other events the run goes on.
-//! 3. Notifications to a host app (JSON-RPC) will subscribe to the same [`HookEvent`]s:
-//!    every event serializes to the JSON an executable gets.
+//! 3. Notifications to a host app: `bulkhead serve --stdio` registers an observe-only Rust
+//!    hook on each `run` and forwards every [`HookEvent`] as a `hook.event` notification
+//!    (see [`crate::rpc`]); the payload is the JSON an executable gets.
 //!
 //! Rust callbacks run before executables of the same priority.
 

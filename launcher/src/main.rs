@@ -147,6 +147,8 @@ struct Prepared {
     landlock_abi: u32,
     /// The egress channel is open on [`EGRESS_FD`] and goes to the worker.
     egress: bool,
+    /// The parent moves the child into its cgroup (setuid: the caller's rights), also on v1.
+    parent_attaches: bool,
     /// Privileged: the workspace and extra binds, prepared as id-mapped detached mounts.
     /// Rootless: `None`, the child opens and checks them itself.
     sources: Option<(Source, Vec<Source>)>,
@@ -202,6 +204,13 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         uid,
         gid,
     };
+    // A setuid launcher does cgroup work with the caller's own rights only (`as_caller`):
+    // in the caller's delegated cgroup, nothing it could not do itself.
+    let who = (mode == Mode::Setuid).then_some((uid, gid));
+    if caller.privileged {
+        // Not the caller's umask for anything root creates.
+        sys::umask(0o022);
+    }
     let rules = match privileged::rules(mode, config_env) {
         Ok(r) => r,
         Err(e) => return report_failure(&mut end, e),
@@ -233,38 +242,41 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         Err(e) => return report_failure(&mut end, e),
     };
 
-    // 3. cgroup
-    let name = format!("{}-{}", prepared.spec.workspace_id, std::process::id());
-    let cg = match cgroup::plan_for_self(&name, &prepared.spec.limits)
-        .and_then(|p| cgroup::create(&p))
-    {
-        Ok(cg) => cg,
-        Err(e) => return report_failure(&mut end, e),
-    };
-
-    // 4. namespaces
-    let (go_rd, go_wr) = match sys::pipe() {
-        Ok(p) => p,
-        Err(e) => {
-            cgroup::destroy(&cg);
-            return report_failure(&mut end, err(SetupStep::Namespaces, &e, "", "pipe"));
-        }
-    };
+    // SIGTERM/SIGINT/SIGHUP wait from here on (the supervisor takes them), so a caller's
+    // signal cannot end the launcher between creating the cgroup and handing it over.
     let signals = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
     let sigset = match sys::block_signals(&signals) {
         Ok(s) => s,
         Err(e) => {
-            cgroup::destroy(&cg);
             return report_failure(
                 &mut end,
                 err(SetupStep::Namespaces, &e, "", "block signals"),
             );
         }
     };
+
+    // 3. cgroup
+    let name = format!("{}-{}", prepared.spec.workspace_id, std::process::id());
+    let cg = match privileged::as_caller(who, || {
+        cgroup::plan_for_self(&name, &prepared.spec.limits).and_then(|p| cgroup::create(&p))
+    }) {
+        Ok(cg) => cg,
+        Err(e) => return report_failure(&mut end, e),
+    };
+    let destroy = |cg: &cgroup::Cgroup| privileged::as_caller(who, || cgroup::destroy(cg));
+
+    // 4. namespaces
+    let (go_rd, go_wr) = match sys::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            destroy(&cg);
+            return report_failure(&mut end, err(SetupStep::Namespaces, &e, "", "pipe"));
+        }
+    };
     if caller.privileged {
         // Root's supplementary groups (gid 0 among them) must not follow the sandbox.
         if let Err(e) = sys::clear_groups() {
-            cgroup::destroy(&cg);
+            destroy(&cg);
             return report_failure(&mut end, err(SetupStep::IdMaps, &e, "", "setgroups"));
         }
     }
@@ -330,7 +342,7 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
             pid
         }
         Err(e) => {
-            cgroup::destroy(&cg);
+            destroy(&cg);
             let hint = if e.raw_os_error() == Some(libc::EPERM)
                 || e.raw_os_error() == Some(libc::ENOSPC)
             {
@@ -346,21 +358,27 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
     sys::close(go_rd);
 
     // 5. id maps, then the cgroup, then let the child go.
-    // cgroup v1: the child moves itself (cheap, see cgroup::attach_self); v2: we move it.
+    // cgroup v1: the child moves itself (cheap, see cgroup::attach_self) unless the cgroup
+    // is the setuid caller's, which only the caller's rights may write; v2: we move it.
     let setup = write_id_maps(pid, host_uid, host_gid).and_then(|_| match cg.version {
-        CgroupVersion::V2 if !born_in_cgroup => cgroup::attach(&cg, pid),
+        CgroupVersion::V2 if !born_in_cgroup => {
+            privileged::as_caller(who, || cgroup::attach(&cg, pid))
+        }
+        CgroupVersion::V1 if who.is_some() => {
+            privileged::as_caller(who, || cgroup::attach(&cg, pid))
+        }
         _ => Ok(()),
     });
     if let Err(e) = setup {
         let _ = sys::kill(pid, libc::SIGKILL);
         let _ = sys::waitpid(pid, false);
-        cgroup::destroy(&cg);
+        destroy(&cg);
         return report_failure(&mut end, e);
     }
     if let Err(e) = sys::write_all(go_wr, b"g") {
         let _ = sys::kill(pid, libc::SIGKILL);
         let _ = sys::waitpid(pid, false);
-        cgroup::destroy(&cg);
+        destroy(&cg);
         return report_failure(
             &mut end,
             err(SetupStep::Namespaces, &e, "", "release the child"),
@@ -380,7 +398,7 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         oom_file: cg.oom_file.display().to_string(),
         privileged: caller.privileged,
     });
-    supervise(pid, &sigset, &cg)
+    supervise(pid, &sigset, &cg, who)
 }
 
 fn privileged_caller_is_not_root() -> bool {
@@ -449,7 +467,19 @@ fn prepare(
         .map_err(|e| err(SetupStep::Exec, &e, "/proc/self/exe", "locate the launcher"))?;
     let worker = exe.with_file_name(WORKER_NAME);
     let worker = worker.to_string_lossy().into_owned();
-    let worker_fd = sys::open_path(&worker).map_err(|e| {
+    let setuid = privileged_caller_is_not_root();
+    if setuid {
+        // A setuid launcher runs only a worker root installed beside it: no directory on the
+        // way that anyone else could change (a hardlinked copy of the launcher elsewhere
+        // finds nothing to run), and no symlink.
+        privileged::root_owned_dirs(&worker, SetupStep::Exec)?;
+    }
+    let open = if setuid {
+        sys::open_path_nofollow
+    } else {
+        sys::open_path
+    };
+    let worker_fd = open(&worker).map_err(|e| {
         err(
             SetupStep::Exec,
             &e,
@@ -457,8 +487,8 @@ fn prepare(
             "open the worker (it must sit next to bulkhead-launch)",
         )
     })?;
-    if privileged_caller_is_not_root() {
-        // A setuid launcher runs only the worker root installed beside it.
+    if setuid {
+        // ... owned by root and writable by nobody else.
         let (owner, mode, _) =
             sys::fd_stat(worker_fd).map_err(|e| err(SetupStep::Exec, &e, &worker, "stat"))?;
         if owner != 0 || mode & 0o022 != 0 {
@@ -498,6 +528,7 @@ fn prepare(
         cap_last,
         landlock_abi,
         egress,
+        parent_attaches: privileged_caller_is_not_root(),
         sources,
     })
 }
@@ -575,7 +606,7 @@ fn child(p: Prepared, cg: &cgroup::Cgroup, go_rd: RawFd, end: &mut WorkerEnd) ->
 fn setup_child(p: &Prepared, cg: &cgroup::Cgroup) -> Result<(), SetupError> {
     use SetupStep as S;
     // 3 (cont.). cgroup v1: join the sandbox cgroup before anything else is allocated.
-    if cg.version == CgroupVersion::V1 {
+    if cg.version == CgroupVersion::V1 && !p.parent_attaches {
         cgroup::attach_self(cg)?;
     }
     // 4. the cgroup namespace, now that we sit in the sandbox's cgroup.
@@ -595,6 +626,10 @@ fn setup_child(p: &Prepared, cg: &cgroup::Cgroup) -> Result<(), SetupError> {
     // 5. become the sandbox user (the parent wrote the maps).
     sys::setresgid(SANDBOX_GID).map_err(|e| err(S::IdMaps, &e, "", "setresgid"))?;
     sys::setresuid(SANDBOX_UID).map_err(|e| err(S::IdMaps, &e, "", "setresuid"))?;
+    // If the supervisor dies (killed by its caller), so does the sandbox. Set after the uid
+    // change, which clears it.
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
+        .map_err(|e| err(S::IdMaps, &e, "", "PR_SET_PDEATHSIG"))?;
     sys::umask(0o022);
     // 6. mounts
     fs::build_root(&p.mounts, workspace, &binds)?;
@@ -688,7 +723,12 @@ fn drop_capabilities(cap_last: u32) -> Result<(), SetupError> {
 }
 
 /// The parent after a successful launch: wait, kill on request, clean up, report.
-fn supervise(pid: libc::pid_t, sigset: &libc::sigset_t, cg: &cgroup::Cgroup) -> i32 {
+fn supervise(
+    pid: libc::pid_t,
+    sigset: &libc::sigset_t,
+    cg: &cgroup::Cgroup,
+    who: Option<(u32, u32)>,
+) -> i32 {
     let status = loop {
         match sys::sigwait(sigset) {
             Ok(libc::SIGCHLD) => match sys::waitpid(pid, true) {
@@ -706,7 +746,9 @@ fn supervise(pid: libc::pid_t, sigset: &libc::sigset_t, cg: &cgroup::Cgroup) -> 
         }
     };
     let oom_kills = cgroup::oom_kills(cg);
-    let cgroup_removed = cgroup::destroy(cg);
+    // The worker is the sandbox's pid-namespace init: with it gone the kernel has killed
+    // every process of the sandbox. Cleanup runs with the caller's rights when setuid.
+    let cgroup_removed = privileged::as_caller(who, || cgroup::destroy(cg));
     let (code, signal, exit) = match status {
         sys::Wait::Exited(c) => (c, 0, c),
         sys::Wait::Signaled(s) => (-1, s, 128 + s),

@@ -84,21 +84,16 @@ pub fn rules(mode: Mode, env_path: Option<String>) -> Result<LaunchConfig, Setup
 fn load(path: &str, check_owner: bool) -> Result<LaunchConfig, SetupError> {
     let e = |x: std::io::Error, what: &str| err(SetupStep::Spec, &x, path, what);
     if check_owner {
-        // Every directory from / down: root's, not writable by group or others.
-        let mut dir = String::new();
-        let parent = path.rsplit_once('/').map_or("", |(d, _)| d);
-        for comp in std::iter::once("").chain(parent.split('/').skip(1)) {
-            dir.push('/');
-            dir.push_str(comp);
-            let d = dir.replace("//", "/");
-            let fd = sys::open_dir_nofollow(&d).map_err(|x| {
-                e(x, "privileged mode needs its configuration directory (install the package's /etc/bulkhead/launch.toml)")
-            })?;
-            let st = sys::fd_stat(fd);
-            sys::close(fd);
-            let (owner, mode, _) = st.map_err(|x| e(x, "stat"))?;
-            check_dir_meta(&d, owner, mode).map_err(|c| spec_err(c.to_string()))?;
-        }
+        root_owned_dirs(path, SetupStep::Spec).map_err(|x| match x.errno {
+            0 => x,
+            _ => SetupError {
+                detail: format!(
+                    "{}; privileged mode needs its configuration directory (install the package's /etc/bulkhead/launch.toml)",
+                    x.detail
+                ),
+                ..x
+            },
+        })?;
     }
     let fd = sys::open_file_nofollow(path).map_err(|x| {
         e(
@@ -118,6 +113,24 @@ fn load(path: &str, check_owner: bool) -> Result<LaunchConfig, SetupError> {
         .read_to_string(&mut text)
         .map_err(|x| e(x, "read"))?;
     LaunchConfig::parse(&text).map_err(|c| plain(SetupStep::Spec, path, c.0))
+}
+
+/// Checks every directory from `/` down to the one holding `path`: root's, not writable by
+/// group or others (else someone else could swap what lies below), none a symlink.
+pub fn root_owned_dirs(path: &str, step: SetupStep) -> Result<(), SetupError> {
+    let parent = path.rsplit_once('/').map_or("", |(d, _)| d);
+    let mut dir = String::new();
+    for comp in std::iter::once("").chain(parent.split('/').skip(1)) {
+        dir.push('/');
+        dir.push_str(comp);
+        let d = dir.replace("//", "/");
+        let fd = sys::open_dir_nofollow(&d).map_err(|x| err(step, &x, &d, "open"))?;
+        let st = sys::fd_stat(fd);
+        sys::close(fd);
+        let (owner, mode, _) = st.map_err(|x| err(step, &x, &d, "stat"))?;
+        check_dir_meta(&d, owner, mode).map_err(|c| plain(step, &d, c.0))?;
+    }
+    Ok(())
 }
 
 /// Whether the caller may use the launcher at all, and from where.
@@ -150,6 +163,20 @@ pub fn authorize(rules: &LaunchConfig, uid: u32, gid: u32) -> Result<(), SetupEr
         }
     }
     Ok(())
+}
+
+/// Runs `f` with the effective uid and gid of the caller when `who` is set (a setuid
+/// launcher's cgroup work), so the kernel checks it as the caller's own: in the caller's
+/// delegated cgroup, root does nothing the caller could not. Back to root afterwards.
+pub fn as_caller<T>(who: Option<(u32, u32)>, f: impl FnOnce() -> T) -> T {
+    let Some((uid, gid)) = who else { return f() };
+    let switched = sys::set_effective_ids(uid, gid).is_ok();
+    let r = f();
+    if switched && sys::set_effective_ids(0, 0).is_err() {
+        // Cannot regain root: nothing below may run half-privileged.
+        sys::exit_now(bulkhead_shared::exit::LAUNCH_WORKER_ERROR);
+    }
+    r
 }
 
 /// Opens `path` as the caller would (its fsuid/fsgid and groups), without following a

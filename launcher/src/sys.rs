@@ -360,6 +360,11 @@ fn openat2_nofollow(path: &str, flags: libc::c_int) -> io::Result<RawFd> {
     check_long(r).map(|fd| fd as RawFd)
 }
 
+/// `O_PATH` of a file, without following a symlink in any component.
+pub fn open_path_nofollow(path: &str) -> io::Result<RawFd> {
+    openat2_nofollow(path, libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+}
+
 /// `O_PATH|O_DIRECTORY` of a directory, without following a symlink in any component.
 pub fn open_dir_nofollow(path: &str) -> io::Result<RawFd> {
     openat2_nofollow(path, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -649,10 +654,11 @@ pub fn open_tree_clone(fd: RawFd) -> io::Result<RawFd> {
 
 /// `mount_setattr(tree, "", AT_EMPTY_PATH, {set, userns_fd})` on a detached mount.
 pub fn mount_setattr_fd(tree: RawFd, set: u64, userns_fd: Option<RawFd>) -> io::Result<()> {
+    // Private: the clone must not stay a propagation peer of the host mount it came from.
     let attr = MountAttr {
         attr_set: set,
         attr_clr: 0,
-        propagation: 0,
+        propagation: libc::MS_PRIVATE,
         userns_fd: userns_fd.map_or(0, |fd| fd as u64),
     };
     // SAFETY: the path is a static empty C string and `attr` a valid mount_attr of the size
@@ -693,4 +699,21 @@ pub fn open_rdonly(path: &str) -> io::Result<RawFd> {
     let p = cstr(path)?;
     // SAFETY: `p` is NUL-terminated.
     check(unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })
+}
+
+/// Sets the effective uid and gid (real and saved ids unchanged), gid first; back to root
+/// with `(0, 0)`, uid first. Effective capabilities follow the effective uid.
+pub fn set_effective_ids(uid: u32, gid: u32) -> io::Result<()> {
+    const KEEP: u32 = u32::MAX;
+    if uid == 0 {
+        // SAFETY: integer arguments only.
+        check(unsafe { libc::setresuid(KEEP, 0, KEEP) })?;
+        // SAFETY: integer arguments only.
+        check(unsafe { libc::setresgid(KEEP, gid, KEEP) }).map(drop)
+    } else {
+        // SAFETY: integer arguments only.
+        check(unsafe { libc::setresgid(KEEP, gid, KEEP) })?;
+        // SAFETY: integer arguments only.
+        check(unsafe { libc::setresuid(KEEP, uid, KEEP) }).map(drop)
+    }
 }

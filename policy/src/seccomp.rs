@@ -86,7 +86,19 @@ pub enum ArgRule {
     /// (arg 1, masked with `0xf` to ignore `SOCK_CLOEXEC` / `SOCK_NONBLOCK`) `SOCK_STREAM`,
     /// `SOCK_DGRAM` or `SOCK_SEQPACKET`; so no `SOCK_RAW`, `SOCK_PACKET`, netlink, packet, vsock.
     SocketFamilyAndType,
+    /// `chmod`, `fchmod`, `creat`, `mknod`: the mode (arg 1) has neither `S_ISUID` nor
+    /// `S_ISGID`. A workspace is an id-mapped mount of the controller's own files: a setuid
+    /// or setgid file made there would be one of the controller's user on the host.
+    ModeArg1WithoutSetid,
+    /// `open`, `fchmodat`, `fchmodat2`, `mknodat`: the same for the mode in arg 2.
+    ModeArg2WithoutSetid,
+    /// `openat`: the same for the mode in arg 3.
+    ModeArg3WithoutSetid,
 }
+
+/// `S_ISUID | S_ISGID`: the mode bits [`ArgRule::ModeArg1WithoutSetid`] and its siblings
+/// refuse.
+pub const SETID_BITS: u64 = 0o6000;
 
 /// One entry of the allowlist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +201,7 @@ const fn sys_name(constant: &'static str) -> &'static str {
 #[cfg(target_arch = "x86_64")]
 mod x86_64 {
     use super::bpf::{Assembler, Cond, Label};
-    use super::{sys_name, AllowedSyscall, ArgRule, DeniedSyscall, SeccompPolicyError};
+    use super::{sys_name, AllowedSyscall, ArgRule, DeniedSyscall, SeccompPolicyError, SETID_BITS};
     use seccompiler::BpfProgram;
     use std::collections::BTreeMap;
 
@@ -299,10 +311,9 @@ mod x86_64 {
         // ---- files and file descriptors -------------------------------------------------
         allow!(SYS_read, "read from an open fd"),
         allow!(SYS_write, "write to an open fd"),
-        allow!(SYS_open, "open a path; landlock and the mount layout decide what is reachable"),
-        allow!(SYS_openat, "open a path relative to a directory fd (what glibc uses for open)"),
-        allow!(SYS_openat2, "openat with RESOLVE_* flags; only narrows path resolution"),
-        allow!(SYS_creat, "legacy create-and-open, used by old build tools"),
+        allow!(SYS_open if ModeArg2WithoutSetid, "open a path; landlock and the mount layout decide what is reachable; no setuid/setgid creation mode"),
+        allow!(SYS_openat if ModeArg3WithoutSetid, "open a path relative to a directory fd (what glibc uses for open); no setuid/setgid creation mode"),
+        allow!(SYS_creat if ModeArg1WithoutSetid, "legacy create-and-open, used by old build tools; no setuid/setgid mode"),
         allow!(SYS_close, "close an fd"),
         allow!(SYS_close_range, "close many fds at once (posix_spawn, python subprocess)"),
         allow!(SYS_stat, "file metadata"),
@@ -361,14 +372,14 @@ mod x86_64 {
         allow!(SYS_readlink, "read a symlink"),
         allow!(SYS_readlinkat, "read a symlink relative to a directory fd"),
         allow!(
-            SYS_mknod,
+            SYS_mknod if ModeArg1WithoutSetid,
             "create FIFOs and sockets; device nodes need CAP_MKNOD, which the sandbox lacks"
         ),
-        allow!(SYS_mknodat, "mknod relative to a directory fd; same limits as mknod"),
-        allow!(SYS_chmod, "change mode bits"),
-        allow!(SYS_fchmod, "change mode bits of an fd"),
-        allow!(SYS_fchmodat, "change mode bits relative to a directory fd"),
-        allow!(SYS_fchmodat2, "fchmodat with AT_SYMLINK_NOFOLLOW (glibc 2.39+)"),
+        allow!(SYS_mknodat if ModeArg2WithoutSetid, "mknod relative to a directory fd; same limits as mknod"),
+        allow!(SYS_chmod if ModeArg1WithoutSetid, "change mode bits, but never to setuid/setgid"),
+        allow!(SYS_fchmod if ModeArg1WithoutSetid, "change mode bits of an fd, never setuid/setgid"),
+        allow!(SYS_fchmodat if ModeArg2WithoutSetid, "change mode bits relative to a directory fd, never setuid/setgid"),
+        allow!(SYS_fchmodat2 if ModeArg2WithoutSetid, "fchmodat with AT_SYMLINK_NOFOLLOW (glibc 2.39+), never setuid/setgid"),
         allow!(SYS_chown, "change owner; only within the sandbox's mapped ids"),
         allow!(SYS_fchown, "change owner of an fd; only within the mapped ids"),
         allow!(SYS_lchown, "change owner of a symlink; only within the mapped ids"),
@@ -627,6 +638,12 @@ mod x86_64 {
     /// Refused on purpose, each with its reason. Everything absent from [`ALLOWED`] is refused
     /// too; these are the ones a reviewer should see named.
     pub const DENIED: &[DeniedSyscall] = &[
+        // ---- files ------------------------------------------------------------------------
+        deny!(
+            SYS_openat2,
+            ENOSYS,
+            "its mode sits in a struct seccomp cannot read (a setuid file could be created); ENOSYS makes callers fall back to openat"
+        ),
         // ---- mounts and the filesystem root ----------------------------------------------
         deny!(
             SYS_mount,
@@ -1082,6 +1099,17 @@ mod x86_64 {
                     deny,
                 );
             }
+            ArgRule::ModeArg1WithoutSetid
+            | ArgRule::ModeArg2WithoutSetid
+            | ArgRule::ModeArg3WithoutSetid => {
+                let arg = match rule {
+                    ArgRule::ModeArg1WithoutSetid => 1,
+                    ArgRule::ModeArg2WithoutSetid => 2,
+                    _ => 3,
+                };
+                asm.load(arg_low(arg));
+                asm.jump(Cond::Set, SETID_BITS as u32, deny, allow);
+            }
             ArgRule::SocketFamilyAndType => {
                 let families: Vec<u32> = SOCKET_FAMILIES.iter().map(|&(_, f)| int32(f)).collect();
                 let types: Vec<u32> = SOCKET_TYPES.iter().map(|&(_, t)| int32(t)).collect();
@@ -1213,6 +1241,21 @@ mod x86_64 {
                         SeccompRule::new(vec![dword(0, SeccompCmpOp::Eq, PER_LINUX)?])?,
                         SeccompRule::new(vec![dword(0, SeccompCmpOp::Eq, PERSONALITY_QUERY)?])?,
                     ],
+                    ArgRule::ModeArg1WithoutSetid => vec![SeccompRule::new(vec![dword(
+                        1,
+                        SeccompCmpOp::MaskedEq(SETID_BITS),
+                        0,
+                    )?])?],
+                    ArgRule::ModeArg2WithoutSetid => vec![SeccompRule::new(vec![dword(
+                        2,
+                        SeccompCmpOp::MaskedEq(SETID_BITS),
+                        0,
+                    )?])?],
+                    ArgRule::ModeArg3WithoutSetid => vec![SeccompRule::new(vec![dword(
+                        3,
+                        SeccompCmpOp::MaskedEq(SETID_BITS),
+                        0,
+                    )?])?],
                     ArgRule::SocketFamilyAndType => {
                         let mut rules = Vec::new();
                         for &(_, family) in SOCKET_FAMILIES {
@@ -1423,9 +1466,11 @@ mod x86_64 {
             }
             let clone3 = DENIED.iter().find(|e| e.nr == libc::SYS_clone3).unwrap();
             assert_eq!(clone3.errno, libc::ENOSYS);
+            let openat2 = DENIED.iter().find(|e| e.nr == libc::SYS_openat2).unwrap();
+            assert_eq!(openat2.errno, libc::ENOSYS);
             assert!(DENIED
                 .iter()
-                .filter(|e| e.nr != libc::SYS_clone3)
+                .filter(|e| e.nr != libc::SYS_clone3 && e.nr != libc::SYS_openat2)
                 .all(|e| e.errno == libc::EPERM));
         }
 
@@ -1448,7 +1493,6 @@ mod x86_64 {
                 "membarrier",
                 "getrandom",
                 "statx",
-                "openat2",
                 "close_range",
                 "copy_file_range",
                 "pidfd_open",

@@ -125,6 +125,15 @@ pub fn validate_spec(
         if spec.host_uid == 0 || spec.host_gid == 0 {
             return err("host_uid", "a sandbox never runs as host root");
         }
+        if spec.host_gid != spec.host_uid {
+            return err(
+                "host_gid",
+                format!(
+                    "{} differs from host_uid {}: a workspace's host uid and gid are one id",
+                    spec.host_gid, spec.host_uid
+                ),
+            );
+        }
         if !rules.in_host_id_range(spec.host_uid) || !rules.in_host_id_range(spec.host_gid) {
             return err(
                 "host_uid",
@@ -368,6 +377,7 @@ mod tests {
         // A host id outside the operator's range.
         let mut t = s.clone();
         t.host_uid = 1000;
+        t.host_gid = 1000;
         assert_eq!(
             validate_spec(&t, SETUID, &cfg).unwrap_err().field,
             "host_uid"

@@ -283,3 +283,27 @@ impl Isolated {
 pub fn assert_absent(p: &Path) {
     assert!(!p.exists(), "{} exists on the host", p.display());
 }
+
+/// This process's own cgroup directories in the v1 memory, pids and cpu hierarchies (where
+/// a test delegates cgroups to an unprivileged caller); empty on a host without all three.
+pub fn v1_cgroup_dirs() -> Vec<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut out = Vec::new();
+    for ctrl in ["memory", "pids", "cpu"] {
+        let line = own.lines().find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|x| x == ctrl))
+        });
+        let Some(line) = line else { return vec![] };
+        let Some(path) = line.splitn(3, ':').nth(2) else {
+            return vec![];
+        };
+        let mount = Path::new("/sys/fs/cgroup").join(ctrl);
+        if !mount.join("cgroup.procs").exists() {
+            return vec![];
+        }
+        out.push(mount.join(path.trim_start_matches('/')));
+    }
+    out
+}

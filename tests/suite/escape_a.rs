@@ -1185,7 +1185,14 @@ for name, nr in [{list}]:
         .join("\n");
     let mut wrong = Vec::new();
     for (name, _) in table {
-        let want = if *name == "clone3" { "ENOSYS" } else { "EPERM" };
+        let want = match bulkhead_policy::seccomp::DENIED
+            .iter()
+            .find(|e| e.name == *name)
+            .map(|e| e.errno)
+        {
+            Some(libc::ENOSYS) => "ENOSYS",
+            _ => "EPERM",
+        };
         let got = results
             .iter()
             .find(|(n, _)| n == name)

@@ -1600,3 +1600,68 @@ fn delete_stops_running_sandbox() {
         "the sandbox's sleep survived the delete: {left:?}"
     );
 }
+
+#[test]
+fn no_setuid_or_setgid_file_can_be_made_in_the_workspace() {
+    // /workspace is an id-mapped mount of the controller's own files when privileged: a
+    // setuid file made there would be a setuid program of the controller's user on the host.
+    let Some(sb) = Isolated::new("no_setuid_or_setgid_file_can_be_made_in_the_workspace") else {
+        return;
+    };
+    let out = sb.python(
+        r#"
+import os, ctypes
+r = []
+def attempt(name, f):
+    try:
+        f(); r.append(name + "=ok")
+    except OSError as e:
+        r.append(name + "=" + str(e.errno))
+p = "/workspace/s"
+open(p, "w").close()
+attempt("chmod4755", lambda: os.chmod(p, 0o4755))
+attempt("chmod2755", lambda: os.chmod(p, 0o2755))
+attempt("fchmod4755", lambda: os.fchmod(os.open(p, os.O_RDONLY), 0o4755))
+attempt("create4755", lambda: os.close(os.open("/workspace/c", os.O_CREAT | os.O_WRONLY, 0o4755)))
+attempt("mknod4755", lambda: os.mknod("/workspace/n", 0o100000 | 0o4755))
+libc = ctypes.CDLL(None, use_errno=True)
+how = (ctypes.c_uint64 * 3)(os.O_CREAT | os.O_WRONLY, 0o4755, 0)
+fd = libc.syscall(437, -100, b"/workspace/o2", ctypes.byref(how), 24)
+r.append("openat2=" + (str(ctypes.get_errno()) if fd < 0 else "ok"))
+attempt("chmod755", lambda: os.chmod(p, 0o755))
+attempt("create644", lambda: os.close(os.open("/workspace/d", os.O_CREAT | os.O_WRONLY, 0o644)))
+print(" ".join(r))
+for f in ["s", "c", "n", "d"]:
+    try:
+        print(f, oct(os.stat("/workspace/" + f).st_mode))
+    except OSError:
+        pass
+"#,
+    );
+    let o = text(&out.stdout);
+    assert!(out.status.success(), "{}", show(&out));
+    for refused in [
+        "chmod4755=1",
+        "chmod2755=1",
+        "fchmod4755=1",
+        "create4755=1",
+        "mknod4755=1",
+        "openat2=38",
+    ] {
+        assert!(o.contains(refused), "{refused} missing:\n{o}");
+    }
+    assert!(
+        o.contains("chmod755=ok") && o.contains("create644=ok"),
+        "{o}"
+    );
+    for entry in std::fs::read_dir(sb.env.files(&sb.id)).unwrap().flatten() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = entry.metadata().unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o6000,
+            0,
+            "{:?} is setuid/setgid on the host",
+            entry.path()
+        );
+    }
+}

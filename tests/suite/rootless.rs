@@ -94,26 +94,6 @@ fn rootless_without_delegated_cgroup_says_so() {
 }
 
 /// v1 hierarchies holding memory, pids and cpu, and our own path in each.
-fn v1_dirs() -> Vec<PathBuf> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let mut out = Vec::new();
-    for ctrl in ["memory", "pids", "cpu"] {
-        let line = own.lines().find(|l| {
-            l.split(':')
-                .nth(1)
-                .is_some_and(|c| c.split(',').any(|x| x == ctrl))
-        });
-        let Some(line) = line else { return vec![] };
-        let path = line.splitn(3, ':').nth(2).unwrap().trim_start_matches('/');
-        let mount = Path::new("/sys/fs/cgroup").join(ctrl);
-        if !mount.join("cgroup.procs").exists() {
-            return vec![];
-        }
-        out.push(mount.join(path));
-    }
-    out
-}
-
 struct Delegated(Vec<PathBuf>);
 
 impl Drop for Delegated {
@@ -130,7 +110,7 @@ fn rootless_with_delegated_cgroup_runs_every_layer() {
     if !root_or_skip("rootless_with_delegated_cgroup_runs_every_layer") {
         return;
     }
-    let parents = v1_dirs();
+    let parents = bulkhead_tests::v1_cgroup_dirs();
     if parents.is_empty() {
         // A pure-v2 host: delegation is covered by the temp-dir tests of the planner.
         assert!(

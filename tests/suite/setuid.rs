@@ -46,6 +46,16 @@ fn root_or_skip(test: &str) -> bool {
         eprintln!("SKIP {test}: needs root to install a setuid launcher");
         return false;
     }
+    if bulkhead_tests::v1_cgroup_dirs().is_empty() {
+        // A pure-v2 host: delegating a v2 cgroup to a test user needs a cgroup of its own
+        // without processes (systemd's Delegate=yes); the planner's temp-dir tests cover v2.
+        assert!(
+            !must_run() || Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            "{test}: no v1 memory/pids/cpu hierarchies and no v2"
+        );
+        eprintln!("SKIP {test}: no v1 hierarchies to delegate to the test users");
+        return false;
+    }
     true
 }
 
@@ -57,24 +67,49 @@ fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// A setuid launcher installation, a state root with a directory per user, and a config.
+/// A setuid launcher installation, a state root with a directory per user, a config, and a
+/// cgroup delegated to each user (the setuid launcher does cgroup work with its caller's
+/// rights only).
 struct Rig {
     env: TestEnv,
+    /// Root-owned directory of the installed binaries (every directory above it root's and
+    /// not writable by others, as a setuid launcher demands of its worker's).
+    bins: PathBuf,
+    /// Per user: its delegated cgroup directories (v1 memory, pids, cpu).
+    cgroups: Vec<(u32, Vec<PathBuf>)>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.bins);
+        for (_, dirs) in &self.cgroups {
+            for d in dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
 }
 
 impl Rig {
     fn new() -> Rig {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let env = TestEnv::new();
         let base = env.dir.path();
         chmod(base, 0o755);
-        let bin_dir = base.join("libexec");
-        std::fs::create_dir(&bin_dir).unwrap();
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bins = PathBuf::from(format!(
+            "/var/lib/bulkhead-setuid-test-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&bins);
+        std::fs::create_dir_all(&bins).unwrap();
+        chmod(&bins, 0o755);
         for name in ["bulkhead-launch", "bulkhead-worker", "bulkhead"] {
-            let dst = bin_dir.join(name);
+            let dst = bins.join(name);
             std::fs::copy(bin(name), &dst).unwrap();
             chmod(&dst, 0o755);
         }
-        chmod(&bin_dir.join("bulkhead-launch"), 0o4755);
+        chmod(&bins.join("bulkhead-launch"), 0o4755);
         let roots = base.join("roots");
         std::fs::create_dir(&roots).unwrap();
         chmod(&roots, 0o755);
@@ -86,10 +121,47 @@ impl Rig {
         let conf = base.join("conf");
         std::fs::create_dir(&conf).unwrap();
         chmod(&conf, 0o755);
-        let rig = Rig { env };
+        let parents = bulkhead_tests::v1_cgroup_dirs();
+        let mut cgroups = Vec::new();
+        for uid in [USER, OTHER] {
+            let mut dirs = Vec::new();
+            for p in &parents {
+                let d = p.join(format!(
+                    "bulkhead-setuid-test-{}-{n}-{uid}",
+                    std::process::id()
+                ));
+                std::fs::create_dir(&d).unwrap();
+                let st = Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{uid}:{uid}"))
+                    .arg(&d)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+                dirs.push(d);
+            }
+            cgroups.push((uid, dirs));
+        }
+        let rig = Rig { env, bins, cgroups };
         rig.write_config("");
         std::fs::create_dir_all("/etc/bulkhead").unwrap();
         rig
+    }
+
+    /// Shell words that move the current shell into `uid`'s delegated cgroups (as root).
+    fn join(&self, uid: u32) -> String {
+        let mut s = String::new();
+        for (u, dirs) in &self.cgroups {
+            if *u == uid {
+                for d in dirs {
+                    s.push_str(&format!(
+                        "echo $$ > '{}/cgroup.procs' || exit 98; ",
+                        d.display()
+                    ));
+                }
+            }
+        }
+        s
     }
 
     fn base(&self) -> &Path {
@@ -97,7 +169,7 @@ impl Rig {
     }
 
     fn launcher(&self) -> PathBuf {
-        self.base().join("libexec/bulkhead-launch")
+        self.bins.join("bulkhead-launch")
     }
 
     fn roots(&self) -> PathBuf {
@@ -128,7 +200,8 @@ impl Rig {
         let mut c = Command::new("unshare");
         c.args(["-m", "--propagation", "private", "sh", "-c"]);
         c.arg(format!(
-            "mount --bind '{}' /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$@\"",
+            "{}mount --bind '{}' /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$@\"",
+            self.join(uid),
             self.base().join("conf").display()
         ));
         c.arg("sh");
@@ -142,7 +215,7 @@ impl Rig {
     fn bulkhead(&self, args: &[&str]) -> Output {
         let state = self.roots().join("a/state");
         self.as_user(USER)
-            .arg(self.base().join("libexec/bulkhead"))
+            .arg(self.bins.join("bulkhead"))
             .arg("--state-dir")
             .arg(&state)
             .args(args)
@@ -155,7 +228,8 @@ impl Rig {
     fn wrapper(&self, uid: u32) -> PathBuf {
         let p = self.base().join(format!("launch-as-{uid}"));
         let script = format!(
-            "#!/bin/sh\nexec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
+            "#!/bin/sh\n{}exec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
+            self.join(uid),
             self.base().join("conf").display(),
             self.launcher().display()
         );
@@ -264,7 +338,7 @@ fn a_listed_user_runs_each_workspace_as_its_own_host_uid() {
     let state2 = rig.roots().join("a/state2");
     let run2 = |args: &[&str]| {
         rig.as_user(USER)
-            .arg(rig.base().join("libexec/bulkhead"))
+            .arg(rig.bins.join("bulkhead"))
             .arg("--state-dir")
             .arg(&state2)
             .args(args)
@@ -570,4 +644,120 @@ fn root_callers_are_bound_by_the_id_range_only() {
         .parse()
         .unwrap();
     assert!((ID_START..ID_START + 100).contains(&host), "{host}");
+}
+
+#[test]
+fn cgroups_workers_and_mounts_take_nothing_from_root() {
+    if !root_or_skip("cgroups_workers_and_mounts_take_nothing_from_root") {
+        return;
+    }
+    let rig = Rig::new();
+    // Outside a cgroup delegated to it, the caller gets no cgroup: the launcher does cgroup
+    // work with the caller's rights only, never root's.
+    let bare = rig.base().join("launch-bare");
+    std::fs::write(
+        &bare,
+        format!(
+            "#!/bin/sh\nexec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {USER} --regid {USER} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
+            rig.base().join("conf").display(),
+            rig.launcher().display()
+        ),
+    )
+    .unwrap();
+    chmod(&bare, 0o755);
+    match Sandbox::start(&bare, &rig.spec("w")) {
+        Ok(sb) => {
+            let _ = sb.shutdown();
+            panic!("a sandbox cgroup was made where the caller has no rights");
+        }
+        Err(Error::Setup(e)) => {
+            assert_eq!(e.step, SetupStep::Cgroup, "{e:?}");
+            assert!(e.detail.contains("delegat"), "{e:?}");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    for (_, dirs) in &rig.cgroups {
+        for d in dirs {
+            let children = std::fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .count();
+            assert_eq!(children, 0, "{}", d.display());
+        }
+    }
+
+    // Inside its delegated cgroup: the sandbox cgroup is the caller's, /workspace is not a
+    // propagation peer of the host's mount, and the host ids differ for uid and gid never.
+    let mut s = rig.spec("w");
+    s.host_gid = s.host_uid + 1;
+    assert!(refused(&rig, USER, &s).contains("host_gid"));
+    let mut sb = Sandbox::start(&rig.wrapper(USER), &rig.spec("w")).unwrap();
+    for d in &sb.info().cgroup_dirs {
+        let m = std::fs::metadata(d).unwrap();
+        assert_eq!(m.uid(), USER, "{d} was made with root's rights");
+    }
+    let o = run(&mut sb, "grep ' /workspace ' /proc/self/mountinfo");
+    assert!(o.contains("/workspace"), "{o}");
+    assert!(
+        !o.contains("shared:"),
+        "/workspace propagates to the host: {o}"
+    );
+    // Killing the supervisor (the caller may: same real uid) takes the sandbox with it.
+    let worker = sb.info().worker_pid;
+    let launcher = sb.info().launcher_pid;
+    let st = Command::new("kill")
+        .args(["-KILL", &launcher.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t0 = std::time::Instant::now();
+    while Path::new(&format!("/proc/{worker}")).exists()
+        && std::fs::read_to_string(format!("/proc/{worker}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "the sandbox outlived its supervisor"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(sb);
+
+    // A copy of the setuid launcher in a directory the caller controls (a hardlink where
+    // protected_hardlinks is off) runs no worker the caller put beside it.
+    let evil = rig.roots().join("a/evil");
+    std::fs::create_dir(&evil).unwrap();
+    chown(&evil, USER);
+    std::fs::copy(rig.launcher(), evil.join("bulkhead-launch")).unwrap();
+    chmod(&evil.join("bulkhead-launch"), 0o4755);
+    std::fs::write(evil.join("bulkhead-worker"), "#!/bin/sh\nid > /tmp/owned\n").unwrap();
+    chmod(&evil.join("bulkhead-worker"), 0o755);
+    let w = rig.base().join("launch-evil");
+    std::fs::write(
+        &w,
+        format!(
+            "#!/bin/sh\n{}exec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {USER} --regid {USER} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
+            rig.join(USER),
+            rig.base().join("conf").display(),
+            evil.join("bulkhead-launch").display()
+        ),
+    )
+    .unwrap();
+    chmod(&w, 0o755);
+    match Sandbox::start(&w, &rig.spec("w")) {
+        Ok(sb) => {
+            let _ = sb.shutdown();
+            panic!("the launcher ran a worker from a directory its caller owns");
+        }
+        Err(Error::Setup(e)) => {
+            assert_eq!(e.step, SetupStep::Exec, "{e:?}");
+            assert!(
+                e.detail.contains("not writable by group or others")
+                    || e.detail.contains("owned by root"),
+                "{e:?}"
+            );
+        }
+        Err(e) => panic!("{e}"),
+    }
 }

@@ -84,6 +84,12 @@ impl Drop for Rig {
         let _ = std::fs::remove_dir_all(&self.bins);
         for (_, dirs) in &self.cgroups {
             for d in dirs {
+                // A sandbox whose supervisor was killed leaves its (empty) cgroup behind.
+                if let Ok(rd) = std::fs::read_dir(d) {
+                    for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
                 let _ = std::fs::remove_dir(d);
             }
         }

@@ -34,6 +34,7 @@ case " $* " in
     "$target_dir/release/bulkhead-bench-agent"
     echo; "$target_dir/release/bulkhead-bench-egress"   # egress proxy vs direct loopback: MB/s, µs added
     echo; "$target_dir/release/bulkhead-bench-skills"   # skill run (sandbox + creds) vs a plain spawn
+    echo; "$target_dir/release/bulkhead-bench-rpc"      # JSON-RPC over stdio vs the CLI per call
     # Memory at 100,000 chunks (10,000 with --quick): ingest, keyword/vector/hybrid latency
     # against a naive JSON-decode scan, and the memory of the loaded vectors.
     echo

@@ -442,6 +442,23 @@ pub enum SetupStep {
 }
 
 impl SetupStep {
+    /// Every step, in the order the launcher runs them (step `n` is `ALL[n - 1]`).
+    pub const ALL: [SetupStep; 13] = [
+        SetupStep::Sanitize,
+        SetupStep::Spec,
+        SetupStep::Cgroup,
+        SetupStep::Namespaces,
+        SetupStep::IdMaps,
+        SetupStep::Mounts,
+        SetupStep::Network,
+        SetupStep::Rlimits,
+        SetupStep::Capabilities,
+        SetupStep::NoNewPrivs,
+        SetupStep::Landlock,
+        SetupStep::Seccomp,
+        SetupStep::Exec,
+    ];
+
     /// Lowercase name used in messages ("sandbox setup failed: <step>: …").
     pub fn name(self) -> &'static str {
         match self {

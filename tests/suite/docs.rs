@@ -2,21 +2,7 @@
 
 use bulkhead_shared::SetupStep;
 
-const STEPS: [SetupStep; 13] = [
-    SetupStep::Sanitize,
-    SetupStep::Spec,
-    SetupStep::Cgroup,
-    SetupStep::Namespaces,
-    SetupStep::IdMaps,
-    SetupStep::Mounts,
-    SetupStep::Network,
-    SetupStep::Rlimits,
-    SetupStep::Capabilities,
-    SetupStep::NoNewPrivs,
-    SetupStep::Landlock,
-    SetupStep::Seccomp,
-    SetupStep::Exec,
-];
+const STEPS: [SetupStep; 13] = SetupStep::ALL;
 
 /// `N. name: …` lines, in order.
 fn numbered(text: &str, prefix: &str) -> Vec<(usize, String)> {

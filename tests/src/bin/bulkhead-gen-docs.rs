@@ -29,24 +29,7 @@ const CONFIG_TOML: &str = include_str!("../../../packaging/config.toml");
 const CONFIG_RS: &str = include_str!("../../../controller/src/config.rs");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Every setup step in order (`SetupStep` has no list of its own). `launcher_sequence`
-/// checks the README's numbered list against it, name by name and in number, so a step
-/// added to one and not the other fails `make docs`.
-const STEPS: [SetupStep; 13] = [
-    SetupStep::Sanitize,
-    SetupStep::Spec,
-    SetupStep::Cgroup,
-    SetupStep::Namespaces,
-    SetupStep::IdMaps,
-    SetupStep::Mounts,
-    SetupStep::Network,
-    SetupStep::Rlimits,
-    SetupStep::Capabilities,
-    SetupStep::NoNewPrivs,
-    SetupStep::Landlock,
-    SetupStep::Seccomp,
-    SetupStep::Exec,
-];
+const STEPS: [SetupStep; 13] = SetupStep::ALL;
 
 /// `launch.toml` keys: name, type, meaning. `main` checks each appears in the packaged file
 /// and warns when the launcher's parser (`policy/src/launchconf.rs`) has a key not here.

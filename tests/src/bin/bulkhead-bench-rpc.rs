@@ -130,15 +130,28 @@ fn main() {
         server.call("exec", exec.clone());
         cli(&state, &["exec", "bench", "--", "/bin/true"]);
     }
-    // Interleaved, so machine noise hits both alike.
+    // Interleaved, so machine noise hits both alike, and in alternating order: a sandbox's
+    // teardown leaves kernel work behind (cgroup removal, RCU) that lands on whatever runs
+    // next.
     let (mut rpc_exec, mut cli_exec) = (Vec::new(), Vec::new());
-    for _ in 0..EXEC_RUNS {
-        let t = Instant::now();
-        server.call("exec", exec.clone());
-        rpc_exec.push(ms(t));
-        let t = Instant::now();
-        cli(&state, &["exec", "bench", "--", "/bin/true"]);
-        cli_exec.push(ms(t));
+    for round in 0..EXEC_RUNS {
+        let mut rpc = |server: &mut Server| {
+            let t = Instant::now();
+            server.call("exec", exec.clone());
+            rpc_exec.push(ms(t));
+        };
+        let mut via_cli = || {
+            let t = Instant::now();
+            cli(&state, &["exec", "bench", "--", "/bin/true"]);
+            cli_exec.push(ms(t));
+        };
+        if round % 2 == 0 {
+            rpc(&mut server);
+            via_cli();
+        } else {
+            via_cli();
+            rpc(&mut server);
+        }
     }
     drop(server.child.stdin.take());
     let _ = server.child.wait();

@@ -329,7 +329,7 @@ undelegate
 
 step "purge (apt-get purge bulkhead)"
 check "apt-get purge" apt-get purge -y -qq bulkhead
-for p in /usr/bin/bulkhead /usr/libexec/bulkhead /etc/bulkhead $STATE \
+for p in /usr/bin/bulkhead /usr/libexec/bulkhead /etc/bulkhead $STATE /var/lib/bulkhead-launch \
     /lib/systemd/system/bulkhead.socket /lib/systemd/system/bulkhead@.service \
     /usr/share/man/man8/bulkhead-launch.8.gz; do
     [ ! -e "$p" ] || fail "$p is left after purge"

@@ -207,6 +207,16 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Host ids the launcher said belong to other callers, in the state directory.
+const FOREIGN_IDS_FILE: &str = "foreign-host-ids";
+
+fn read_foreign_ids(path: &Path) -> std::collections::BTreeSet<u32> {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 /// Whether sandboxes started with `launcher` run privileged: this process is root, or the
 /// launcher is installed setuid-root. Then every workspace gets a host uid of its own from
 /// the operator's range ([`launch_rules`]).
@@ -560,7 +570,7 @@ impl Workspace {
         if let Some(u) = valid(&record) {
             return Ok(u);
         }
-        let mut used = std::collections::BTreeSet::new();
+        let mut used = read_foreign_ids(&self.state.root().join(FOREIGN_IDS_FILE));
         if let Ok(rd) = fs::read_dir(self.state.workspaces()) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -572,8 +582,12 @@ impl Workspace {
                 }
             }
         }
+        // Callers of one launcher share the range: each uid starts in a block of its own
+        // (1024 blocks), so two controllers rarely meet (and the id registry settles it).
+        let block = rules.host_id_count / 1024;
+        let offset = (nix::unistd::getuid().as_raw() % 1024) * block;
         let id = (0..rules.host_id_count)
-            .map(|i| rules.host_id_start + i)
+            .map(|i| rules.host_id_start + (offset + i) % rules.host_id_count)
             .find(|u| !used.contains(u))
             .ok_or_else(|| {
                 Error::Invalid(format!(
@@ -586,6 +600,64 @@ impl Workspace {
         let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&self.config_path(), &json, 0o600)?;
         Ok(id)
+    }
+
+    /// Starts a sandbox for `spec` (this workspace's). When a setuid launcher keeps an id
+    /// registry and refuses the workspace's host id as another caller's, the id is noted as
+    /// foreign in the state directory, another is given, and the start is tried again.
+    pub fn start_sandbox(
+        &self,
+        launcher: &Path,
+        mut spec: LaunchSpec,
+        options: &bulkhead_shared::LaunchOptions,
+    ) -> Result<Sandbox> {
+        const ATTEMPTS: usize = 64;
+        for _ in 0..ATTEMPTS {
+            match Sandbox::start_with(launcher, &spec, options) {
+                Err(Error::Setup(e))
+                    if e.step == bulkhead_shared::SetupStep::Spec
+                        && e.detail.contains(bulkhead_policy::launchconf::FOREIGN_ID) =>
+                {
+                    log::info!(
+                        target: "sandbox",
+                        workspace = self.record.id.as_str();
+                        "host id {} is another caller's; taking another", spec.host_uid
+                    );
+                    let id = self.replace_host_id(spec.host_uid)?;
+                    spec.host_uid = id;
+                    spec.host_gid = id;
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Invalid(format!(
+            "{ATTEMPTS} host ids in a row belong to other callers of the launcher: give this controller a range of its own"
+        )))
+    }
+
+    /// Notes `foreign` as another caller's (`<state>/foreign-host-ids`, never given again)
+    /// and gives this workspace a new host id.
+    fn replace_host_id(&self, foreign: u32) -> Result<u32> {
+        {
+            let _lock = self.state.lock()?;
+            let path = self.state.root().join(FOREIGN_IDS_FILE);
+            let mut ids = read_foreign_ids(&path);
+            ids.insert(foreign);
+            let json = serde_json::to_vec(&ids).map_err(|e| Error::Invalid(e.to_string()))?;
+            write_atomic(&path, &json, 0o600)?;
+            let mut record = read_record(&self.state, &self.record.id)?;
+            if record.host_uid == Some(foreign) {
+                record.host_uid = None;
+                let json = serde_json::to_vec_pretty(&record)
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                write_atomic(&self.config_path(), &json, 0o600)?;
+            }
+        }
+        Workspace {
+            record: read_record(&self.state, &self.record.id)?,
+            ..self.clone()
+        }
+        .host_id()
     }
 
     /// The launcher binary this workspace's sandboxes are started with.
@@ -705,9 +777,11 @@ impl Workspace {
             None
         };
         let options = bulkhead_shared::LaunchOptions { egress };
-        let mut sb = Sandbox::start_with(&launcher, &spec, &options).inspect_err(|e| {
-            log::warn!(target: "sandbox", workspace = self.record.id.as_str(); "sandbox start failed: {e}");
-        })?;
+        let mut sb = self
+            .start_sandbox(&launcher, spec.clone(), &options)
+            .inspect_err(|e| {
+                log::warn!(target: "sandbox", workspace = self.record.id.as_str(); "sandbox start failed: {e}");
+            })?;
         if let (Some(ctx), Some(chan)) = (proxy, sb.take_egress_channel()) {
             let ws = self.record.id.clone();
             // Ends when the sandbox does (the worker's end of the channel closes).

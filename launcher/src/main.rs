@@ -223,6 +223,11 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
     if let Err(e) = validate_spec(&spec, caller, &rules) {
         return report_failure(&mut end, plain(SetupStep::Spec, "", e.to_string()));
     }
+    if let (Mode::Setuid, Some(registry)) = (mode, rules.id_registry.as_deref()) {
+        if let Err(e) = privileged::claim_host_id(registry, spec.host_uid, uid) {
+            return report_failure(&mut end, e);
+        }
+    }
     let (host_uid, host_gid) = if caller.privileged {
         (spec.host_uid, spec.host_gid)
     } else {

@@ -15,7 +15,9 @@
 use std::io::Read;
 use std::os::fd::{FromRawFd, RawFd};
 
-use bulkhead_policy::launchconf::{check_dir_meta, check_file_meta, LAUNCH_CONFIG_PATH};
+use bulkhead_policy::launchconf::{
+    check_dir_meta, check_file_meta, FOREIGN_ID, LAUNCH_CONFIG_PATH,
+};
 use bulkhead_policy::LaunchConfig;
 use bulkhead_shared::{LaunchSpec, SetupError, SetupStep};
 
@@ -131,6 +133,68 @@ pub fn root_owned_dirs(path: &str, step: SetupStep) -> Result<(), SetupError> {
         check_dir_meta(&d, owner, mode).map_err(|c| plain(step, &d, c.0))?;
     }
     Ok(())
+}
+
+/// Records in `registry` that `caller` holds host id `id`, or refuses when another caller
+/// does. One file per id, created exclusively, holding the caller's uid; a claim is never
+/// released (ids are plenty). The directory and every one above it must be root's.
+pub fn claim_host_id(registry: &str, id: u32, caller: u32) -> Result<(), SetupError> {
+    let name = id.to_string();
+    let path = format!("{registry}/{name}");
+    root_owned_dirs(&path, SetupStep::Spec)?;
+    let dir = sys::open_dir_nofollow(registry)
+        .map_err(|e| err(SetupStep::Spec, &e, registry, "open the id registry"))?;
+    let result = (|| {
+        match sys::openat_file(
+            dir,
+            &name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600,
+        ) {
+            Ok(fd) => {
+                let w = sys::write_all(fd, format!("{caller}\n").as_bytes());
+                sys::close(fd);
+                return w.map_err(|e| err(SetupStep::Spec, &e, &path, "record the host id"));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(err(SetupStep::Spec, &e, &path, "claim the host id")),
+        }
+        // Held already: by this caller? (A claim being written right now reads empty for a
+        // moment.)
+        for _ in 0..50 {
+            let fd = sys::openat_file(
+                dir,
+                &name,
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0,
+            )
+            .map_err(|e| err(SetupStep::Spec, &e, &path, "read the host id's holder"))?;
+            let mut buf = [0u8; 16];
+            let n = sys::read(fd, &mut buf);
+            sys::close(fd);
+            let n = n.map_err(|e| err(SetupStep::Spec, &e, &path, "read the host id's holder"))?;
+            let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
+            if let Some(owner) = text.strip_suffix('\n').and_then(|t| t.parse::<u32>().ok()) {
+                return if owner == caller {
+                    Ok(())
+                } else {
+                    Err(plain(
+                        SetupStep::Spec,
+                        &path,
+                        format!("host id {id} {FOREIGN_ID} of this launcher (uid {owner}): pick another id of the range"),
+                    ))
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Err(plain(
+            SetupStep::Spec,
+            &path,
+            "the host id's record is unreadable; an operator should look at it",
+        ))
+    })();
+    sys::close(dir);
+    result
 }
 
 /// Whether the caller may use the launcher at all, and from where.

@@ -717,3 +717,10 @@ pub fn set_effective_ids(uid: u32, gid: u32) -> io::Result<()> {
         check(unsafe { libc::setresuid(KEEP, uid, KEEP) }).map(drop)
     }
 }
+
+/// `openat(dirfd, name, flags, mode)` of a single path component.
+pub fn openat_file(dirfd: RawFd, name: &str, flags: libc::c_int, mode: u32) -> io::Result<RawFd> {
+    let n = cstr(name)?;
+    // SAFETY: `n` is NUL-terminated; integer arguments otherwise.
+    check(unsafe { libc::openat(dirfd, n.as_ptr(), flags, mode as libc::c_uint) })
+}

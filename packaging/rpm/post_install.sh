@@ -3,6 +3,9 @@ STATE=/var/lib/bulkhead
 mkdir -p "$STATE"
 chown bulkhead:bulkhead "$STATE"
 chmod 0700 "$STATE"
+# The setuid launcher's host id records (launch.toml's id_registry): root's alone.
+install -d -m 0755 -o root -g root /var/lib/bulkhead-launch
+install -d -m 0700 -o root -g root /var/lib/bulkhead-launch/ids
 [ -e "$STATE/config.toml" ] || [ -L "$STATE/config.toml" ] || \
     ln -s /etc/bulkhead/config.toml "$STATE/config.toml"
 # Belt and braces: the package already carries these modes.

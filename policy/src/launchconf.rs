@@ -15,6 +15,7 @@
 //! host_id_count = 1048576
 //! # cgroup_parent = "/system.slice/bulkhead.service"
 //! bind_paths = []
+//! id_registry = "/var/lib/bulkhead-launch/ids"
 //! [limits]
 //! memory_max = "8G"
 //! pids_max = 4096
@@ -36,6 +37,10 @@ pub const LAUNCH_CONFIG_PATH: &str = "/etc/bulkhead/launch.toml";
 
 /// Largest configuration file accepted.
 pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
+
+/// What the launcher's refusal of a host id held by another caller says (see
+/// `id_registry`); the controller looks for it to pick another id.
+pub const FOREIGN_ID: &str = "belongs to another caller";
 
 /// Smallest allowed `host_id_start`: below it live ordinary accounts (and 65534, nobody).
 pub const MIN_HOST_ID_START: u32 = 100_000;
@@ -174,6 +179,11 @@ pub struct LaunchConfig {
     /// Other host directories callers may bind, read-only.
     #[serde(default)]
     pub bind_paths: Vec<String>,
+    /// A root-owned directory where the launcher records which caller holds each host id
+    /// (one file per id, holding the caller's uid): a setuid caller can never run a sandbox
+    /// as a host id another caller's workspace holds. Unset: one pool for every caller.
+    #[serde(default)]
+    pub id_registry: Option<String>,
     /// Ceilings.
     #[serde(default)]
     pub limits: Ceilings,
@@ -210,6 +220,7 @@ impl LaunchConfig {
             host_id_count: HOST_ID_RANGE_LEN,
             cgroup_parent: None,
             bind_paths: vec![],
+            id_registry: None,
             limits: Ceilings::default(),
         }
     }
@@ -273,6 +284,10 @@ impl LaunchConfig {
                 "`host_id_count` {} does not fit after `host_id_start` {} (ids end below 4294967295)",
                 self.host_id_count, self.host_id_start
             ));
+        }
+        if let Some(dir) = &self.id_registry {
+            check_abs_path("id_registry", dir)
+                .map_err(|e| ConfigError(format!("`id_registry`: {}", e.detail)))?;
         }
         if let Some(cg) = &self.cgroup_parent {
             if cg != "/" {

@@ -148,6 +148,9 @@ impl Rig {
             }
             cgroups.push((uid, dirs));
         }
+        let ids = bins.join("ids");
+        std::fs::create_dir(&ids).unwrap();
+        chmod(&ids, 0o700);
         let rig = Rig { env, bins, cgroups };
         rig.write_config("");
         std::fs::create_dir_all("/etc/bulkhead").unwrap();
@@ -191,8 +194,9 @@ impl Rig {
     fn write_config(&self, extra: &str) {
         let text = format!(
             "allowed_users = [{USER}]\nstate_roots = [\"{}\"]\nhost_id_start = {ID_START}\n\
-             host_id_count = 100\n{extra}\n[limits]\nmemory_max = \"1G\"\npids_max = 512\n",
-            self.roots().display()
+             host_id_count = 100\nid_registry = \"{}\"\n{extra}\n[limits]\nmemory_max = \"1G\"\npids_max = 512\n",
+            self.roots().display(),
+            self.bins.join("ids").display()
         );
         let p = self.config_file();
         std::fs::write(&p, text).unwrap();
@@ -219,8 +223,13 @@ impl Rig {
 
     /// `bulkhead --state-dir roots/a/state ARGS` as USER with the setuid launcher.
     fn bulkhead(&self, args: &[&str]) -> Output {
-        let state = self.roots().join("a/state");
-        self.as_user(USER)
+        self.bulkhead_as(USER, "a", args)
+    }
+
+    /// `bulkhead --state-dir roots/<dir>/state ARGS` as `uid` with the setuid launcher.
+    fn bulkhead_as(&self, uid: u32, dir: &str, args: &[&str]) -> Output {
+        let state = self.roots().join(dir).join("state");
+        self.as_user(uid)
             .arg(self.bins.join("bulkhead"))
             .arg("--state-dir")
             .arg(&state)
@@ -766,4 +775,86 @@ fn cgroups_workers_and_mounts_take_nothing_from_root() {
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+#[test]
+fn a_host_id_belongs_to_one_caller() {
+    if !root_or_skip("a_host_id_belongs_to_one_caller") {
+        return;
+    }
+    let rig = Rig::new();
+    rig.write_config(&format!("allowed_groups = [{OTHER}]"));
+    // USER holds ID_START + 7 once it has used it; OTHER cannot run a sandbox as that id.
+    let mine = rig.spec("w");
+    Sandbox::start(&rig.wrapper(USER), &mine)
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    let theirs_dir = rig.roots().join("b/w");
+    std::fs::create_dir(&theirs_dir).unwrap();
+    chown(&theirs_dir, OTHER);
+    let mut theirs = mine.clone();
+    theirs.workspace_dir = theirs_dir.display().to_string();
+    let why = refused(&rig, OTHER, &theirs);
+    assert!(
+        why.contains("belongs to another caller") && why.contains(&format!("uid {USER}")),
+        "{why}"
+    );
+    theirs.host_uid = ID_START + 8;
+    theirs.host_gid = ID_START + 8;
+    Sandbox::start(&rig.wrapper(OTHER), &theirs)
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    Sandbox::start(&rig.wrapper(USER), &mine)
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    let holder = std::fs::read_to_string(rig.bins.join(format!("ids/{}", ID_START + 7))).unwrap();
+    assert_eq!(holder, format!("{USER}\n"));
+    // A registry the caller could write is no registry.
+    chown(&rig.bins.join("ids"), USER);
+    assert!(refused(&rig, USER, &mine).contains("owned by root"));
+    chown(&rig.bins.join("ids"), 0);
+
+    // Two controllers (two users, two state directories) both start from the lowest id:
+    // the second is refused it, notes it as foreign and takes the next free one.
+    let uid_of = |out: Output| -> u32 {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(rig
+        .bulkhead_as(USER, "a", &["workspace", "create", "w1"])
+        .status
+        .success());
+    let a = uid_of(rig.bulkhead_as(
+        USER,
+        "a",
+        &["exec", "w1", "--", "cat", "/proc/self/uid_map"],
+    ));
+    assert!(rig
+        .bulkhead_as(OTHER, "b", &["workspace", "create", "w1"])
+        .status
+        .success());
+    let b = uid_of(rig.bulkhead_as(
+        OTHER,
+        "b",
+        &["exec", "w1", "--", "cat", "/proc/self/uid_map"],
+    ));
+    assert_eq!(a, ID_START);
+    assert_ne!(a, b, "two callers' workspaces share a host id");
+    let foreign = std::fs::read_to_string(rig.roots().join("b/state/foreign-host-ids")).unwrap();
+    assert!(foreign.contains(&ID_START.to_string()), "{foreign}");
+    // And it stays: the next run of OTHER's workspace goes straight to its own id.
+    let again = uid_of(rig.bulkhead_as(
+        OTHER,
+        "b",
+        &["exec", "w1", "--", "cat", "/proc/self/uid_map"],
+    ));
+    assert_eq!(again, b);
 }

@@ -28,7 +28,6 @@ use crate::agent::CancelToken;
 use crate::creds::{shadows_environment, CredentialKey};
 use crate::error::{Error, Result};
 use crate::platform::Workspace;
-use crate::sandbox::Sandbox;
 use crate::state::mkdir;
 
 /// Largest result returned (stdout after redaction).
@@ -338,11 +337,12 @@ pub fn run_skill_with(
     };
     let launcher = ws.launcher_path()?;
     let started = std::time::Instant::now();
-    let mut sb = Sandbox::start_with(
-        &launcher,
-        &spec,
-        &bulkhead_shared::LaunchOptions { egress },
-    )
+    let mut sb = ws
+        .start_sandbox(
+            &launcher,
+            spec.clone(),
+            &bulkhead_shared::LaunchOptions { egress },
+        )
     .inspect_err(|e| {
         log::warn!(target: "skill", workspace = ws.id(), skill = id; "skill sandbox start failed: {e}");
     })?;

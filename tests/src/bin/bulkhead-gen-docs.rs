@@ -41,6 +41,7 @@ const LAUNCH_KEYS: &[(&str, &str, &str)] = &[
     ("host_id_count", "integer", "How many host ids the range has (at most one workspace per id)."),
     ("cgroup_parent", "string, optional", "A cgroup v2 path from the cgroup root (\"/bulkhead.slice\"): the caller's cgroup must be this one or lie inside it."),
     ("bind_paths", "array of absolute paths", "Host directories that may additionally be bound read-only into sandboxes."),
+    ("id_registry", "absolute path, optional", "A root-owned directory where the launcher records which caller holds each host id (one file per id); a setuid caller is refused an id another caller holds, and the controller takes another. Unset: one pool for every caller."),
     ("limits.memory_max", "size", "Largest memory limit a sandbox may ask for."),
     ("limits.swap_max", "size", "Largest swap limit."),
     ("limits.pids_max", "integer", "Most processes and threads in one sandbox."),

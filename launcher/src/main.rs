@@ -32,7 +32,8 @@
 //!
 //! Any failed step sends a [`SetupError`] on the socket, exits with `80 + step`, and leaves
 //! no sandbox behind. The parent then supervises: it waits for the worker, kills it on
-//! SIGTERM/SIGINT/SIGHUP, reports OOM kills, and removes the cgroup.
+//! SIGTERM/SIGINT/SIGHUP, reports OOM kills, and removes the cgroup. A setuid supervisor does
+//! that as its caller, with `CAP_KILL` alone.
 
 mod cgroup;
 mod fs;
@@ -390,6 +391,20 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         );
     }
     sys::close(go_wr);
+    // Setup is done: a setuid supervisor becomes its caller, keeping only CAP_KILL (to end
+    // the sandbox, whose processes are the workspace's host uid). Its cgroup work was the
+    // caller's already.
+    if let Some((uid, gid)) = who {
+        if let Err(e) = drop_to_caller(uid, gid) {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            let _ = sys::waitpid(pid, false);
+            destroy(&cg);
+            return report_failure(
+                &mut end,
+                err(SetupStep::Exec, &e, "", "drop the supervisor's privileges"),
+            );
+        }
+    }
     // The socket (and the egress channel) now belong to the child alone: the controller
     // sees EOF on them when it dies.
     drop(end);
@@ -403,7 +418,42 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         oom_file: cg.oom_file.display().to_string(),
         privileged: caller.privileged,
     });
-    supervise(pid, &sigset, &cg, who)
+    // After the drop the supervisor's ids are the caller's already.
+    supervise(pid, &sigset, &cg, None)
+}
+
+/// `CAP_KILL` (`<linux/capability.h>`).
+const CAP_KILL: u32 = 5;
+
+/// The setuid supervisor's privilege drop: every capability but `CAP_KILL` out of the
+/// bounding set, then real, effective and saved ids the caller's, then effective and
+/// permitted exactly `{CAP_KILL}`. Not dumpable afterwards (the caller cannot ptrace it:
+/// it lacks CAP_KILL).
+fn drop_to_caller(uid: u32, gid: u32) -> std::io::Result<()> {
+    let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63u32);
+    sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0)?;
+    for cap in (0..=cap_last).filter(|&c| c != CAP_KILL) {
+        match sys::prctl(libc::PR_CAPBSET_DROP, cap.into(), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+            r => {
+                r?;
+            }
+        }
+    }
+    sys::clear_groups()?;
+    sys::setresgid(gid)?;
+    sys::setresuid(uid)?;
+    sys::capset_only(&[CAP_KILL])?;
+    sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0)?;
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0)?;
+    let (ruid, _, euid) = sys::ids();
+    if ruid != uid || euid != uid {
+        return Err(std::io::Error::other("the supervisor is still privileged"));
+    }
+    Ok(())
 }
 
 fn privileged_caller_is_not_root() -> bool {

@@ -418,6 +418,11 @@ pub fn loopback_up() -> io::Result<()> {
 
 /// `capset` with every set empty.
 pub fn capset_zero() -> io::Result<()> {
+    capset_only(&[])
+}
+
+/// `capset`: effective and permitted exactly `caps`, inheritable empty.
+pub fn capset_only(caps: &[u32]) -> io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -435,11 +440,18 @@ pub fn capset_zero() -> io::Result<()> {
         version: V3,
         pid: 0,
     };
-    let data = [Data {
+    let mut data = [Data {
         effective: 0,
         permitted: 0,
         inheritable: 0,
     }; 2];
+    for &cap in caps {
+        let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+        if let Some(d) = data.get_mut(word) {
+            d.effective |= bit;
+            d.permitted |= bit;
+        }
+    }
     // SAFETY: header and two data structs as capset(2) version 3 expects.
     check_long(unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) })
         .map(drop)

@@ -718,6 +718,40 @@ fn cgroups_workers_and_mounts_take_nothing_from_root() {
         !o.contains("shared:"),
         "/workspace propagates to the host: {o}"
     );
+    // After setup the supervisor is the caller with CAP_KILL alone (to end the sandbox).
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", sb.info().launcher_pid)).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let u = USER.to_string();
+    assert_eq!(field("Uid:"), format!("{u} {u} {u} {u}"), "{status}");
+    assert_eq!(field("Gid:"), format!("{u} {u} {u} {u}"), "{status}");
+    for k in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(
+            field(k),
+            "0000000000000020",
+            "{k} of the supervisor: {status}"
+        );
+    }
+    assert_eq!(field("CapInh:"), "0000000000000000");
+    // With that, a SIGTERM (a cancel) still ends the sandbox and removes its cgroup.
+    let sb2 = Sandbox::start(&rig.wrapper(USER), &rig.spec("w2")).unwrap();
+    let dirs = sb2.info().cgroup_dirs.clone();
+    let st = Command::new("kill")
+        .args(["-TERM", &sb2.info().launcher_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let end = sb2.shutdown().unwrap();
+    assert!(end.cgroup_removed, "{end:?}");
+    for d in &dirs {
+        assert!(!Path::new(d).exists(), "{d} left behind");
+    }
     // Killing the supervisor (the caller may: same real uid) takes the sandbox with it.
     let worker = sb.info().worker_pid;
     let launcher = sb.info().launcher_pid;

@@ -160,6 +160,14 @@ fn setup_error(err: &io::Error, path: &Path, detail: String) -> SetupError {
     }
 }
 
+/// The saved set-user-id is root: a setuid-root launcher, whatever its effective uid now.
+fn saved_uid_is_root() -> bool {
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: three valid out-pointers to uid_t.
+    let ok = unsafe { libc::getresuid(&mut r, &mut e, &mut s) } == 0;
+    ok && s == 0
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -176,6 +184,14 @@ fn with_hint(detail: String, err: &io::Error, busy_means_delegation: bool) -> St
     }
     let rootless = if is_root() {
         ""
+    } else if saved_uid_is_root() {
+        // A setuid launcher working with its caller's rights (privileged::as_caller).
+        return format!(
+            "{detail}; a setuid launcher does cgroup work with its caller's rights: run the \
+             controller in a cgroup delegated to its user (systemd: Delegate=yes, as the \
+             packaged bulkhead@.service does; on a v1/hybrid host its memory, pids and cpu \
+             directories too)"
+        );
     } else {
         "; rootless mode needs a delegated cgroup"
     };

@@ -687,7 +687,10 @@ fn cgroups_workers_and_mounts_take_nothing_from_root() {
         }
         Err(Error::Setup(e)) => {
             assert_eq!(e.step, SetupStep::Cgroup, "{e:?}");
-            assert!(e.detail.contains("delegat"), "{e:?}");
+            assert!(
+                e.detail.contains("with its caller's rights") && e.detail.contains("Delegate=yes"),
+                "{e:?}"
+            );
         }
         Err(e) => panic!("{e}"),
     }

@@ -122,6 +122,13 @@ pub struct Ceilings {
     /// Most open files per process.
     #[serde(default = "d_nofile")]
     pub nofile_max: u32,
+    /// Highest cpu weight (cgroup v2 scale, 1-10000).
+    #[serde(default = "d_cpu_weight")]
+    pub cpu_weight_max: u32,
+    /// Most CPU one sandbox may use, in percent of one CPU (200 = two CPUs). Set, a sandbox
+    /// without a quota is refused too. Unset: no ceiling.
+    #[serde(default)]
+    pub cpu_percent_max: Option<u32>,
 }
 
 fn d_memory() -> Size {
@@ -139,6 +146,9 @@ fn d_tmp() -> Size {
 fn d_nofile() -> u32 {
     MAX_NOFILE
 }
+fn d_cpu_weight() -> u32 {
+    10_000
+}
 
 impl Default for Ceilings {
     fn default() -> Ceilings {
@@ -149,6 +159,8 @@ impl Default for Ceilings {
             tmp_max: d_tmp(),
             shm_max: d_tmp(),
             nofile_max: d_nofile(),
+            cpu_weight_max: d_cpu_weight(),
+            cpu_percent_max: None,
         }
     }
 }
@@ -303,12 +315,18 @@ impl LaunchConfig {
             ("shm_max", l.shm_max.0, MAX_TMPFS_BYTES),
             ("pids_max", l.pids_max.into(), MAX_PIDS.into()),
             ("nofile_max", l.nofile_max.into(), MAX_NOFILE.into()),
+            ("cpu_weight_max", l.cpu_weight_max.into(), 10_000),
         ] {
             if v > max {
                 return bad(format!(
                     "[limits] `{key}` {v} is above bulkhead's own ceiling {max}"
                 ));
             }
+        }
+        if l.cpu_weight_max == 0 || l.cpu_percent_max == Some(0) {
+            return bad(
+                "[limits] `cpu_weight_max` and `cpu_percent_max` must be at least 1".into(),
+            );
         }
         if l.memory_max.0 < MIN_MEMORY_BYTES || l.pids_max < MIN_PIDS || l.nofile_max < 64 {
             return bad("[limits] ceilings below the smallest working sandbox (memory 8M, pids 4, nofile 64)".into());

@@ -176,10 +176,29 @@ pub fn validate_spec(
         MIN_PIDS.into(),
         c.pids_max.min(MAX_PIDS).into(),
     )?;
-    check_range("limits.cpu_weight", l.cpu_weight.into(), 1, 10_000)?;
+    check_range(
+        "limits.cpu_weight",
+        l.cpu_weight.into(),
+        1,
+        c.cpu_weight_max.min(10_000).into(),
+    )?;
     if l.cpu_quota_us != 0 {
         check_range("limits.cpu_period_us", l.cpu_period_us, 1_000, 1_000_000)?;
         check_range("limits.cpu_quota_us", l.cpu_quota_us, 1_000, 1_000_000_000)?;
+    }
+    if let Some(max) = c.cpu_percent_max {
+        // quota / period * 100 <= max, in integers.
+        let within = l.cpu_quota_us != 0
+            && u128::from(l.cpu_quota_us) * 100 <= u128::from(max) * u128::from(l.cpu_period_us);
+        if !within {
+            return err(
+                "limits.cpu_quota_us",
+                format!(
+                    "{} us per {} us is above the ceiling of {max}% of one CPU (0 means no quota, which the ceiling refuses too)",
+                    l.cpu_quota_us, l.cpu_period_us
+                ),
+            );
+        }
     }
     check_range(
         "limits.tmp_bytes",
@@ -373,6 +392,33 @@ mod tests {
         assert_eq!(
             validate_spec(&t, SETUID, &cfg).unwrap_err().field,
             "binds.path"
+        );
+        // CPU ceilings: weight, and a quota (none at all is above any quota ceiling).
+        let cpu = LaunchConfig::parse(
+            "allowed_users = [\"b\"]\nstate_roots = [\"/var/lib/bulkhead\"]\n\
+             [limits]\ncpu_weight_max = 200\ncpu_percent_max = 150\n",
+        )
+        .unwrap();
+        let mut t = s.clone();
+        t.limits.cpu_weight = 201;
+        t.limits.cpu_quota_us = 100_000;
+        assert_eq!(
+            validate_spec(&t, SETUID, &cpu).unwrap_err().field,
+            "limits.cpu_weight"
+        );
+        t.limits.cpu_weight = 200;
+        validate_spec(&t, SETUID, &cpu).unwrap();
+        t.limits.cpu_quota_us = 150_000;
+        validate_spec(&t, SETUID, &cpu).unwrap();
+        t.limits.cpu_quota_us = 150_001;
+        assert_eq!(
+            validate_spec(&t, SETUID, &cpu).unwrap_err().field,
+            "limits.cpu_quota_us"
+        );
+        t.limits.cpu_quota_us = 0;
+        assert_eq!(
+            validate_spec(&t, SETUID, &cpu).unwrap_err().field,
+            "limits.cpu_quota_us"
         );
         // A host id outside the operator's range.
         let mut t = s.clone();

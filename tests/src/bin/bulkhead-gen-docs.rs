@@ -48,6 +48,8 @@ const LAUNCH_KEYS: &[(&str, &str, &str)] = &[
     ("limits.tmp_max", "size", "Largest /tmp."),
     ("limits.shm_max", "size", "Largest /dev/shm."),
     ("limits.nofile_max", "integer", "Most open files per process."),
+    ("limits.cpu_weight_max", "integer", "Highest cpu weight (1-10000; default 10000)."),
+    ("limits.cpu_percent_max", "integer, optional", "Most CPU one sandbox may use, in percent of one CPU (200 = two CPUs); when set, a sandbox without a CPU quota is refused too."),
 ];
 
 fn main() {

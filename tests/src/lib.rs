@@ -307,3 +307,23 @@ pub fn v1_cgroup_dirs() -> Vec<PathBuf> {
     }
     out
 }
+
+/// Creates `<dir>/<name>` under each of [`v1_cgroup_dirs`] and hands it (and what the kernel
+/// put in it) to `uid`: a cgroup delegated to an unprivileged caller. The caller of this
+/// removes the directories.
+pub fn delegate_v1_cgroups(name: &str, uid: u32) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for parent in v1_cgroup_dirs() {
+        let d = parent.join(name);
+        std::fs::create_dir(&d).expect("create a delegated cgroup");
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{uid}"))
+            .arg(&d)
+            .status()
+            .expect("run chown");
+        assert!(st.success(), "chown -R {uid} {}", d.display());
+        dirs.push(d);
+    }
+    dirs
+}

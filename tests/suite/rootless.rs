@@ -121,18 +121,8 @@ fn rootless_with_delegated_cgroup_runs_every_layer() {
         return;
     }
     let name = format!("bulkhead-rootless-test-{}", std::process::id());
-    let dirs: Vec<PathBuf> = parents.iter().map(|p| p.join(&name)).collect();
-    let guard = Delegated(dirs.clone());
-    for d in &guard.0 {
-        std::fs::create_dir(d).unwrap();
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg(format!("{UID}:{UID}"))
-            .arg(d)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
+    let guard = Delegated(bulkhead_tests::delegate_v1_cgroups(&name, UID));
+    let dirs = guard.0.clone();
     let env = user_env();
     let out = as_user(&env, &[], &["workspace", "create", "r2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -127,27 +127,13 @@ impl Rig {
         let conf = base.join("conf");
         std::fs::create_dir(&conf).unwrap();
         chmod(&conf, 0o755);
-        let parents = bulkhead_tests::v1_cgroup_dirs();
-        let mut cgroups = Vec::new();
-        for uid in [USER, OTHER] {
-            let mut dirs = Vec::new();
-            for p in &parents {
-                let d = p.join(format!(
-                    "bulkhead-setuid-test-{}-{n}-{uid}",
-                    std::process::id()
-                ));
-                std::fs::create_dir(&d).unwrap();
-                let st = Command::new("chown")
-                    .arg("-R")
-                    .arg(format!("{uid}:{uid}"))
-                    .arg(&d)
-                    .status()
-                    .unwrap();
-                assert!(st.success());
-                dirs.push(d);
-            }
-            cgroups.push((uid, dirs));
-        }
+        let cgroups = [USER, OTHER]
+            .into_iter()
+            .map(|uid| {
+                let name = format!("bulkhead-setuid-test-{}-{n}-{uid}", std::process::id());
+                (uid, bulkhead_tests::delegate_v1_cgroups(&name, uid))
+            })
+            .collect();
         let ids = bins.join("ids");
         std::fs::create_dir(&ids).unwrap();
         chmod(&ids, 0o700);
@@ -241,12 +227,22 @@ impl Rig {
 
     /// An executable that starts the setuid launcher as `uid` (for [`Sandbox::start`]).
     fn wrapper(&self, uid: u32) -> PathBuf {
-        let p = self.base().join(format!("launch-as-{uid}"));
+        self.wrapper_for(uid, &self.launcher(), true, &format!("launch-as-{uid}"))
+    }
+
+    /// An executable named `file` that starts `launcher` as `uid` in a private mount
+    /// namespace holding the rig's launch.toml, in `uid`'s delegated cgroup if `delegated`.
+    fn wrapper_for(&self, uid: u32, launcher: &Path, delegated: bool, file: &str) -> PathBuf {
+        let p = self.base().join(file);
+        let join = if delegated {
+            self.join(uid)
+        } else {
+            String::new()
+        };
         let script = format!(
-            "#!/bin/sh\n{}exec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
-            self.join(uid),
+            "#!/bin/sh\n{join}exec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
             self.base().join("conf").display(),
-            self.launcher().display()
+            launcher.display()
         );
         std::fs::write(&p, script).unwrap();
         chmod(&p, 0o755);
@@ -287,21 +283,25 @@ fn run(sb: &mut Sandbox, script: &str) -> String {
     text(&out)
 }
 
-/// Starts `spec` through the setuid launcher as `uid`; returns the refusal's detail (and
-/// asserts it was refused at the spec step, exit code 81).
-fn refused(rig: &Rig, uid: u32, spec: &LaunchSpec) -> String {
-    match Sandbox::start(&rig.wrapper(uid), spec) {
+/// Starts `spec` with the launcher behind `wrapper`; the setup error it must fail with.
+fn setup_refusal(wrapper: &Path, spec: &LaunchSpec) -> bulkhead_shared::SetupError {
+    match Sandbox::start(wrapper, spec) {
         Ok(sb) => {
             let _ = sb.shutdown();
             panic!("the setuid launcher accepted {spec:?}");
         }
-        Err(Error::Setup(e)) => {
-            assert_eq!(e.step, SetupStep::Spec, "{e:?}");
-            assert_eq!(e.step.exit_code(), 81);
-            format!("{} {}", e.path, e.detail)
-        }
+        Err(Error::Setup(e)) => e,
         Err(e) => panic!("expected a setup refusal, got {e}"),
     }
+}
+
+/// Starts `spec` through the setuid launcher as `uid`; returns the refusal's detail (and
+/// asserts it was refused at the spec step, exit code 81).
+fn refused(rig: &Rig, uid: u32, spec: &LaunchSpec) -> String {
+    let e = setup_refusal(&rig.wrapper(uid), spec);
+    assert_eq!(e.step, SetupStep::Spec, "{e:?}");
+    assert_eq!(e.step.exit_code(), 81);
+    format!("{} {}", e.path, e.detail)
 }
 
 #[test]
@@ -669,31 +669,13 @@ fn cgroups_workers_and_mounts_take_nothing_from_root() {
     let rig = Rig::new();
     // Outside a cgroup delegated to it, the caller gets no cgroup: the launcher does cgroup
     // work with the caller's rights only, never root's.
-    let bare = rig.base().join("launch-bare");
-    std::fs::write(
-        &bare,
-        format!(
-            "#!/bin/sh\nexec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {USER} --regid {USER} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
-            rig.base().join("conf").display(),
-            rig.launcher().display()
-        ),
-    )
-    .unwrap();
-    chmod(&bare, 0o755);
-    match Sandbox::start(&bare, &rig.spec("w")) {
-        Ok(sb) => {
-            let _ = sb.shutdown();
-            panic!("a sandbox cgroup was made where the caller has no rights");
-        }
-        Err(Error::Setup(e)) => {
-            assert_eq!(e.step, SetupStep::Cgroup, "{e:?}");
-            assert!(
-                e.detail.contains("with its caller's rights") && e.detail.contains("Delegate=yes"),
-                "{e:?}"
-            );
-        }
-        Err(e) => panic!("{e}"),
-    }
+    let bare = rig.wrapper_for(USER, &rig.launcher(), false, "launch-bare");
+    let e = setup_refusal(&bare, &rig.spec("w"));
+    assert_eq!(e.step, SetupStep::Cgroup, "{e:?}");
+    assert!(
+        e.detail.contains("with its caller's rights") && e.detail.contains("Delegate=yes"),
+        "{e:?}"
+    );
     for (_, dirs) in &rig.cgroups {
         for d in dirs {
             let children = std::fs::read_dir(d)
@@ -785,33 +767,13 @@ fn cgroups_workers_and_mounts_take_nothing_from_root() {
     chmod(&evil.join("bulkhead-launch"), 0o4755);
     std::fs::write(evil.join("bulkhead-worker"), "#!/bin/sh\nid > /tmp/owned\n").unwrap();
     chmod(&evil.join("bulkhead-worker"), 0o755);
-    let w = rig.base().join("launch-evil");
-    std::fs::write(
-        &w,
-        format!(
-            "#!/bin/sh\n{}exec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {USER} --regid {USER} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
-            rig.join(USER),
-            rig.base().join("conf").display(),
-            evil.join("bulkhead-launch").display()
-        ),
-    )
-    .unwrap();
-    chmod(&w, 0o755);
-    match Sandbox::start(&w, &rig.spec("w")) {
-        Ok(sb) => {
-            let _ = sb.shutdown();
-            panic!("the launcher ran a worker from a directory its caller owns");
-        }
-        Err(Error::Setup(e)) => {
-            assert_eq!(e.step, SetupStep::Exec, "{e:?}");
-            assert!(
-                e.detail.contains("not writable by group or others")
-                    || e.detail.contains("owned by root"),
-                "{e:?}"
-            );
-        }
-        Err(e) => panic!("{e}"),
-    }
+    let w = rig.wrapper_for(USER, &evil.join("bulkhead-launch"), true, "launch-evil");
+    let e = setup_refusal(&w, &rig.spec("w"));
+    assert_eq!(e.step, SetupStep::Exec, "{e:?}");
+    assert!(
+        e.detail.contains("not writable by group or others") || e.detail.contains("owned by root"),
+        "{e:?}"
+    );
 }
 
 #[test]

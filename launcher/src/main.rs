@@ -243,7 +243,13 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         None
     };
 
-    let prepared = match prepare(spec, host_uid, options.egress, sources) {
+    let prepared = match prepare(
+        spec,
+        host_uid,
+        options.egress,
+        sources,
+        mode == Mode::Setuid,
+    ) {
         Ok(p) => p,
         Err(e) => return report_failure(&mut end, e),
     };
@@ -456,11 +462,6 @@ fn drop_to_caller(uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn privileged_caller_is_not_root() -> bool {
-    let (uid, _, euid) = sys::ids();
-    Mode::of(uid, euid) == Mode::Setuid
-}
-
 fn msg_name(m: &ControllerMsg) -> &'static str {
     match m {
         ControllerMsg::Launch(..) => "Launch",
@@ -517,12 +518,12 @@ fn prepare(
     host_uid: u32,
     egress: bool,
     sources: Option<(Source, Vec<Source>)>,
+    setuid: bool,
 ) -> Result<Prepared, SetupError> {
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(|e| err(SetupStep::Exec, &e, "/proc/self/exe", "locate the launcher"))?;
     let worker = exe.with_file_name(WORKER_NAME);
     let worker = worker.to_string_lossy().into_owned();
-    let setuid = privileged_caller_is_not_root();
     if setuid {
         // A setuid launcher runs only a worker root installed beside it: no directory on the
         // way that anyone else could change (a hardlinked copy of the launcher elsewhere
@@ -583,7 +584,7 @@ fn prepare(
         cap_last,
         landlock_abi,
         egress,
-        parent_attaches: privileged_caller_is_not_root(),
+        parent_attaches: setuid,
         sources,
     })
 }

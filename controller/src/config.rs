@@ -46,6 +46,10 @@
 //! [llm]                          # model servers (base URLs); operator-only: this file, never the environment
 //! allow_loopback = false         # let model calls reach 127.0.0.0/8 and ::1 (a local Ollama, vLLM, llama.cpp)
 //! allow_private = false          # let them reach 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7
+//!
+//! [skills]                       # operator-only: this file, never the environment
+//! allow_write_with_credentials = false   # let a skill declaring `workspace = "write"` and
+//!                                #   credentials run (its secrets beside files the tenant wrote)
 //! ```
 //!
 //! Unknown keys and bad values are errors naming the key and the file (or the variable).
@@ -127,7 +131,14 @@ pub struct Config {
     pub embedding_dims: Option<usize>,
     /// `[agent]`: limits of subagents for runs started by the CLI and the JSON-RPC server.
     pub subagents: crate::agent::SubagentOptions,
+    /// `[skills] allow_write_with_credentials`: a skill that declares `workspace = "write"`
+    /// and credentials may run. Only from `config.toml`, never from the environment.
+    pub allow_write_with_credentials: bool,
 }
+
+/// The `config.toml` key that lets a skill with write access to the workspace hold
+/// credentials (named in the refusal).
+pub const ALLOW_WRITE_WITH_CREDENTIALS: &str = "[skills] allow_write_with_credentials";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +159,14 @@ struct FileConfig {
     memory: FileMemory,
     #[serde(default)]
     agent: FileAgent,
+    #[serde(default)]
+    skills: FileSkills,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSkills {
+    allow_write_with_credentials: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -351,6 +370,7 @@ impl Config {
                 &format!("{origin}: `network.max_connections_total`"),
             )?,
         };
+        cfg.allow_write_with_credentials = f.skills.allow_write_with_credentials.unwrap_or(false);
         cfg.allow_loopback_embeddings = f.memory.allow_loopback_embeddings.unwrap_or(false);
         cfg.allow_private_embeddings = f.memory.allow_private_embeddings.unwrap_or(false);
         if let Some(v) = f.memory.embedder {
@@ -451,6 +471,24 @@ mod tests {
         assert_eq!(c.limits.memory_bytes, Some(1 << 30));
         assert_eq!(c.limits.pids, Some(100));
         assert_eq!(c.launcher.as_deref(), Some(Path::new("/opt/l")));
+    }
+
+    #[test]
+    fn skills_write_with_credentials_is_off_unless_the_file_says_so() {
+        assert!(
+            !Config::parse("", "config.toml")
+                .unwrap()
+                .allow_write_with_credentials
+        );
+        let c = Config::parse("[skills]\nallow_write_with_credentials = true\n", "c.toml").unwrap();
+        assert!(c.allow_write_with_credentials);
+        let e = Config::parse("[skills]\nallow_write = true\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/s/config.toml") && e.contains("allow_write"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -179,11 +179,29 @@ fn file(path: &str, contents: String) -> MountOp {
     }
 }
 
-/// Generated `/etc/passwd`.
-pub fn passwd() -> String {
+/// Where a skill's own files are bound (by the controller, read-only). A sandbox with this
+/// bind is a skill's.
+pub const SKILL_BIND: &str = "/mnt/skill";
+/// The sandbox user's home in a skill's sandbox: on its own `/tmp`, never the workspace, so
+/// programs that take the home from `/etc/passwd` rather than `$HOME` (ssh reads
+/// `~/.ssh/config` there, curl looks for `.curlrc` there last) find nothing the tenant wrote.
+pub const SKILL_HOME: &str = "/tmp/home";
+
+/// The sandbox user's home in `/etc/passwd`: [`SKILL_HOME`] in a skill's sandbox (one that
+/// binds [`SKILL_BIND`]), else `/workspace`.
+pub fn home_of(spec: &LaunchSpec) -> &'static str {
+    if spec.binds.iter().any(|b| b.path == SKILL_BIND) {
+        SKILL_HOME
+    } else {
+        "/workspace"
+    }
+}
+
+/// Generated `/etc/passwd`, naming `home` as the sandbox user's home.
+pub fn passwd(home: &str) -> String {
     format!(
         "root:x:0:0:root:/root:/usr/sbin/nologin\n\
-         {SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_GID}:bulkhead sandbox:/workspace:/bin/sh\n\
+         {SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_GID}:bulkhead sandbox:{home}:/bin/sh\n\
          nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
     )
 }
@@ -232,7 +250,10 @@ pub fn plan(spec: &LaunchSpec, host: &dyn Fn(&str) -> HostEntry) -> Vec<Planned>
         }
     }
     v.push(p(dir("/etc", 0o755), "minimal /etc"));
-    v.push(p(file("/etc/passwd", passwd()), "names the sandbox user"));
+    v.push(p(
+        file("/etc/passwd", passwd(home_of(spec))),
+        "names the sandbox user; a skill's home is not the workspace",
+    ));
     v.push(p(file("/etc/group", group()), "names the sandbox group"));
     v.push(p(
         file("/etc/hosts", hosts(&spec.hostname)),
@@ -452,7 +473,23 @@ mod tests {
 
     #[test]
     fn generated_etc_names_the_sandbox_user_and_host() {
-        assert!(passwd().contains("sandbox:x:1000:1000:"));
+        assert!(passwd("/workspace").contains("sandbox:x:1000:1000:"));
+        let etc_passwd = |spec: &LaunchSpec| {
+            plan(spec, &|_| HostEntry::Missing)
+                .into_iter()
+                .find_map(|x| match x.op {
+                    MountOp::File { path, contents, .. } if path == "/etc/passwd" => Some(contents),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert!(etc_passwd(&spec()).contains(":bulkhead sandbox:/workspace:"));
+        let mut skill = spec();
+        skill.binds.push(bulkhead_shared::Bind {
+            host: "/var/lib/bulkhead/workspaces/a/skill-runs/1".into(),
+            path: SKILL_BIND.into(),
+        });
+        assert!(etc_passwd(&skill).contains(":bulkhead sandbox:/tmp/home:"));
         assert!(hosts("acme").contains("127.0.1.1\tacme"));
         let plan = plan(&spec(), &|_| HostEntry::Missing);
         assert!(!plan

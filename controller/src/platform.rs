@@ -700,10 +700,7 @@ impl Workspace {
     /// skill's, with a spec of its own) in `run/`, so that deleting the workspace stops it
     /// too; it is unregistered when it ends.
     pub fn adopt_sandbox(&self, sb: Sandbox, limits: Limits) -> RunningSandbox {
-        let pid = sb.info().launcher_pid;
-        let run_file = self.dir().join("run").join(pid.to_string());
-        let start = proc_start_time(pid).unwrap_or(0);
-        let _ = fs::write(&run_file, format!("{pid} {start}\n"));
+        let run_file = self.register_run(&sb);
         RunningSandbox {
             sandbox: Some(sb),
             run_file,
@@ -805,12 +802,7 @@ impl Workspace {
             cgroup = format!("{:?}", sb.info().cgroup_version).as_str();
             "sandbox started"
         );
-        let run_file = self
-            .dir()
-            .join("run")
-            .join(sb.info().launcher_pid.to_string());
-        let start = proc_start_time(sb.info().launcher_pid).unwrap_or(0);
-        let _ = fs::write(&run_file, format!("{} {}\n", sb.info().launcher_pid, start));
+        let run_file = self.register_run(&sb);
         Ok(RunningSandbox {
             sandbox: Some(sb),
             run_file,
@@ -837,6 +829,71 @@ impl Workspace {
         Ok(outcome)
     }
 
+    /// Records a started sandbox in `run/<launcher pid>`: the pid, its start time and the
+    /// sandbox's cgroup directories ([`crate::sandbox::freeze::RunEntry`]), so that any
+    /// process can stop or freeze it.
+    fn register_run(&self, sb: &Sandbox) -> PathBuf {
+        let pid = sb.info().launcher_pid;
+        let run_file = self.dir().join("run").join(pid.to_string());
+        let entry = crate::sandbox::freeze::RunEntry {
+            launcher_pid: pid,
+            start: proc_start_time(pid).unwrap_or(0),
+            cgroup_dirs: sb.info().cgroup_dirs.iter().map(PathBuf::from).collect(),
+        };
+        if let Err(e) = write_atomic(&run_file, entry.render().as_bytes(), 0o600) {
+            log::warn!(target: "sandbox", workspace = self.record.id.as_str(); "cannot record the sandbox in run/: {e}");
+        }
+        run_file
+    }
+
+    /// Freezes every running sandbox of this workspace, whichever process started it, until
+    /// the returned guard is dropped (see [`crate::sandbox::freeze`]). A sandbox that cannot
+    /// be frozen is stopped instead (its launcher gets SIGTERM and kills everything in it); if
+    /// it cannot be stopped either, the error says so and nothing stays frozen.
+    pub fn freeze_sandboxes(&self) -> Result<crate::sandbox::freeze::Frozen> {
+        use crate::sandbox::freeze::{freeze, Frozen, RunEntry};
+        let mut all = Frozen::default();
+        let run = self.dir().join("run");
+        let Ok(rd) = fs::read_dir(&run) else {
+            return Ok(all);
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue; // a temporary file of write_atomic
+            }
+            let Some(entry) = fs::read_to_string(e.path())
+                .ok()
+                .and_then(|t| RunEntry::parse(&t))
+            else {
+                continue;
+            };
+            if entry.launcher_pid <= 1 || proc_start_time(entry.launcher_pid) != Some(entry.start) {
+                continue; // ended
+            }
+            match freeze(&entry) {
+                Ok(f) => all.merge(f),
+                Err(why) => {
+                    log::warn!(
+                        target: "sandbox",
+                        workspace = self.record.id.as_str(),
+                        launcher_pid = entry.launcher_pid;
+                        "cannot freeze a sandbox ({why}); stopping it instead"
+                    );
+                    if !stop_launcher(entry.launcher_pid, entry.start) {
+                        return Err(Error::Invalid(format!(
+                            "cannot freeze or stop the sandbox of launcher pid {} of workspace {:?} ({why}), so the skill is not run; end that run (or kill that launcher) and try again",
+                            entry.launcher_pid,
+                            self.record.id
+                        )));
+                    }
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(all)
+    }
+
     /// Stops every sandbox of this workspace that any process started.
     pub fn stop_sandboxes(&self) {
         let run = self.dir().join("run");
@@ -852,19 +909,34 @@ impl Workspace {
             ) else {
                 continue;
             };
-            if pid > 1 && proc_start_time(pid as u32) == Some(start) {
-                let p = nix::unistd::Pid::from_raw(pid);
-                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-                for _ in 0..500 {
-                    if proc_start_time(pid as u32) != Some(start) {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
+            if pid > 1 {
+                stop_launcher(pid as u32, start);
             }
             let _ = fs::remove_file(e.path());
         }
     }
+}
+
+/// SIGTERM to a sandbox's launcher (started at `start`), which kills every process of the
+/// sandbox; waits up to 5 s for it to end. Whether it is gone.
+fn stop_launcher(pid: u32, start: u64) -> bool {
+    if proc_start_time(pid) != Some(start) {
+        return true;
+    }
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(raw),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    for _ in 0..500 {
+        if proc_start_time(pid) != Some(start) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
 }
 
 /// Start time (clock ticks since boot) of a process, to tell it from a reused pid.

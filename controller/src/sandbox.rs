@@ -26,6 +26,8 @@ use command_fds::{CommandFdExt, FdMapping};
 
 use crate::error::{Error, Result};
 
+pub mod freeze;
+
 /// How long the launcher may take to bring a sandbox up.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -10,8 +10,19 @@
 //! parameters as JSON on stdin; stdout is the result (JSON if it parses, else text), capped
 //! at [`MAX_RESULT_BYTES`]; stderr goes to the log (capped at [`MAX_STDERR_LOG_BYTES`]).
 //! Network: none, or the declared hosts through a proxy context of its own. Credentials:
-//! the sets the skill declares and the workspace holds, as `<SET>_<KEY>` and `<KEY>`;
+//! the sets the skill declares and the workspace holds, as `<SET>_<KEY>` and `<KEY>`, and
+//! as files `/tmp/secrets/<SET>_<KEY>` ([`SECRETS_DIR`], on the skill sandbox's own tmpfs);
 //! every value is redacted ([`super::redact`]) from stdout and stderr.
+//!
+//! Tenant-written configuration never runs with the secrets: every skill starts in
+//! `/mnt/skill` (its own read-only files) with a fresh, empty, private `HOME` ([`SKILL_HOME`])
+//! and the environment of [`skill_env`], which points the configuration of git, curl, wget,
+//! npm, pip and Python away from anything the tenant wrote and overrides git's
+//! command-running keys from the command-line level, which beats repository config. A skill
+//! declaring `workspace = "write"` and credentials is refused unless the operator sets
+//! `[skills] allow_write_with_credentials = true`. While a skill holding credentials has the
+//! workspace's files, every other sandbox of the workspace is frozen
+//! ([`crate::sandbox::freeze`]) and such runs of one workspace take turns.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -34,13 +45,88 @@ use crate::state::mkdir;
 pub const MAX_RESULT_BYTES: usize = 256 << 10;
 /// Largest part of stderr written to the log.
 pub const MAX_STDERR_LOG_BYTES: usize = 16 << 10;
-/// Where the skill's files are inside its sandbox when `/workspace` holds the agent's.
-pub const SKILL_DIR_IN_SANDBOX: &str = "/mnt/skill";
+/// Where the skill's files are inside its sandbox (read-only), its working directory.
+pub const SKILL_DIR_IN_SANDBOX: &str = bulkhead_policy::mounts::SKILL_BIND;
 /// Largest parameters document.
 pub const MAX_PARAMS_BYTES: usize = 1 << 20;
 /// Environment names a credential may not take (beyond the credential module's list): the
 /// proxy settings the worker gives a sandbox with egress.
 const PROXY_VARS: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"];
+/// The skill's private home: created empty (0700) on the sandbox's own `/tmp` before the
+/// skill starts, so `~/.ssh`, `~/.gitconfig`, `~/.curlrc`, `~/.npmrc` hold nothing the tenant
+/// wrote. `$HOME`, and the home `/etc/passwd` gives in a skill's sandbox (ssh uses that one).
+pub const SKILL_HOME: &str = bulkhead_policy::mounts::SKILL_HOME;
+/// Where each credential is also a file, `<SET>_<KEY>` (0400, in a 0700 directory on the skill
+/// sandbox's own tmpfs, gone with it); named by `BULKHEAD_SECRETS_DIR`.
+pub const SECRETS_DIR: &str = "/tmp/secrets";
+/// Git settings given at the command-line level (`GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n`), which
+/// git reads after, and lets win over, the repository's `.git/config`: every key of that file
+/// that names a program git would run by itself. An empty `credential.helper` clears the
+/// list of helpers the repository may have set.
+pub const GIT_OVERRIDES: &[(&str, &str)] = &[
+    ("core.fsmonitor", "false"),
+    ("core.hooksPath", "/dev/null"),
+    ("core.sshCommand", "ssh"),
+    ("core.askPass", ""),
+    ("core.pager", "cat"),
+    ("core.editor", ":"),
+    ("core.attributesFile", "/dev/null"),
+    ("sequence.editor", ":"),
+    ("credential.helper", ""),
+    ("protocol.ext.allow", "never"),
+    ("gpg.program", "gpg"),
+    ("gpg.ssh.program", "ssh-keygen"),
+    ("gpg.x509.program", "gpgsm"),
+    ("commit.gpgSign", "false"),
+    ("tag.gpgSign", "false"),
+    ("log.showSignature", "false"),
+];
+/// Fixed environment of every skill (credentials may not take these names).
+const SKILL_ENV: &[(&str, &str)] = &[
+    ("HOME", SKILL_HOME),
+    ("XDG_CONFIG_HOME", "/tmp/home/.config"),
+    ("XDG_CACHE_HOME", "/tmp/home/.cache"),
+    ("XDG_DATA_HOME", "/tmp/home/.local/share"),
+    // git: no system or global file; no repository found above /mnt/skill; remote helpers
+    // and local transports (which run `remote.<name>.uploadpack`) off; no prompts, no pager.
+    ("GIT_CONFIG_NOSYSTEM", "1"),
+    ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ("GIT_CEILING_DIRECTORIES", "/mnt"),
+    ("GIT_ALLOW_PROTOCOL", "https:http:ssh"),
+    ("GIT_SSH_COMMAND", "ssh"),
+    ("GIT_TERMINAL_PROMPT", "0"),
+    ("GIT_PAGER", "cat"),
+    ("GIT_EDITOR", ":"),
+    // curl, wget, npm, pip, Python: no per-user or global configuration.
+    ("CURL_HOME", SKILL_HOME),
+    ("WGETRC", "/dev/null"),
+    ("npm_config_userconfig", "/dev/null"),
+    ("npm_config_globalconfig", "/dev/null"),
+    ("PIP_CONFIG_FILE", "/dev/null"),
+    ("PYTHONNOUSERSITE", "1"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+];
+/// Prefixes of environment names a credential may not take (case-insensitive): git's
+/// command-line config, npm's settings, bulkhead's own.
+const RESERVED_PREFIXES: &[&str] = &["GIT_CONFIG_", "NPM_CONFIG_", "BULKHEAD_"];
+
+/// The environment every skill starts from (before its credentials): [`SKILL_ENV`] and git's
+/// [`GIT_OVERRIDES`]; with `secrets`, `BULKHEAD_SECRETS_DIR`.
+pub fn skill_env(secrets: bool) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = SKILL_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.push(("GIT_CONFIG_COUNT".into(), GIT_OVERRIDES.len().to_string()));
+    for (i, (k, v)) in GIT_OVERRIDES.iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{i}"), k.to_string()));
+        env.push((format!("GIT_CONFIG_VALUE_{i}"), v.to_string()));
+    }
+    if secrets {
+        env.push(("BULKHEAD_SECRETS_DIR".into(), SECRETS_DIR.into()));
+    }
+    env
+}
 
 /// What a run gave.
 #[derive(Debug, Clone)]
@@ -101,18 +187,28 @@ pub fn env_name(set: &str, key: &str) -> String {
 
 fn refused_name(name: &str) -> bool {
     let up = name.to_ascii_uppercase();
-    shadows_environment(name) || shadows_environment(&up) || PROXY_VARS.contains(&up.as_str())
+    shadows_environment(name)
+        || shadows_environment(&up)
+        || PROXY_VARS.contains(&up.as_str())
+        || SKILL_ENV.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+        || RESERVED_PREFIXES.iter().any(|p| up.starts_with(p))
+}
+
+/// What a skill gets of the workspace's credentials.
+#[derive(Default)]
+struct Secrets {
+    /// `<SET>_<KEY>` and `<KEY>` → value.
+    env: Vec<(String, String)>,
+    /// File name under [`SECRETS_DIR`] (`<SET>_<KEY>`) → value.
+    files: Vec<(String, String)>,
+    redactor: Redactor,
 }
 
 /// Builds the environment and the redactor from the sets the skill declares and the
 /// workspace holds. A name that would shadow the process environment is an error.
-fn credential_env(
-    ws: &Workspace,
-    skill: &Skill,
-    key: Option<&CredentialKey>,
-) -> Result<(Vec<(String, String)>, Redactor)> {
+fn credential_env(ws: &Workspace, skill: &Skill, key: Option<&CredentialKey>) -> Result<Secrets> {
     if skill.credentials.is_empty() || !ws.credentials_path().exists() {
-        return Ok((vec![], Redactor::default()));
+        return Ok(Secrets::default());
     }
     let key = key.ok_or_else(|| {
         Error::NoCredentialKey(format!(
@@ -122,6 +218,7 @@ fn credential_env(
     })?;
     let store = ws.credentials(key)?;
     let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
     let mut secrets = vec![];
     for set in &skill.credentials {
         let Some(values) = store.get(set) else {
@@ -134,6 +231,7 @@ fn credential_env(
                 log::warn!(target: "skill", workspace = ws.id(), skill = skill.id.as_str(); "credential {set}.{k} is shorter than {MIN_SECRET_LEN} bytes and is not redacted from the output");
             }
             secrets.push(v.to_string());
+            files.insert(env_name(set, k), v.to_string());
             for name in [env_name(set, k), k.clone()] {
                 if refused_name(&name) {
                     return Err(Error::Invalid(format!(
@@ -144,7 +242,11 @@ fn credential_env(
             }
         }
     }
-    Ok((env.into_iter().collect(), Redactor::new(&secrets)))
+    Ok(Secrets {
+        env: env.into_iter().collect(),
+        files: files.into_iter().collect(),
+        redactor: Redactor::new(&secrets),
+    })
 }
 
 /// A per-run scratch directory, removed on drop.
@@ -240,6 +342,105 @@ fn cap_utf8(s: &str, max: usize) -> (&str, bool) {
     (&s[..n], true)
 }
 
+/// Creates the skill's empty private home and, with credentials, writes each to a file of
+/// its own under [`SECRETS_DIR`], inside the skill's sandbox before the skill starts.
+fn prepare_sandbox(sb: &mut crate::sandbox::Sandbox, secrets: &[(String, String)]) -> Result<()> {
+    let mut dirs = vec![SKILL_HOME.to_string()];
+    if !secrets.is_empty() {
+        dirs.push(SECRETS_DIR.to_string());
+    }
+    let mut argv = vec!["mkdir".to_string(), "-m".into(), "0700".into(), "--".into()];
+    argv.extend(dirs);
+    let mut err = Vec::new();
+    let outcome = sb.exec(
+        ExecRequest {
+            command: WireCommand::Argv(argv),
+            cwd: "/".into(),
+            env: vec![],
+            stdin: vec![],
+            timeout_ms: 10_000,
+            output_cap: 4096,
+            kill_stragglers: true,
+        },
+        &mut |_, data| err.extend_from_slice(data),
+    )?;
+    if outcome.result.timed_out || outcome.result.exit != ExitKind::Code(0) {
+        return Err(Error::Invalid(format!(
+            "cannot create the skill's private home {SKILL_HOME} in its sandbox ({:?}): {}",
+            outcome.result.exit,
+            String::from_utf8_lossy(&err).trim()
+        )));
+    }
+    for (name, value) in secrets {
+        // `<SET>_<KEY>` is [A-Z0-9_] (env_name); checked again as it becomes a path.
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::Invalid(format!(
+                "credential file name {name:?} is not [A-Z0-9_]"
+            )));
+        }
+        let path = format!("{SECRETS_DIR}/{name}");
+        match sb.request(
+            bulkhead_shared::Request::Write {
+                path: path.clone(),
+                data: value.as_bytes().to_vec(),
+                mode: 0o400,
+                create_parents: false,
+            },
+            &mut |_, _| {},
+        )? {
+            Ok(bulkhead_shared::Reply::Write { .. }) => {}
+            Ok(_) => return Err(Error::Protocol("wrong reply type for write".into())),
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "cannot write credential file {path} in the skill's sandbox: {}",
+                    e.message
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits (polling, up to `timeout`, or until `cancel`) for this workspace's turn to run a
+/// skill that holds credentials with its files: an exclusive lock on
+/// `workspaces/<id>/skill-freeze.lock`, so one such run's thaw cannot end another's freeze.
+fn take_turn(
+    ws: &Workspace,
+    id: &str,
+    timeout: Duration,
+    cancel: Option<&CancelToken>,
+) -> Result<nix::fcntl::Flock<fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = ws.dir().join("skill-freeze.lock");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc_o_nofollow())
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => file = f,
+            Err((_, e)) => return Err(Error::io(&path, e.into())),
+        }
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::Cancelled("the run was cancelled".into()));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Invalid(format!(
+                "skill {id:?} waited {} s for another skill holding credentials with workspace {:?}'s files to end; try again later",
+                timeout.as_secs(),
+                ws.id()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Options of one run beyond the skill's own settings.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -297,8 +498,38 @@ pub fn run_skill_with(
             "skill parameters are larger than {MAX_PARAMS_BYTES} bytes"
         )));
     }
+    if skill.workspace == WorkspaceAccess::Write
+        && !skill.credentials.is_empty()
+        && !ws.platform_config()?.allow_write_with_credentials
+    {
+        return Err(Error::Invalid(format!(
+            "skill {id:?} declares workspace = \"write\" and credentials, which would put its secrets beside files the tenant can change; it is refused unless the operator sets `{} = true` in config.toml (or the skill declares workspace = \"read\")",
+            crate::config::ALLOW_WRITE_WITH_CREDENTIALS
+        )));
+    }
     let files = skill_files(&skill)?;
-    let (env, redactor) = credential_env(ws, &skill, key)?;
+    let Secrets {
+        env: cred_env,
+        files: secret_files,
+        redactor,
+    } = credential_env(ws, &skill, key)?;
+    let injected = cred_env.len();
+    let mut env = skill_env(!secret_files.is_empty());
+    env.extend(cred_env);
+    let timeout = options
+        .timeout
+        .map_or(skill.timeout, |t| t.min(skill.timeout));
+
+    // A skill holding secrets with the workspace's files: nothing else of the workspace runs
+    // meanwhile (frozen, or stopped where it cannot be), and such runs take turns.
+    let (_turn, _frozen) = if injected > 0 && skill.workspace != WorkspaceAccess::None {
+        let turn = take_turn(ws, id, timeout, options.cancel.as_ref())?;
+        let frozen = ws.freeze_sandboxes()?;
+        log::info!(target: "skill", workspace = ws.id(), skill = id, frozen = frozen.len(); "froze the workspace's other sandboxes while the skill holds credentials");
+        (Some(turn), Some(frozen))
+    } else {
+        (None, None)
+    };
 
     // The sandbox: the workspace's spec with the skill's limits and /workspace.
     let mut spec = ws.launch_spec(&skill.limits)?;
@@ -309,21 +540,18 @@ pub fn run_skill_with(
     let scratch = scratch_dir(ws)?;
     copy_into(&scratch.0, &files)?;
     let scratch_path = scratch.0.to_string_lossy().into_owned();
-    let skill_root = match skill.workspace {
+    match skill.workspace {
         WorkspaceAccess::None => {
-            spec.workspace_dir = scratch_path;
+            spec.workspace_dir = scratch_path.clone();
             spec.workspace_writable = false;
-            "/workspace"
         }
-        access => {
-            spec.workspace_writable = access == WorkspaceAccess::Write;
-            spec.binds.push(bulkhead_shared::Bind {
-                host: scratch_path,
-                path: SKILL_DIR_IN_SANDBOX.into(),
-            });
-            SKILL_DIR_IN_SANDBOX
-        }
-    };
+        access => spec.workspace_writable = access == WorkspaceAccess::Write,
+    }
+    // Every skill's files are at /mnt/skill, its working directory.
+    spec.binds.push(bulkhead_shared::Bind {
+        host: scratch_path,
+        path: SKILL_DIR_IN_SANDBOX.into(),
+    });
     let egress = !skill.network.is_empty();
     let proxy = if egress {
         let policy = crate::net::egress::NetworkPolicy::allowing(&skill.network)?;
@@ -374,30 +602,29 @@ pub fn run_skill_with(
             .map_err(|e| Error::Invalid(format!("cannot start the egress proxy thread: {e}")))?;
     }
 
-    let entry = format!("{skill_root}/{}", skill.entry.file);
+    let entry = format!("{SKILL_DIR_IN_SANDBOX}/{}", skill.entry.file);
     let argv = match skill.entry.interpreter {
         Some(i) => vec![i.to_string(), entry],
         None => vec![entry],
     };
-    let injected = env.len();
     let req = ExecRequest {
         command: WireCommand::Argv(argv),
-        cwd: "/workspace".into(),
+        cwd: SKILL_DIR_IN_SANDBOX.into(),
         env,
         stdin,
-        timeout_ms: options
-            .timeout
-            .map_or(skill.timeout, |t| t.min(skill.timeout))
-            .as_millis()
-            .max(1) as u64,
+        timeout_ms: u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1),
         output_cap: (MAX_RESULT_BYTES + 4 * MAX_STDERR_LOG_BYTES) as u64,
         kill_stragglers: true,
     };
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let outcome = sb.exec(req, &mut |stream, data| match stream {
-        Stream::Stdout => out.extend_from_slice(data),
-        Stream::Stderr => err.extend_from_slice(data),
+    let outcome = prepare_sandbox(sb, &secret_files).and_then(|()| {
+        sb.exec(req, &mut |stream, data| match stream {
+            Stream::Stdout => out.extend_from_slice(data),
+            Stream::Stderr => err.extend_from_slice(data),
+        })
     });
     drop(cancel_hook);
     let end = rs.shutdown();
@@ -471,4 +698,68 @@ pub fn run_skill_with(
         injected,
         duration_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(env: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn skill_env_points_configuration_away_from_the_workspace() {
+        let env = skill_env(false);
+        assert_eq!(get(&env, "HOME"), Some(SKILL_HOME));
+        assert_eq!(get(&env, "CURL_HOME"), Some(SKILL_HOME));
+        assert_eq!(get(&env, "GIT_CONFIG_GLOBAL"), Some("/dev/null"));
+        assert_eq!(get(&env, "GIT_CONFIG_NOSYSTEM"), Some("1"));
+        assert_eq!(get(&env, "BULKHEAD_SECRETS_DIR"), None);
+        for (k, v) in &env {
+            assert!(!v.starts_with("/workspace"), "{k}={v}");
+            if k.starts_with("XDG_") {
+                assert!(v.starts_with(SKILL_HOME), "{k}={v}");
+            }
+        }
+        // Every override is given at git's command-line level, in order.
+        let n: usize = get(&env, "GIT_CONFIG_COUNT").unwrap().parse().unwrap();
+        assert_eq!(n, GIT_OVERRIDES.len());
+        for (i, (k, v)) in GIT_OVERRIDES.iter().enumerate() {
+            assert_eq!(get(&env, &format!("GIT_CONFIG_KEY_{i}")), Some(*k));
+            assert_eq!(get(&env, &format!("GIT_CONFIG_VALUE_{i}")), Some(*v));
+        }
+        assert_eq!(get(&env, &format!("GIT_CONFIG_KEY_{n}")), None);
+        assert_eq!(
+            get(&skill_env(true), "BULKHEAD_SECRETS_DIR"),
+            Some(SECRETS_DIR)
+        );
+    }
+
+    #[test]
+    fn credentials_cannot_take_the_hardening_names() {
+        for name in [
+            "HOME",
+            "home",
+            "CURL_HOME",
+            "GIT_CONFIG_GLOBAL",
+            "GIT_CONFIG_KEY_0",
+            "git_config_count",
+            "npm_config_userconfig",
+            "NPM_CONFIG_PREFIX",
+            "BULKHEAD_SECRETS_DIR",
+            "GIT_SSH_COMMAND",
+            "https_proxy",
+        ] {
+            assert!(refused_name(name), "{name}");
+        }
+        for name in [
+            "GITHUB_TOKEN",
+            "token",
+            "NPM_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(!refused_name(name), "{name}");
+        }
+    }
 }

@@ -20,5 +20,6 @@ mod rootless;
 mod rpc;
 mod sessions;
 mod setuid;
+mod skill_config;
 mod skills;
 mod subagents;

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::os::fd::OwnedFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How long one sandbox may take to freeze.
@@ -140,10 +140,13 @@ impl Drop for Frozen {
 /// A cgroup directory reported by a launcher, checked: absolute, under [`CGROUP_ROOT`],
 /// no `.` or `..` components.
 pub fn checked_cgroup_dir(dir: &Path) -> Result<&Path, String> {
-    let plain = dir
-        .components()
-        .skip(1)
-        .all(|c| matches!(c, Component::Normal(_)));
+    // On the text: `Path::components` drops `.` and repeated `/`.
+    let plain = dir.to_str().is_some_and(|t| {
+        t.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
+        })
+    });
     if !dir.is_absolute()
         || !plain
         || !dir.starts_with(CGROUP_ROOT)
@@ -363,6 +366,8 @@ mod tests {
             "/sys/fs/cgroup",
             "/sys/fs/cgroup/../../etc",
             "/sys/fs/cgroup/a/./b",
+            "/sys/fs/cgroup//a",
+            "/sys/fs/cgroup/a/",
             "sys/fs/cgroup/a",
             "/tmp/a",
             "/sys/fs/cgroupx/a",

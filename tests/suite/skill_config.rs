@@ -315,3 +315,32 @@ fn skill_config_agent_background_process_is_frozen_during_a_credentialed_skill()
         "the background process did not resume after the skill:\n{all}"
     );
 }
+
+#[test]
+fn skill_config_readme_lists_every_variable_and_git_override() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let section = readme
+        .split("<!-- skill-environment -->")
+        .nth(1)
+        .expect("README has a <!-- skill-environment --> section");
+    let section = &section[..section.find("\n### ").unwrap_or(section.len())];
+    for (name, _) in bulkhead::skills::run::skill_env(true) {
+        if name.starts_with("GIT_CONFIG_KEY_") || name.starts_with("GIT_CONFIG_VALUE_") {
+            continue;
+        }
+        assert!(
+            section.contains(&format!("`{name}`")) || name == "HOME",
+            "the README's skill environment does not list {name}"
+        );
+    }
+    for (key, _) in bulkhead::skills::run::GIT_OVERRIDES {
+        assert!(
+            section.contains(&format!("`{key}")),
+            "the README's skill environment does not list git's {key}"
+        );
+    }
+    assert!(section.contains("[skills] allow_write_with_credentials"));
+}

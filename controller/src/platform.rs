@@ -752,9 +752,33 @@ impl Workspace {
         })
     }
 
-    /// Starts a sandbox for this workspace (kept alive until dropped or shut down).
+    /// `skill-freeze.lock`: held exclusively by a skill holding credentials with this
+    /// workspace's files for as long as it runs (the workspace's sandboxes are frozen
+    /// meanwhile), shared by [`Workspace::sandbox`] while it starts and registers one.
+    pub fn skill_freeze_lock_path(&self) -> PathBuf {
+        self.dir().join("skill-freeze.lock")
+    }
+
+    /// Starts a sandbox for this workspace (kept alive until dropped or shut down). While a
+    /// skill holding credentials has the workspace's files, this waits for it to end: its
+    /// freeze covers the sandboxes registered when it began, and no new one may start.
     pub fn sandbox(&self, extra: &LimitsConfig) -> Result<RunningSandbox> {
         let spec = self.launch_spec(extra)?;
+        let lock_path = self.skill_freeze_lock_path();
+        let lock_file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                .open(&lock_path)
+                .map_err(|e| Error::io(&lock_path, e))?
+        };
+        let _no_freeze_while_starting =
+            nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockShared)
+                .map_err(|(_, e)| Error::io(&lock_path, e.into()))?;
         let launcher = match &self.launcher {
             Some(l) => l.clone(),
             None => find_launcher()?,

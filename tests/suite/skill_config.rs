@@ -344,3 +344,47 @@ fn skill_config_readme_lists_every_variable_and_git_override() {
     }
     assert!(section.contains("[skills] allow_write_with_credentials"));
 }
+
+#[test]
+fn skill_config_no_sandbox_starts_while_a_credentialed_skill_holds_the_workspace() {
+    if !bulkhead_tests::sandbox_or_skip("skill_config_no_sandbox_starts_while_a_skill_holds") {
+        return;
+    }
+    let env = TestEnv::new();
+    env.create("acme");
+    let p = bulkhead::Platform::open(bulkhead::PlatformConfig {
+        state_dir: env.state(),
+        launcher: Some(bulkhead_tests::bin("bulkhead-launch")),
+    })
+    .unwrap();
+    let ws = p.workspace("acme").unwrap();
+    // What a credentialed skill with the workspace's files holds while it runs, taken by
+    // flock(1) for 1.5 s once it says so.
+    use std::io::BufRead;
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(ws.skill_freeze_lock_path())
+        .args(["-c", "echo held; sleep 1.5"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1)");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    let started = std::time::Instant::now();
+    let ws2 = ws.clone();
+    let t = std::thread::spawn(move || {
+        let rs = ws2.sandbox(&Default::default()).expect("sandbox");
+        let at = std::time::Instant::now();
+        rs.shutdown().unwrap();
+        at
+    });
+    let at = t.join().unwrap();
+    assert!(holder.wait().unwrap().success());
+    assert!(
+        at.duration_since(started) >= std::time::Duration::from_millis(1400),
+        "a sandbox started while the workspace was held for a credentialed skill"
+    );
+}

@@ -403,7 +403,8 @@ fn prepare_sandbox(sb: &mut crate::sandbox::Sandbox, secrets: &[(String, String)
 
 /// Waits (polling, up to `timeout`, or until `cancel`) for this workspace's turn to run a
 /// skill that holds credentials with its files: an exclusive lock on
-/// `workspaces/<id>/skill-freeze.lock`, so one such run's thaw cannot end another's freeze.
+/// `workspaces/<id>/skill-freeze.lock` ([`Workspace::skill_freeze_lock_path`]), so one such
+/// run's thaw cannot end another's freeze, and no sandbox of the workspace starts meanwhile.
 fn take_turn(
     ws: &Workspace,
     id: &str,
@@ -411,7 +412,7 @@ fn take_turn(
     cancel: Option<&CancelToken>,
 ) -> Result<nix::fcntl::Flock<fs::File>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = ws.dir().join("skill-freeze.lock");
+    let path = ws.skill_freeze_lock_path();
     let mut file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)

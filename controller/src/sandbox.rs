@@ -57,6 +57,45 @@ pub fn find_launcher() -> Result<PathBuf> {
     )))
 }
 
+/// Makes this process's signal state independent of what its parent gave it, before it
+/// starts threads or children (the CLI calls it first thing; a host embedding the library
+/// that ignores SIGCHLD should call it too, accepting the effect on its own children):
+///
+/// - the signal mask of the calling thread is emptied (a parent that blocked SIGTERM would
+///   otherwise leave `serve` deaf to it); threads started afterwards inherit that;
+/// - when SIGCHLD is ignored (`SIG_IGN`, as many daemons set it and exec keeps it), the
+///   kernel reaps our children itself and every wait for a launcher, hook or skill fails
+///   with ECHILD. A handler that does nothing but set a flag replaces it (exec resets a
+///   handler to `SIG_DFL`, so our children start clean), and SIGCHLD is then kept blocked
+///   in every thread, so the handler never interrupts a system call. The children's wait
+///   works as with `SIG_DFL`.
+///
+/// Other dispositions stay the parent's (a `nohup` parent ignores SIGHUP on purpose).
+pub fn normalize_inherited_signals() -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(std::io::Error::from)?;
+    if sigchld_ignored(&std::fs::read_to_string("/proc/self/status")?) {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register(Signal::SIGCHLD as i32, flag)?;
+        let mut chld = SigSet::empty();
+        chld.add(Signal::SIGCHLD);
+        chld.thread_block().map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Whether `/proc/self/status` text says SIGCHLD is ignored (`SigIgn`, a hex mask whose bit
+/// `n - 1` is signal `n`).
+fn sigchld_ignored(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (nix::libc::SIGCHLD - 1)) != 0)
+}
+
 /// What the launcher reported once the sandbox was up.
 #[derive(Debug, Clone)]
 pub struct SandboxInfo {
@@ -578,6 +617,16 @@ impl Drop for Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigchld_ignored_is_read_from_the_status_mask() {
+        let st = |ign: &str| format!("Name:\tx\nSigBlk:\t0000000000010000\nSigIgn:\t{ign}\n");
+        assert!(sigchld_ignored(&st("0000000000010000")));
+        assert!(sigchld_ignored(&st("0000000000011001")));
+        assert!(!sigchld_ignored(&st("0000000000001000")));
+        assert!(!sigchld_ignored(&st("zz")));
+        assert!(!sigchld_ignored("Name:\tx\n"));
+    }
 
     #[test]
     fn the_attestation_must_match_the_egress_asked_for() {

@@ -14,7 +14,8 @@
 //!   directories and nothing else. It never signals a pid read from `cgroup.procs`: a
 //!   setuid supervisor holds `CAP_KILL`, and that file lies in a cgroup its caller owns.
 //! - [`sweep_stale`] removes the empty sandbox cgroups that supervisors killed with SIGKILL
-//!   left beside ours (rmdir only, never a signal).
+//!   left beside ours: named `bulkhead-<workspace>-<pid>` with that launcher gone, made by
+//!   the same uid (rmdir only, never a signal).
 //!
 //! On cgroupfs the control files come and go with their directory. Unit tests run the same
 //! code against a temp dir, through a `Kernel` whose hooks create the control files after
@@ -398,11 +399,17 @@ pub fn stale_candidate(name: &str) -> Option<u32> {
 /// rmdir, which the kernel refuses for a cgroup that still has a process or a child cgroup.
 /// A live launcher (a sandbox being set up or running) is never touched. Returns how many
 /// were removed; errors are ignored (the launch does not depend on it).
+///
+/// The directory must also belong to the effective uid this runs as (the caller's when
+/// setuid, see `privileged::as_caller`): the identity that would have created it.
 pub fn sweep_stale(plan: &CgroupPlan, proc: &Path) -> usize {
-    sweep_stale_with(plan, proc, &Kernel::REAL)
+    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    sweep_stale_with(plan, proc, euid, &Kernel::REAL)
 }
 
-fn sweep_stale_with(plan: &CgroupPlan, proc: &Path, kernel: &Kernel<'_>) -> usize {
+fn sweep_stale_with(plan: &CgroupPlan, proc: &Path, euid: u32, kernel: &Kernel<'_>) -> usize {
+    use std::os::unix::fs::MetadataExt as _;
     let own = std::process::id();
     let mut removed = 0;
     for parent in plan.dirs.iter().filter_map(|d| d.parent()) {
@@ -417,8 +424,8 @@ fn sweep_stale_with(plan: &CgroupPlan, proc: &Path, kernel: &Kernel<'_>) -> usiz
             if pid == own || proc.join(pid.to_string()).exists() {
                 continue;
             }
-            let Ok(ft) = entry.file_type() else { continue };
-            if !ft.is_dir() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_dir() || meta.uid() != euid {
                 continue;
             }
             let dir = entry.path();
@@ -733,9 +740,12 @@ mod tests {
         let other = mk("someone-else-778", "");
         let leaf = mk(LEAF_NAME, "");
         fs::write(d.join("bulkhead-x-780"), "").unwrap(); // not a directory
+        // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+        let euid = unsafe { libc::geteuid() };
         let removed = sweep_stale_with(
             &plan,
             &proc,
+            euid,
             &Kernel {
                 populate: &|_| Ok(()),
                 rmdir: &fake_rmdir,
@@ -743,6 +753,19 @@ mod tests {
         );
         assert_eq!(removed, 1);
         assert!(!dead.exists());
+        // Named like a sandbox's, but not made by the uid sweeping.
+        let foreign = mk("bulkhead-w-781", "");
+        let removed = sweep_stale_with(
+            &plan,
+            &proc,
+            euid.wrapping_add(1),
+            &Kernel {
+                populate: &|_| Ok(()),
+                rmdir: &fake_rmdir,
+            },
+        );
+        assert_eq!(removed, 0, "swept a directory another uid made");
+        assert!(foreign.exists());
         for kept in [&live, &busy, &other, &leaf] {
             assert!(kept.exists(), "{}", kept.display());
         }

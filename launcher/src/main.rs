@@ -510,10 +510,15 @@ fn sanitize(mode: Mode) -> Result<(), SetupError> {
     sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(|x| e(x, "PR_SET_DUMPABLE"))?;
     sys::setrlimit(libc::RLIMIT_CORE, 0, 0).map_err(|x| e(x, "RLIMIT_CORE"))?;
     if mode.privileged() {
-        // The launcher's own writes (the id registry) are never cut short by a file-size
-        // limit its caller set (SIGXFSZ mid-write would leave a torn record).
-        sys::setrlimit(libc::RLIMIT_FSIZE, libc::RLIM_INFINITY, libc::RLIM_INFINITY)
-            .map_err(|x| e(x, "RLIMIT_FSIZE"))?;
+        // The launcher's own writes (the id registry) are not cut short by a file-size
+        // limit its caller set. Without CAP_SYS_RESOURCE (some containers) the hard limit
+        // stays: then the soft one goes up to it, and the registry write, with SIGXFSZ
+        // ignored, fails whole (EFBIG) instead of leaving a torn record.
+        if sys::setrlimit(libc::RLIMIT_FSIZE, libc::RLIM_INFINITY, libc::RLIM_INFINITY).is_err()
+        {
+            let (_, hard) = sys::getrlimit(libc::RLIMIT_FSIZE).map_err(|x| e(x, "RLIMIT_FSIZE"))?;
+            sys::setrlimit(libc::RLIMIT_FSIZE, hard, hard).map_err(|x| e(x, "RLIMIT_FSIZE"))?;
+        }
     }
     // Everything above the socket but the egress channel, which the spec decides about.
     sys::close_range(SOCK_FD as u32 + 1, EGRESS_FD as u32 - 1).map_err(|x| e(x, "close_range"))?;

@@ -260,8 +260,16 @@ pub fn claim_host_id(registry: &str, id: u32, caller: u32, quota: u32) -> Result
                 ),
             ));
         }
-        write_record(dir, &name, caller, torn)
-            .map_err(|e| err(SetupStep::Spec, &e, &path, "record the host id"))
+        write_record(dir, &name, caller, torn).map_err(|e| {
+            let what = if e.raw_os_error() == Some(libc::EFBIG) {
+                "record the host id: the caller's file-size limit (RLIMIT_FSIZE) is too small \
+                 and the launcher may not raise it (no CAP_SYS_RESOURCE); start the \
+                 controller without `ulimit -f`; nothing was recorded"
+            } else {
+                "record the host id"
+            };
+            err(SetupStep::Spec, &e, &path, what)
+        })
     })();
     sys::close(dir);
     result

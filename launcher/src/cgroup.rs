@@ -699,9 +699,17 @@ mod tests {
         };
         let cg = create_with(&plan, &kernel).unwrap();
         let s = d.join("bulkhead-ws1");
-        fs::write(s.join("cgroup.procs"), format!("1\n{}\n", std::process::id())).unwrap();
+        fs::write(
+            s.join("cgroup.procs"),
+            format!("1\n{}\n", std::process::id()),
+        )
+        .unwrap();
         assert!(!destroy_with(&cg, &kernel));
-        assert_eq!(read(&s.join("cgroup.kill")), "1", "v2 asks the kernel instead");
+        assert_eq!(
+            read(&s.join("cgroup.kill")),
+            "1",
+            "v2 asks the kernel instead"
+        );
         fs::write(s.join("cgroup.procs"), "").unwrap();
         assert!(destroy_with(&cg, &kernel));
     }
@@ -740,7 +748,7 @@ mod tests {
         let other = mk("someone-else-778", "");
         let leaf = mk(LEAF_NAME, "");
         fs::write(d.join("bulkhead-x-780"), "").unwrap(); // not a directory
-        // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+                                                          // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
         let euid = unsafe { libc::geteuid() };
         let removed = sweep_stale_with(
             &plan,

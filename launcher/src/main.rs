@@ -5,18 +5,27 @@
 //! [`LaunchSpec`] (with its [`LaunchOptions`]), re-validates it, and follows this sequence
 //! (the README carries the same list; a test keeps them in step):
 //!
-//! 1. sanitize: not dumpable, no core dumps, close every fd but 0-3 and 5, fd 3 must be a
-//!    socket
-//! 2. spec: read the launch spec (5 s deadline) and re-validate every field; with egress,
+//! 1. sanitize: every signal disposition default and the mask empty (first thing in
+//!    `main`), not dumpable, no core dumps, privileged: `RLIMIT_FSIZE` lifted for our own
+//!    writes, close every fd but 0-3 and 5, fd 3 must be a socket
+//! 2. spec: privileged, the caller authorised before a byte of the spec is decoded (listed
+//!    in `/etc/bulkhead/launch.toml`, its cgroup within `cgroup_parent`; `/proc/self/cgroup`
+//!    read once for this and step 3); read the launch spec (5 s deadline) and re-validate
+//!    every field; with egress,
 //!    fd 5 must be a unix `SOCK_SEQPACKET` socket, without it fd 5 is closed. Privileged,
 //!    within the rules of `/etc/bulkhead/launch.toml` (root-owned, the caller listed in it;
 //!    see `privileged.rs`), and the workspace and extra binds opened with the caller's
-//!    permissions, without symlinks, owned by the caller, as id-mapped detached mounts
-//! 3. cgroup: create the sandbox cgroup under the launcher's own cgroup and write its limits
-//! 4. namespaces: clone into new user, mount, pid, net, ipc and uts namespaces; the child
-//!    waits, is moved into the cgroup, then unshares a cgroup namespace
+//!    permissions, without symlinks, owned by the caller, as id-mapped detached mounts; only
+//!    then, setuid, the host id claimed in the registry (within `max_ids_per_caller`)
+//! 3. cgroup: sweep empty sandbox cgroups of dead launchers, create the sandbox cgroup
+//!    under the launcher's own cgroup and write its limits (setuid: as the caller)
+//! 4. namespaces: `clone3(CLONE_PIDFD)` into new user, mount, pid, net, ipc and uts
+//!    namespaces (v2: `CLONE_INTO_CGROUP`, the target opened and checked with the caller's
+//!    rights); the child waits, is moved into the cgroup, then unshares a cgroup namespace
 //! 5. id maps: the parent writes `setgroups=deny` and maps uid/gid 1000 inside to one
-//!    unprivileged host id (never host root); the child becomes uid/gid 1000
+//!    unprivileged host id (never host root) through `/proc/<pid>` proven by the pidfd;
+//!    the child becomes uid/gid 1000, sets `PR_SET_PDEATHSIG` and checks the supervisor
+//!    is still alive through its pidfd
 //! 6. mounts: tmpfs root, read-only `/usr`, minimal `/etc` and `/dev`, capped `/tmp` and
 //!    `/dev/shm`, fresh `/proc`, `/workspace`, `pivot_root`, old root detached, `/` read-only
 //! 7. network: loopback up, hostname set
@@ -31,9 +40,11 @@
 //!     closed, exec the worker
 //!
 //! Any failed step sends a [`SetupError`] on the socket, exits with `80 + step`, and leaves
-//! no sandbox behind. The parent then supervises: it waits for the worker, kills it on
-//! SIGTERM/SIGINT/SIGHUP, reports OOM kills, and removes the cgroup. A setuid supervisor does
-//! that as its caller, with `CAP_KILL` alone.
+//! no sandbox behind. The parent then supervises: it polls the worker's pidfd, a signalfd
+//! and the report pipe; it kills the worker (through its pidfd, never a pid number) on
+//! SIGTERM/SIGINT/SIGHUP or when the controller is gone, reaps it with `waitid(P_PIDFD)`,
+//! reports OOM kills, and removes the cgroup. A setuid supervisor does that as its caller,
+//! with `CAP_KILL` alone.
 
 mod cgroup;
 mod fs;
@@ -182,7 +193,14 @@ fn run(mode: Mode, config_env: Option<String>, signals: std::io::Result<()>) -> 
     let sock = unsafe { UnixStream::from_raw_fd(SOCK_FD) };
     let mut end = WorkerEnd::new(sock);
     if let Err(e) = signals
-        .map_err(|e| err(SetupStep::Sanitize, &e, "", "reset signal dispositions and mask"))
+        .map_err(|e| {
+            err(
+                SetupStep::Sanitize,
+                &e,
+                "",
+                "reset signal dispositions and mask",
+            )
+        })
         .and_then(|_| sanitize(mode))
     {
         return report_failure(&mut end, e);
@@ -289,7 +307,12 @@ fn run(mode: Mode, config_env: Option<String>, signals: std::io::Result<()>) -> 
         Err(e) => {
             return report_failure(
                 &mut end,
-                err(SetupStep::Namespaces, &e, "", "block signals into a signalfd"),
+                err(
+                    SetupStep::Namespaces,
+                    &e,
+                    "",
+                    "block signals into a signalfd",
+                ),
             );
         }
     };
@@ -514,8 +537,7 @@ fn sanitize(mode: Mode) -> Result<(), SetupError> {
         // limit its caller set. Without CAP_SYS_RESOURCE (some containers) the hard limit
         // stays: then the soft one goes up to it, and the registry write, with SIGXFSZ
         // ignored, fails whole (EFBIG) instead of leaving a torn record.
-        if sys::setrlimit(libc::RLIMIT_FSIZE, libc::RLIM_INFINITY, libc::RLIM_INFINITY).is_err()
-        {
+        if sys::setrlimit(libc::RLIMIT_FSIZE, libc::RLIM_INFINITY, libc::RLIM_INFINITY).is_err() {
             let (_, hard) = sys::getrlimit(libc::RLIMIT_FSIZE).map_err(|x| e(x, "RLIMIT_FSIZE"))?;
             sys::setrlimit(libc::RLIMIT_FSIZE, hard, hard).map_err(|x| e(x, "RLIMIT_FSIZE"))?;
         }

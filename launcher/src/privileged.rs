@@ -411,9 +411,7 @@ fn idmap_userns(from: (u32, u32), to: (u32, u32)) -> std::io::Result<RawFd> {
         let r = w("uid_map", format!("{} {} 1\n", from.0, to.0))
             .and_then(|_| w("setgroups", "deny".into()))
             .and_then(|_| w("gid_map", format!("{} {} 1\n", from.1, to.1)))
-            .and_then(|_| {
-                sys::openat_file(dir, "ns/user", libc::O_RDONLY | libc::O_CLOEXEC, 0)
-            });
+            .and_then(|_| sys::openat_file(dir, "ns/user", libc::O_RDONLY | libc::O_CLOEXEC, 0));
         sys::close(dir);
         r
     });

@@ -29,8 +29,8 @@ const PARENT_IGNORED: u64 = bit(libc::SIGCHLD) | bit(libc::SIGUSR2);
 const PARENT_BLOCKED: u64 = bit(libc::SIGTERM) | bit(libc::SIGUSR1);
 
 /// The host app: becomes a child subreaper, forks, and in the child ignores SIGCHLD and
-/// SIGUSR2, blocks SIGTERM and SIGUSR1, then execs argv. It waits for that child, then up
-/// to 5 s for any orphan re-parented to it (a launcher or worker left behind), kills and
+/// SIGUSR2, blocks SIGTERM and SIGUSR1, then execs argv. It waits for that child (at most
+/// 120 s, then kills it and reports exit 999), then up to 5 s for any orphan re-parented to it (a launcher or worker left behind), kills and
 /// names those, and writes `exit=<code> left=<comm pid,...>` to $HOSTSIG_REPORT.
 const WRAPPER: &str = r#"
 import ctypes, os, signal, sys, time
@@ -43,8 +43,19 @@ if pid == 0:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
     os.execv(sys.argv[1], sys.argv[1:])
-_, st = os.waitpid(pid, 0)
-code = os.waitstatus_to_exitcode(st)
+# bulkhead must end by itself; one that hangs (as it did when SIGCHLD=SIG_IGN reached the
+# launcher) is killed after 120 s and reported as exit 999.
+code = 999
+deadline = time.time() + 120
+while time.time() < deadline:
+    p, st = os.waitpid(pid, os.WNOHANG)
+    if p == pid:
+        code = os.waitstatus_to_exitcode(st)
+        break
+    time.sleep(0.02)
+else:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 def children():
     me = str(os.getpid())
@@ -125,10 +136,7 @@ impl Host {
     /// bulkhead's exit code as the host app saw it; asserts nothing was left behind.
     fn finished(&self, ws: &str) -> i32 {
         let report = std::fs::read_to_string(&self.report).expect("the host app's report");
-        let (exit, left) = report
-            .trim_end()
-            .split_once(' ')
-            .expect("exit=… left=…");
+        let (exit, left) = report.trim_end().split_once(' ').expect("exit=… left=…");
         assert_eq!(
             left, "left=",
             "processes outlived bulkhead (killed now): {report}"
@@ -366,7 +374,11 @@ fn serve_answers_and_ends_on_eof_whatever_the_parent_signal_state() {
     );
     // Its own choice, read from a signalfd by the supervisor; nothing of the host app's.
     let own = bit(libc::SIGHUP) | bit(libc::SIGINT) | bit(libc::SIGTERM);
-    assert_eq!(mask(&status, "SigBlk:"), own, "the launcher's blocked signals");
+    assert_eq!(
+        mask(&status, "SigBlk:"),
+        own,
+        "the launcher's blocked signals"
+    );
     let r = loop {
         let v = rx
             .recv_timeout(Duration::from_secs(60))

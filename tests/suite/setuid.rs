@@ -934,7 +934,11 @@ fn the_callers_signal_state_reaches_neither_launcher_nor_worker() {
     let o = run(&mut sb, "grep -E '^Sig(Ign|Blk):' /proc/1/status");
     assert_eq!(status_mask(&o, "SigIgn:") & ignored, 0, "the worker: {o}");
     // Its own: SIGCHLD, read from a signalfd.
-    assert_eq!(status_mask(&o, "SigBlk:"), sigbit(libc::SIGCHLD), "the worker: {o}");
+    assert_eq!(
+        status_mask(&o, "SigBlk:"),
+        sigbit(libc::SIGCHLD),
+        "the worker: {o}"
+    );
     // SIGTERM, which the caller had blocked, still ends the sandbox and its cgroup.
     let dirs = sb.info().cgroup_dirs.clone();
     let st = Command::new("kill")
@@ -1066,7 +1070,14 @@ fn host_ids_are_claimed_last_within_a_quota_and_whole() {
     // SIGXFSZ mid-write and leave an empty record refused forever, tears nothing: the
     // launcher lifts it (with CAP_SYS_RESOURCE) and records the id whole, or (without it,
     // as in some containers) refuses with a clear error and records nothing.
-    let w = rig.wrapper_with(USER, &rig.launcher(), true, "launch-fsize0", "ulimit -f 0; ", "");
+    let w = rig.wrapper_with(
+        USER,
+        &rig.launcher(),
+        true,
+        "launch-fsize0",
+        "ulimit -f 0; ",
+        "",
+    );
     let rec = ids.join((ID_START + 41).to_string());
     match Sandbox::start(&w, &spec_for(ID_START + 41)) {
         Ok(sb) => {

@@ -138,7 +138,11 @@ fn sandbox_cgroup_limits_oom_and_teardown() {
         shm_bytes: 1 << 20,
         nofile: 1024,
     };
-    let plan = match imp::plan_for_self(&fs::read_to_string("/proc/self/cgroup").unwrap(), &name, &limits) {
+    let plan = match imp::plan_for_self(
+        &fs::read_to_string("/proc/self/cgroup").unwrap(),
+        &name,
+        &limits,
+    ) {
         Ok(plan) => plan,
         Err(e) => return skip(&format!("no usable cgroup hierarchy: {e}")),
     };

@@ -55,10 +55,7 @@ fn child_is_born_in_the_cgroup() {
     sys::close(proc_dir);
     sys::pidfd_send_signal(child.pidfd, libc::SIGKILL).expect("SIGKILL through the pidfd");
     let end = sys::wait_pidfd(child.pidfd, false).expect("waitid(P_PIDFD)");
-    assert!(
-        matches!(end, sys::Wait::Signaled(libc::SIGKILL)),
-        "{end:?}"
-    );
+    assert!(matches!(end, sys::Wait::Signaled(libc::SIGKILL)), "{end:?}");
     // Reaped: the pidfd now refuses every signal, and /proc/<pid> is never trusted again,
     // even if the pid number has already gone to another process.
     assert_eq!(

@@ -948,9 +948,11 @@ fn watch(child: sys::Child, sigfd: RawFd) -> sys::Wait {
             let _ = sys::read(sigfd, &mut buf);
             let _ = sys::pidfd_send_signal(child.pidfd, libc::SIGKILL);
         }
-        if fds[2].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+        if fds[2].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
             controller = -1; // poll ignores negative fds: do not wake for it again
             let _ = sys::pidfd_send_signal(child.pidfd, libc::SIGKILL);
+        } else if fds[2].revents & libc::POLLNVAL != 0 {
+            controller = -1; // no report pipe was given: nothing to watch there
         }
     }
 }

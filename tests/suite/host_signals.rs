@@ -365,19 +365,18 @@ fn serve_answers_and_ends_on_eof_whatever_the_parent_signal_state() {
     let launcher = wait_for("the launcher", || {
         children_named(bulkhead, "bulkhead-launch").first().copied()
     });
-    let status = std::fs::read_to_string(format!("/proc/{launcher}/status")).unwrap();
+    // Its own blocked set (taken from a signalfd by the supervisor) shows it is past its
+    // start, where it reset what it inherited; nothing of the host app's is blocked.
+    let own = bit(libc::SIGHUP) | bit(libc::SIGINT) | bit(libc::SIGTERM);
+    let status = wait_for("the launcher to block its own signals", || {
+        let st = std::fs::read_to_string(format!("/proc/{launcher}/status")).ok()?;
+        (mask(&st, "SigBlk:") == own).then_some(st)
+    });
     let ign = mask(&status, "SigIgn:");
     assert_eq!(
         ign & PARENT_IGNORED,
         0,
         "the launcher ignores what the host app ignored (SigIgn {ign:016x})"
-    );
-    // Its own choice, read from a signalfd by the supervisor; nothing of the host app's.
-    let own = bit(libc::SIGHUP) | bit(libc::SIGINT) | bit(libc::SIGTERM);
-    assert_eq!(
-        mask(&status, "SigBlk:"),
-        own,
-        "the launcher's blocked signals"
     );
     let r = loop {
         let v = rx
@@ -404,4 +403,43 @@ fn serve_answers_and_ends_on_eof_whatever_the_parent_signal_state() {
     assert!(st.success(), "the host app failed: {st:?}");
     reader.join().unwrap();
     assert_eq!(host.finished(&ws), 0);
+}
+
+#[test]
+fn a_killed_controller_takes_its_sandbox_with_it() {
+    if !sandbox_or_skip("a_killed_controller_takes_its_sandbox_with_it") {
+        return;
+    }
+    let host = Host::new();
+    let ws = ws_name("k");
+    host.env.create(&ws);
+    let mut child = host
+        .cmd(&["exec", &ws, "--", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let bulkhead = wait_for("bulkhead under the host app", || {
+        children_named(child.id(), "bulkhead").first().copied()
+    });
+    let launcher = wait_for("the launcher", || {
+        children_named(bulkhead, "bulkhead-launch").first().copied()
+    });
+    // Up: its worker runs (a child of the launcher, in its own pid namespace).
+    wait_for("the worker", || {
+        children_named(launcher, "bulkhead-worker").first().copied()
+    });
+    let t0 = Instant::now();
+    let st = Command::new("kill")
+        .args(["-KILL", &bulkhead.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The host app waits up to 5 s for orphans (the launcher, re-parented to it) and
+    // reports any that stayed.
+    assert!(child.wait().unwrap().success());
+    assert_eq!(host.finished(&ws), -libc::SIGKILL);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the sandbox outlived its controller by {:?}",
+        t0.elapsed()
+    );
 }

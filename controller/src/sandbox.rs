@@ -366,9 +366,16 @@ impl Sandbox {
 
     fn handshake(&mut self, spec: &LaunchSpec, options: &LaunchOptions) -> Result<()> {
         let _ = self.end.socket().set_read_timeout(Some(START_TIMEOUT));
-        self.end
-            .send_launch_with(spec, options)
-            .map_err(|e| self.launcher_failure(format!("sending the spec: {e}")))?;
+        if let Err(e) = self.end.send_launch_with(spec, options) {
+            // A setuid launcher refuses an unauthorised caller before reading the spec and
+            // may be gone before it is sent: its refusal still waits on the socket.
+            if let Ok(WorkerMsg::SetupFailed(refusal)) = self.end.recv() {
+                let _ = self.child.wait();
+                self.dead = true;
+                return Err(Error::Setup(refusal));
+            }
+            return Err(self.launcher_failure(format!("sending the spec: {e}")));
+        }
         let attestation = match self.end.recv() {
             Ok(WorkerMsg::Hello {
                 version,
@@ -383,6 +390,8 @@ impl Sandbox {
             }
             Ok(WorkerMsg::SetupFailed(e)) => {
                 let _ = self.child.wait();
+                // Reaped: its pid may be anyone's now, so `kill` must not signal it.
+                self.dead = true;
                 return Err(Error::Setup(e));
             }
             Ok(_) => {

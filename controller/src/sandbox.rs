@@ -59,6 +59,45 @@ pub fn find_launcher() -> Result<PathBuf> {
     )))
 }
 
+/// Makes this process's signal state independent of what its parent gave it, before it
+/// starts threads or children (the CLI calls it first thing; a host embedding the library
+/// that ignores SIGCHLD should call it too, accepting the effect on its own children):
+///
+/// - the signal mask of the calling thread is emptied (a parent that blocked SIGTERM would
+///   otherwise leave `serve` deaf to it); threads started afterwards inherit that;
+/// - when SIGCHLD is ignored (`SIG_IGN`, as many daemons set it and exec keeps it), the
+///   kernel reaps our children itself and every wait for a launcher, hook or skill fails
+///   with ECHILD. A handler that does nothing but set a flag replaces it (exec resets a
+///   handler to `SIG_DFL`, so our children start clean), and SIGCHLD is then kept blocked
+///   in every thread, so the handler never interrupts a system call. The children's wait
+///   works as with `SIG_DFL`.
+///
+/// Other dispositions stay the parent's (a `nohup` parent ignores SIGHUP on purpose).
+pub fn normalize_inherited_signals() -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(std::io::Error::from)?;
+    if sigchld_ignored(&std::fs::read_to_string("/proc/self/status")?) {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register(Signal::SIGCHLD as i32, flag)?;
+        let mut chld = SigSet::empty();
+        chld.add(Signal::SIGCHLD);
+        chld.thread_block().map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Whether `/proc/self/status` text says SIGCHLD is ignored (`SigIgn`, a hex mask whose bit
+/// `n - 1` is signal `n`).
+fn sigchld_ignored(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (nix::libc::SIGCHLD - 1)) != 0)
+}
+
 /// What the launcher reported once the sandbox was up.
 #[derive(Debug, Clone)]
 pub struct SandboxInfo {
@@ -329,9 +368,16 @@ impl Sandbox {
 
     fn handshake(&mut self, spec: &LaunchSpec, options: &LaunchOptions) -> Result<()> {
         let _ = self.end.socket().set_read_timeout(Some(START_TIMEOUT));
-        self.end
-            .send_launch_with(spec, options)
-            .map_err(|e| self.launcher_failure(format!("sending the spec: {e}")))?;
+        if let Err(e) = self.end.send_launch_with(spec, options) {
+            // A setuid launcher refuses an unauthorised caller before reading the spec and
+            // may be gone before it is sent: its refusal still waits on the socket.
+            if let Ok(WorkerMsg::SetupFailed(refusal)) = self.end.recv() {
+                let _ = self.child.wait();
+                self.dead = true;
+                return Err(Error::Setup(refusal));
+            }
+            return Err(self.launcher_failure(format!("sending the spec: {e}")));
+        }
         let attestation = match self.end.recv() {
             Ok(WorkerMsg::Hello {
                 version,
@@ -346,6 +392,8 @@ impl Sandbox {
             }
             Ok(WorkerMsg::SetupFailed(e)) => {
                 let _ = self.child.wait();
+                // Reaped: its pid may be anyone's now, so `kill` must not signal it.
+                self.dead = true;
                 return Err(Error::Setup(e));
             }
             Ok(_) => {
@@ -580,6 +628,16 @@ impl Drop for Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigchld_ignored_is_read_from_the_status_mask() {
+        let st = |ign: &str| format!("Name:\tx\nSigBlk:\t0000000000010000\nSigIgn:\t{ign}\n");
+        assert!(sigchld_ignored(&st("0000000000010000")));
+        assert!(sigchld_ignored(&st("0000000000011001")));
+        assert!(!sigchld_ignored(&st("0000000000001000")));
+        assert!(!sigchld_ignored(&st("zz")));
+        assert!(!sigchld_ignored("Name:\tx\n"));
+    }
 
     #[test]
     fn the_attestation_must_match_the_egress_asked_for() {

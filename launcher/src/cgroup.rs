@@ -7,9 +7,15 @@
 //!   created, newest first, and reports the step with its errno and path. Processes moved
 //!   into `bulkhead-leaf` stay there: that is a valid arrangement later launches reuse.
 //! - [`attach`] writes the worker's pid to each sandbox directory's `cgroup.procs`.
-//! - [`destroy`] kills what is left (v2 `cgroup.kill`, else SIGKILL per pid), waits up to
+//! - [`destroy`] runs once the worker, the sandbox's pid-namespace init, is dead: the kernel
+//!   has killed every process of the sandbox with it. It writes v2 `cgroup.kill` (a file
+//!   of the caller's own cgroup, written with the caller's rights), waits up to
 //!   [`DRAIN_TIMEOUT`] for `cgroup.procs` to empty, then removes the plan's sandbox
-//!   directories and nothing else.
+//!   directories and nothing else. It never signals a pid read from `cgroup.procs`: a
+//!   setuid supervisor holds `CAP_KILL`, and that file lies in a cgroup its caller owns.
+//! - [`sweep_stale`] removes the empty sandbox cgroups that supervisors killed with SIGKILL
+//!   left beside ours: named `bulkhead-<workspace>-<pid>` with that launcher gone, made by
+//!   the same uid (rmdir only, never a signal).
 //!
 //! On cgroupfs the control files come and go with their directory. Unit tests run the same
 //! code against a temp dir, through a `Kernel` whose hooks create the control files after
@@ -44,9 +50,9 @@ pub struct Cgroup {
     pub oom_file: PathBuf,
 }
 
-/// Plans the cgroup of sandbox `name` under the launcher's own cgroup, from
-/// `/proc/self/cgroup` and `/proc/self/mountinfo`.
-pub fn plan_for_self(name: &str, limits: &Limits) -> Result<CgroupPlan, SetupError> {
+/// Plans the cgroup of sandbox `name` under the launcher's own cgroup, from `own` (the
+/// text of `/proc/self/cgroup`, read once by the caller) and `/proc/self/mountinfo`.
+pub fn plan_for_self(own: &str, name: &str, limits: &Limits) -> Result<CgroupPlan, SetupError> {
     let read_proc = |path: &str| {
         fs::read_to_string(path).map_err(|e| {
             setup_error(
@@ -56,10 +62,9 @@ pub fn plan_for_self(name: &str, limits: &Limits) -> Result<CgroupPlan, SetupErr
             )
         })
     };
-    let own = read_proc("/proc/self/cgroup")?;
     let mountinfo = read_proc("/proc/self/mountinfo")?;
     let inputs = CgroupInputs {
-        proc_self_cgroup: &own,
+        proc_self_cgroup: own,
         mountinfo: &mountinfo,
         root_prefix: Path::new("/"),
     };
@@ -217,19 +222,6 @@ fn read_pids(procs: &Path) -> io::Result<Vec<libc::pid_t>> {
         .collect())
 }
 
-/// Sends SIGKILL to one process. Refuses pids that are not a single other process.
-fn sigkill(pid: libc::pid_t) -> io::Result<()> {
-    if pid <= 0 || u32::try_from(pid).ok() == Some(std::process::id()) {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    // SAFETY: kill(2) takes two integers and touches no memory; pid > 0 names one process.
-    if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// What [`create`] did so far, to undo on failure.
 enum Done {
     Created(PathBuf),
@@ -369,7 +361,9 @@ fn move_all_procs(from: &Path, to: &Path) -> Result<(), SetupError> {
     Err(setup_error(&e, &from_procs, with_hint(detail, &e, true)))
 }
 
-/// Kills the processes of every sandbox directory; returns whether any was found.
+/// Whether any sandbox directory still lists a process; on v2 asks the kernel to kill
+/// them (`cgroup.kill`, which needs write access to that file and nothing else). Pids read
+/// here are never signalled.
 fn kill_all(cg: &Cgroup) -> bool {
     let mut found = false;
     for dir in &cg.dirs {
@@ -380,15 +374,69 @@ fn kill_all(cg: &Cgroup) -> bool {
             continue;
         }
         found = true;
-        let kill_file = dir.join("cgroup.kill");
-        if cg.version == CgroupVersion::V2 && write_file(&kill_file, "1").is_ok() {
-            continue;
-        }
-        for pid in pids {
-            let _ = sigkill(pid); // ESRCH: already gone
+        if cg.version == CgroupVersion::V2 {
+            let _ = write_file(&dir.join("cgroup.kill"), "1");
         }
     }
     found
+}
+
+/// Parses a sandbox cgroup's directory name, `bulkhead-<workspace>-<launcher pid>`: the
+/// launcher's pid. `None` for anything else (the leaf, other names).
+pub fn stale_candidate(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(policy::SANDBOX_PREFIX)?;
+    let (ws, pid) = rest.rsplit_once('-')?;
+    bulkhead_shared::validate_workspace_id(ws).ok()?;
+    if pid.is_empty() || pid.len() > 10 || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse::<u32>().ok().filter(|&p| p > 0)
+}
+
+/// Removes sandbox cgroups beside the ones `plan` creates that a supervisor killed with
+/// SIGKILL left behind: only directories named like ours ([`stale_candidate`]), only when
+/// the launcher whose pid the name carries is gone (`proc` is `/proc`), and only with
+/// rmdir, which the kernel refuses for a cgroup that still has a process or a child cgroup.
+/// A live launcher (a sandbox being set up or running) is never touched. Returns how many
+/// were removed; errors are ignored (the launch does not depend on it).
+///
+/// The directory must also belong to the effective uid this runs as (the caller's when
+/// setuid, see `privileged::as_caller`): the identity that would have created it.
+pub fn sweep_stale(plan: &CgroupPlan, proc: &Path) -> usize {
+    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    sweep_stale_with(plan, proc, euid, &Kernel::REAL)
+}
+
+fn sweep_stale_with(plan: &CgroupPlan, proc: &Path, euid: u32, kernel: &Kernel<'_>) -> usize {
+    use std::os::unix::fs::MetadataExt as _;
+    let own = std::process::id();
+    let mut removed = 0;
+    for parent in plan.dirs.iter().filter_map(|d| d.parent()) {
+        let Ok(entries) = fs::read_dir(parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(stale_candidate) else {
+                continue;
+            };
+            if pid == own || proc.join(pid.to_string()).exists() {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_dir() || meta.uid() != euid {
+                continue;
+            }
+            let dir = entry.path();
+            if read_pids(&dir.join("cgroup.procs")).is_ok_and(|p| p.is_empty())
+                && (kernel.rmdir)(&dir).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 fn destroy_with(cg: &Cgroup, kernel: &Kernel<'_>) -> bool {
@@ -631,17 +679,104 @@ mod tests {
     }
 
     #[test]
-    fn refuses_to_signal_anything_but_one_other_process() {
-        for pid in [0, -1, -42, std::process::id() as libc::pid_t] {
-            assert_eq!(
-                sigkill(pid).unwrap_err().raw_os_error(),
-                Some(libc::EINVAL),
-                "{pid}"
-            );
-        }
+    fn reads_pids_but_never_signals_them() {
         let dir = Scratch::new();
         fs::write(dir.0.join("p"), "12\n0\n-1\nx\n34\n").unwrap();
         assert_eq!(read_pids(&dir.0.join("p")).unwrap(), vec![12, 34]);
+        // The teardown of a cgroup that still lists processes (the "kernel" here never
+        // empties it) waits, fails to remove it, and signals nobody: pid 1 is listed, and
+        // this test would not survive a SIGKILL sent to its own pid either.
+        let (d, plan) = v2_plan(&dir.0, "cpu memory pids");
+        let kernel = Kernel {
+            populate: &|dir| fake_populate(dir, true),
+            rmdir: &|dir: &Path| {
+                if read(&dir.join("cgroup.procs")).is_empty() {
+                    fake_rmdir(dir)
+                } else {
+                    Err(io::Error::from_raw_os_error(libc::EBUSY))
+                }
+            },
+        };
+        let cg = create_with(&plan, &kernel).unwrap();
+        let s = d.join("bulkhead-ws1");
+        fs::write(
+            s.join("cgroup.procs"),
+            format!("1\n{}\n", std::process::id()),
+        )
+        .unwrap();
+        assert!(!destroy_with(&cg, &kernel));
+        assert_eq!(
+            read(&s.join("cgroup.kill")),
+            "1",
+            "v2 asks the kernel instead"
+        );
+        fs::write(s.join("cgroup.procs"), "").unwrap();
+        assert!(destroy_with(&cg, &kernel));
+    }
+
+    #[test]
+    fn stale_sandbox_cgroups_of_dead_launchers_are_swept() {
+        assert_eq!(stale_candidate("bulkhead-w-123"), Some(123));
+        assert_eq!(stale_candidate("bulkhead-my-ws_1-42"), Some(42));
+        for name in [
+            "bulkhead-leaf",
+            "bulkhead-w",
+            "bulkhead-w-",
+            "bulkhead-w-0",
+            "bulkhead-W-12",
+            "bulkhead--12",
+            "bulkhead-w-12x",
+            "other-w-12",
+            "bulkhead-w-99999999999",
+        ] {
+            assert_eq!(stale_candidate(name), None, "{name}");
+        }
+        let scratch = Scratch::new();
+        let (d, plan) = v2_plan(&scratch.0, "cpu memory pids");
+        // A fake /proc: pid 777 is alive, 778 and 779 are not.
+        let proc = scratch.0.join("proc");
+        fs::create_dir_all(proc.join("777")).unwrap();
+        let mk = |name: &str, procs: &str| {
+            let p = d.join(name);
+            fs::create_dir(&p).unwrap();
+            fs::write(p.join("cgroup.procs"), procs).unwrap();
+            p
+        };
+        let live = mk("bulkhead-w-777", "");
+        let dead = mk("bulkhead-w-778", "");
+        let busy = mk("bulkhead-w-779", "4242\n");
+        let other = mk("someone-else-778", "");
+        let leaf = mk(LEAF_NAME, "");
+        fs::write(d.join("bulkhead-x-780"), "").unwrap(); // not a directory
+                                                          // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        let removed = sweep_stale_with(
+            &plan,
+            &proc,
+            euid,
+            &Kernel {
+                populate: &|_| Ok(()),
+                rmdir: &fake_rmdir,
+            },
+        );
+        assert_eq!(removed, 1);
+        assert!(!dead.exists());
+        // Named like a sandbox's, but not made by the uid sweeping.
+        let foreign = mk("bulkhead-w-781", "");
+        let removed = sweep_stale_with(
+            &plan,
+            &proc,
+            euid.wrapping_add(1),
+            &Kernel {
+                populate: &|_| Ok(()),
+                rmdir: &fake_rmdir,
+            },
+        );
+        assert_eq!(removed, 0, "swept a directory another uid made");
+        assert!(foreign.exists());
+        for kept in [&live, &busy, &other, &leaf] {
+            assert!(kept.exists(), "{}", kept.display());
+        }
     }
 
     #[test]

@@ -5,18 +5,27 @@
 //! [`LaunchSpec`] (with its [`LaunchOptions`]), re-validates it, and follows this sequence
 //! (the README carries the same list; a test keeps them in step):
 //!
-//! 1. sanitize: not dumpable, no core dumps, close every fd but 0-3 and 5, fd 3 must be a
-//!    socket
-//! 2. spec: read the launch spec (5 s deadline) and re-validate every field; with egress,
+//! 1. sanitize: every signal disposition default and the mask empty (first thing in
+//!    `main`), not dumpable, no core dumps, privileged: `RLIMIT_FSIZE` lifted for our own
+//!    writes, close every fd but 0-3 and 5, fd 3 must be a socket
+//! 2. spec: privileged, the caller authorised before a byte of the spec is decoded (listed
+//!    in `/etc/bulkhead/launch.toml`, its cgroup within `cgroup_parent`; `/proc/self/cgroup`
+//!    read once for this and step 3); read the launch spec (5 s deadline) and re-validate
+//!    every field; with egress,
 //!    fd 5 must be a unix `SOCK_SEQPACKET` socket, without it fd 5 is closed. Privileged,
 //!    within the rules of `/etc/bulkhead/launch.toml` (root-owned, the caller listed in it;
 //!    see `privileged.rs`), and the workspace and extra binds opened with the caller's
-//!    permissions, without symlinks, owned by the caller, as id-mapped detached mounts
-//! 3. cgroup: create the sandbox cgroup under the launcher's own cgroup and write its limits
-//! 4. namespaces: clone into new user, mount, pid, net, ipc and uts namespaces; the child
-//!    waits, is moved into the cgroup, then unshares a cgroup namespace
+//!    permissions, without symlinks, owned by the caller, as id-mapped detached mounts; only
+//!    then, setuid, the host id claimed in the registry (within `max_ids_per_caller`)
+//! 3. cgroup: sweep empty sandbox cgroups of dead launchers, create the sandbox cgroup
+//!    under the launcher's own cgroup and write its limits (setuid: as the caller)
+//! 4. namespaces: `clone3(CLONE_PIDFD)` into new user, mount, pid, net, ipc and uts
+//!    namespaces (v2: `CLONE_INTO_CGROUP`, the target opened and checked with the caller's
+//!    rights); the child waits, is moved into the cgroup, then unshares a cgroup namespace
 //! 5. id maps: the parent writes `setgroups=deny` and maps uid/gid 1000 inside to one
-//!    unprivileged host id (never host root); the child becomes uid/gid 1000
+//!    unprivileged host id (never host root) through `/proc/<pid>` proven by the pidfd;
+//!    the child becomes uid/gid 1000, sets `PR_SET_PDEATHSIG` and checks the supervisor
+//!    is still alive through its pidfd
 //! 6. mounts: tmpfs root, read-only `/usr`, minimal `/etc` and `/dev`, capped `/tmp` and
 //!    `/dev/shm`, fresh `/proc`, `/workspace`, `pivot_root`, old root detached, `/` read-only
 //! 7. network: loopback up, hostname set
@@ -31,9 +40,11 @@
 //!     closed, exec the worker
 //!
 //! Any failed step sends a [`SetupError`] on the socket, exits with `80 + step`, and leaves
-//! no sandbox behind. The parent then supervises: it waits for the worker, kills it on
-//! SIGTERM/SIGINT/SIGHUP, reports OOM kills, and removes the cgroup. A setuid supervisor does
-//! that as its caller, with `CAP_KILL` alone.
+//! no sandbox behind. The parent then supervises: it polls the worker's pidfd, a signalfd
+//! and the report pipe; it kills the worker (through its pidfd, never a pid number) on
+//! SIGTERM/SIGINT/SIGHUP or when the controller is gone, reaps it with `waitid(P_PIDFD)`,
+//! reports OOM kills, and removes the cgroup. A setuid supervisor does that as its caller,
+//! with `CAP_KILL` alone.
 
 mod cgroup;
 mod fs;
@@ -76,6 +87,14 @@ const USAGE: &str = "usage: bulkhead-launch\n\
     128+n worker killed by signal n.";
 
 fn main() {
+    // First: nothing the caller ignored or blocked applies here (SIGCHLD ignored would let
+    // the kernel reap our children behind our back, SIGTERM blocked would make us deaf to
+    // it). Reported by `sanitize` once the socket is known.
+    let signals = sys::reset_signals();
+    // Our own choice, undone in the child before exec: a write to the report pipe of a
+    // controller that is gone is an error to handle (the supervisor then ends the sandbox),
+    // not death before the cleanup.
+    let _ = sys::ignore_signal(libc::SIGPIPE, true);
     // A setuid-root launcher takes nothing from its caller's environment; a root caller may
     // name another configuration file.
     let (uid, _, euid) = sys::ids();
@@ -103,7 +122,7 @@ fn main() {
             std::process::exit(LAUNCH_USAGE);
         }
     }
-    std::process::exit(run(mode, config_env));
+    std::process::exit(run(mode, config_env, signals));
 }
 
 fn err(step: SetupStep, e: &std::io::Error, path: &str, detail: impl Into<String>) -> SetupError {
@@ -164,7 +183,7 @@ impl Prepared {
     }
 }
 
-fn run(mode: Mode, config_env: Option<String>) -> i32 {
+fn run(mode: Mode, config_env: Option<String>, signals: std::io::Result<()>) -> i32 {
     // 1. sanitize
     if !sys::is_socket(SOCK_FD) {
         eprintln!("bulkhead-launch: fd 3 is not a socket\n{USAGE}");
@@ -173,11 +192,53 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
     // SAFETY: fd 3 is an open socket (checked above) that nothing else in this process owns.
     let sock = unsafe { UnixStream::from_raw_fd(SOCK_FD) };
     let mut end = WorkerEnd::new(sock);
-    if let Err(e) = sanitize() {
+    if let Err(e) = signals
+        .map_err(|e| {
+            err(
+                SetupStep::Sanitize,
+                &e,
+                "",
+                "reset signal dispositions and mask",
+            )
+        })
+        .and_then(|_| sanitize(mode))
+    {
         return report_failure(&mut end, e);
     }
+    let (uid, gid, _) = sys::ids();
+    let caller = Caller {
+        privileged: mode.privileged(),
+        uid,
+        gid,
+    };
+    // A setuid launcher does cgroup work with the caller's own rights only (`as_caller`):
+    // in the caller's delegated cgroup, nothing it could not do itself.
+    let who = (mode == Mode::Setuid).then_some((uid, gid));
+    if caller.privileged {
+        // Not the caller's umask for anything root creates.
+        sys::umask(0o022);
+    }
+    // Read once: the authorisation and the cgroup plan see the same placement.
+    let own_cgroup = match std::fs::read_to_string("/proc/self/cgroup") {
+        Ok(t) => t,
+        Err(e) => {
+            return report_failure(
+                &mut end,
+                err(SetupStep::Spec, &e, "/proc/self/cgroup", "read"),
+            )
+        }
+    };
 
-    // 2. spec
+    // 2. spec: the caller is authorised before a byte of its spec is decoded.
+    let rules = match privileged::rules(mode, config_env) {
+        Ok(r) => r,
+        Err(e) => return report_failure(&mut end, e),
+    };
+    if mode == Mode::Setuid {
+        if let Err(e) = privileged::authorize(&rules, uid, gid, &own_cgroup) {
+            return report_failure(&mut end, e);
+        }
+    }
     let _ = end.socket().set_read_timeout(Some(Duration::from_secs(5)));
     let (spec, options) = match end.recv() {
         Ok(ControllerMsg::Launch(spec, options)) => (spec, options),
@@ -194,40 +255,14 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
             return LAUNCH_PROTOCOL;
         }
     };
-    // Before anything opens a descriptor that could land on EGRESS_FD.
+    // Before anything keeps a descriptor open that could land on EGRESS_FD (the reads
+    // above closed theirs).
     if let Err(e) = egress_channel(&options) {
         return report_failure(&mut end, e);
     }
     let _ = end.socket().set_read_timeout(None);
-    let (uid, gid, _) = sys::ids();
-    let caller = Caller {
-        privileged: mode.privileged(),
-        uid,
-        gid,
-    };
-    // A setuid launcher does cgroup work with the caller's own rights only (`as_caller`):
-    // in the caller's delegated cgroup, nothing it could not do itself.
-    let who = (mode == Mode::Setuid).then_some((uid, gid));
-    if caller.privileged {
-        // Not the caller's umask for anything root creates.
-        sys::umask(0o022);
-    }
-    let rules = match privileged::rules(mode, config_env) {
-        Ok(r) => r,
-        Err(e) => return report_failure(&mut end, e),
-    };
-    if mode == Mode::Setuid {
-        if let Err(e) = privileged::authorize(&rules, uid, gid) {
-            return report_failure(&mut end, e);
-        }
-    }
     if let Err(e) = validate_spec(&spec, caller, &rules) {
         return report_failure(&mut end, plain(SetupStep::Spec, "", e.to_string()));
-    }
-    if let (Mode::Setuid, Some(registry)) = (mode, rules.id_registry.as_deref()) {
-        if let Err(e) = privileged::claim_host_id(registry, spec.host_uid, uid) {
-            return report_failure(&mut end, e);
-        }
     }
     let (host_uid, host_gid) = if caller.privileged {
         (spec.host_uid, spec.host_gid)
@@ -242,6 +277,14 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
     } else {
         None
     };
+    // The host id is claimed only for a request that passed every check above.
+    if let (Mode::Setuid, Some(registry)) = (mode, rules.id_registry.as_deref()) {
+        if let Err(e) =
+            privileged::claim_host_id(registry, spec.host_uid, uid, rules.max_ids_per_caller)
+        {
+            return report_failure(&mut end, e);
+        }
+    }
 
     let prepared = match prepare(
         spec,
@@ -254,15 +297,22 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         Err(e) => return report_failure(&mut end, e),
     };
 
-    // SIGTERM/SIGINT/SIGHUP wait from here on (the supervisor takes them), so a caller's
-    // signal cannot end the launcher between creating the cgroup and handing it over.
-    let signals = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-    let sigset = match sys::block_signals(&signals) {
-        Ok(s) => s,
+    // SIGTERM/SIGINT/SIGHUP wait from here on, read from a signalfd by the supervisor, so a
+    // caller's signal cannot end the launcher between creating the cgroup and handing it
+    // over.
+    let sigset = match sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+        .and_then(|set| sys::signalfd(&set))
+    {
+        Ok(fd) => fd,
         Err(e) => {
             return report_failure(
                 &mut end,
-                err(SetupStep::Namespaces, &e, "", "block signals"),
+                err(
+                    SetupStep::Namespaces,
+                    &e,
+                    "",
+                    "block signals into a signalfd",
+                ),
             );
         }
     };
@@ -270,7 +320,10 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
     // 3. cgroup
     let name = format!("{}-{}", prepared.spec.workspace_id, std::process::id());
     let cg = match privileged::as_caller(who, || {
-        cgroup::plan_for_self(&name, &prepared.spec.limits).and_then(|p| cgroup::create(&p))
+        cgroup::plan_for_self(&own_cgroup, &name, &prepared.spec.limits).and_then(|p| {
+            cgroup::sweep_stale(&p, std::path::Path::new("/proc"));
+            cgroup::create(&p)
+        })
     }) {
         Ok(cg) => cg,
         Err(e) => return report_failure(&mut end, e),
@@ -283,6 +336,14 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         Err(e) => {
             destroy(&cg);
             return report_failure(&mut end, err(SetupStep::Namespaces, &e, "", "pipe"));
+        }
+    };
+    // The child's proof that we are alive after its PR_SET_PDEATHSIG (readable once we exit).
+    let lifeline = match sys::pidfd_of_self() {
+        Ok(fd) => fd,
+        Err(e) => {
+            destroy(&cg);
+            return report_failure(&mut end, err(SetupStep::Namespaces, &e, "", "pidfd_open"));
         }
     };
     if caller.privileged {
@@ -305,45 +366,16 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
     if !caller.privileged {
         let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
     }
-    // cgroup v2: clone straight into the sandbox cgroup (no migration). Kernels before 5.7
-    // lack CLONE_INTO_CGROUP: fall back to clone + a cgroup.procs write.
-    let mut born_in_cgroup = false;
-    let pid = match cg.version {
-        CgroupVersion::V2 => {
-            let dir = cg.dirs[0].to_string_lossy().into_owned();
-            match sys::open_dir_path(&dir).and_then(|fd| {
-                let r = sys::clone3_into_cgroup(flags, fd);
-                if !matches!(r, Ok(0)) {
-                    sys::close(fd);
-                }
-                r
-            }) {
-                Ok(p) => {
-                    born_in_cgroup = true;
-                    Ok(p)
-                }
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
-                    ) =>
-                {
-                    sys::clone_fork(flags)
-                }
-                Err(e) => Err(e),
-            }
-        }
-        CgroupVersion::V1 => sys::clone_fork(flags),
-    };
-    if !matches!(pid, Ok(0)) {
+    let (child, born_in_cgroup) = clone_sandbox(flags, &cg, who);
+    if !matches!(child, Ok(None)) {
         let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0);
     }
-    let pid = match pid {
-        Ok(0) => {
+    let child = match child {
+        Ok(None) => {
             sys::close(go_wr);
-            child(prepared, &cg, go_rd, &mut end)
+            child_main(prepared, &cg, go_rd, lifeline, &mut end)
         }
-        Ok(pid) => {
+        Ok(Some(child)) => {
             // The plan, mounts and filters belong to the child now; give the memory back
             // (the supervisor lives as long as the sandbox, ×1000 on a busy host).
             for fd in prepared.source_fds() {
@@ -351,7 +383,7 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
             }
             drop(prepared);
             sys::trim_heap();
-            pid
+            child
         }
         Err(e) => {
             destroy(&cg);
@@ -368,28 +400,27 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         }
     };
     sys::close(go_rd);
+    sys::close(lifeline);
 
     // 5. id maps, then the cgroup, then let the child go.
     // cgroup v1: the child moves itself (cheap, see cgroup::attach_self) unless the cgroup
     // is the setuid caller's, which only the caller's rights may write; v2: we move it.
-    let setup = write_id_maps(pid, host_uid, host_gid).and_then(|_| match cg.version {
+    let setup = write_id_maps(child, host_uid, host_gid).and_then(|_| match cg.version {
         CgroupVersion::V2 if !born_in_cgroup => {
-            privileged::as_caller(who, || cgroup::attach(&cg, pid))
+            privileged::as_caller(who, || cgroup::attach(&cg, child.pid))
         }
         CgroupVersion::V1 if who.is_some() => {
-            privileged::as_caller(who, || cgroup::attach(&cg, pid))
+            privileged::as_caller(who, || cgroup::attach(&cg, child.pid))
         }
         _ => Ok(()),
     });
     if let Err(e) = setup {
-        let _ = sys::kill(pid, libc::SIGKILL);
-        let _ = sys::waitpid(pid, false);
+        sys::kill_and_reap(child);
         destroy(&cg);
         return report_failure(&mut end, e);
     }
     if let Err(e) = sys::write_all(go_wr, b"g") {
-        let _ = sys::kill(pid, libc::SIGKILL);
-        let _ = sys::waitpid(pid, false);
+        sys::kill_and_reap(child);
         destroy(&cg);
         return report_failure(
             &mut end,
@@ -398,12 +429,11 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
     }
     sys::close(go_wr);
     // Setup is done: a setuid supervisor becomes its caller, keeping only CAP_KILL (to end
-    // the sandbox, whose processes are the workspace's host uid). Its cgroup work was the
-    // caller's already.
+    // the sandbox, whose processes are the workspace's host uid), used on the worker's
+    // pidfd alone. Its cgroup work was the caller's already.
     if let Some((uid, gid)) = who {
         if let Err(e) = drop_to_caller(uid, gid) {
-            let _ = sys::kill(pid, libc::SIGKILL);
-            let _ = sys::waitpid(pid, false);
+            sys::kill_and_reap(child);
             destroy(&cg);
             return report_failure(
                 &mut end,
@@ -418,16 +448,43 @@ fn run(mode: Mode, config_env: Option<String>) -> i32 {
         sys::close(EGRESS_FD);
     }
     report(&LauncherReport::Ready {
-        worker_pid: pid as u32,
+        worker_pid: child.pid as u32,
         cgroup_version: cg.version,
         cgroup_dirs: cg.dirs.iter().map(|d| d.display().to_string()).collect(),
         oom_file: cg.oom_file.display().to_string(),
         privileged: caller.privileged,
     });
     // After the drop the supervisor's ids are the caller's already.
-    supervise(pid, &sigset, &cg, None)
+    supervise(child, sigset, &cg, None)
 }
 
+/// Step 4's clone: `clone3` with `CLONE_PIDFD` into the new namespaces; on cgroup v2
+/// straight into the sandbox cgroup (`CLONE_INTO_CGROUP`, no migration), whose directory fd
+/// is opened, and whose write permission the kernel checks, with the caller's rights when
+/// setuid. Returns the child (`None` in the child) and whether it was born in the cgroup.
+fn clone_sandbox(
+    flags: libc::c_int,
+    cg: &cgroup::Cgroup,
+    who: Option<(u32, u32)>,
+) -> (std::io::Result<Option<sys::Child>>, bool) {
+    if cg.version == CgroupVersion::V2 {
+        let dir = cg.dirs[0].to_string_lossy().into_owned();
+        let into = privileged::as_caller(who, || sys::open_dir_path(&dir)).and_then(|fd| {
+            let r = privileged::as_caller_fs(who, || sys::clone3(flags, Some(fd)));
+            if !matches!(r, Ok(None)) {
+                sys::close(fd);
+            }
+            r
+        });
+        match into {
+            // Kernels or filesystems that refuse CLONE_INTO_CGROUP: a plain clone, then a
+            // cgroup.procs write (as the caller).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::EINVAL)) => {}
+            r => return (r, true),
+        }
+    }
+    (sys::clone3(flags, None), false)
+}
 /// `CAP_KILL` (`<linux/capability.h>`).
 const CAP_KILL: u32 = 5;
 
@@ -471,10 +528,20 @@ fn msg_name(m: &ControllerMsg) -> &'static str {
     }
 }
 
-fn sanitize() -> Result<(), SetupError> {
+fn sanitize(mode: Mode) -> Result<(), SetupError> {
     let e = |x: std::io::Error, what: &str| err(SetupStep::Sanitize, &x, "", what);
     sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(|x| e(x, "PR_SET_DUMPABLE"))?;
     sys::setrlimit(libc::RLIMIT_CORE, 0, 0).map_err(|x| e(x, "RLIMIT_CORE"))?;
+    if mode.privileged() {
+        // The launcher's own writes (the id registry) are not cut short by a file-size
+        // limit its caller set. Without CAP_SYS_RESOURCE (some containers) the hard limit
+        // stays: then the soft one goes up to it, and the registry write, with SIGXFSZ
+        // ignored, fails whole (EFBIG) instead of leaving a torn record.
+        if sys::setrlimit(libc::RLIMIT_FSIZE, libc::RLIM_INFINITY, libc::RLIM_INFINITY).is_err() {
+            let (_, hard) = sys::getrlimit(libc::RLIMIT_FSIZE).map_err(|x| e(x, "RLIMIT_FSIZE"))?;
+            sys::setrlimit(libc::RLIMIT_FSIZE, hard, hard).map_err(|x| e(x, "RLIMIT_FSIZE"))?;
+        }
+    }
     // Everything above the socket but the egress channel, which the spec decides about.
     sys::close_range(SOCK_FD as u32 + 1, EGRESS_FD as u32 - 1).map_err(|x| e(x, "close_range"))?;
     sys::close_from(EGRESS_FD as u32 + 1).map_err(|x| e(x, "close_range"))?;
@@ -619,18 +686,44 @@ fn open_owned_dir(dir: &str, host_uid: u32) -> Result<RawFd, SetupError> {
     Ok(fd)
 }
 
-fn write_id_maps(pid: libc::pid_t, host_uid: u32, host_gid: u32) -> Result<(), SetupError> {
+/// Writes the child's `setgroups`, `uid_map` and `gid_map` through its `/proc/<pid>`
+/// directory, proven to be this child by its pidfd ([`sys::proc_dir_of`]): a pid number
+/// alone could name another process by now.
+fn write_id_maps(child: sys::Child, host_uid: u32, host_gid: u32) -> Result<(), SetupError> {
+    let proc_dir = format!("/proc/{}", child.pid);
+    let dir = sys::proc_dir_of(child).map_err(|e| {
+        err(
+            SetupStep::IdMaps,
+            &e,
+            &proc_dir,
+            "open the child's /proc directory",
+        )
+    })?;
     let w = |file: &str, val: String| {
-        let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, val).map_err(|e| err(SetupStep::IdMaps, &e, &path, "write"))
+        let path = format!("{proc_dir}/{file}");
+        sys::openat_file(dir, file, libc::O_WRONLY | libc::O_CLOEXEC, 0)
+            .and_then(|fd| {
+                let r = sys::write_all(fd, val.as_bytes());
+                sys::close(fd);
+                r
+            })
+            .map_err(|e| err(SetupStep::IdMaps, &e, &path, "write"))
     };
-    w("setgroups", "deny".into())?;
-    w("uid_map", format!("{SANDBOX_UID} {host_uid} 1\n"))?;
-    w("gid_map", format!("{SANDBOX_GID} {host_gid} 1\n"))
+    let r = w("setgroups", "deny".into())
+        .and_then(|_| w("uid_map", format!("{SANDBOX_UID} {host_uid} 1\n")))
+        .and_then(|_| w("gid_map", format!("{SANDBOX_GID} {host_gid} 1\n")));
+    sys::close(dir);
+    r
 }
 
 /// The child: steps 4 (cgroup ns) to 13, then exec. Never returns.
-fn child(p: Prepared, cg: &cgroup::Cgroup, go_rd: RawFd, end: &mut WorkerEnd) -> ! {
+fn child_main(
+    p: Prepared,
+    cg: &cgroup::Cgroup,
+    go_rd: RawFd,
+    lifeline: RawFd,
+    end: &mut WorkerEnd,
+) -> ! {
     let mut b = [0u8; 1];
     if !matches!(sys::read(go_rd, &mut b), Ok(1)) {
         // The parent failed and reports it.
@@ -641,7 +734,7 @@ fn child(p: Prepared, cg: &cgroup::Cgroup, go_rd: RawFd, end: &mut WorkerEnd) ->
         let code = report_failure(end, err(SetupStep::Sanitize, &e, "", "PR_SET_DUMPABLE"));
         sys::exit_now(code);
     }
-    match setup_child(&p, cg) {
+    match setup_child(&p, cg, lifeline) {
         Ok(()) => {
             let argv = [c"bulkhead-worker"];
             let envp = [c"PATH=/usr/local/bin:/usr/bin:/bin"];
@@ -659,7 +752,7 @@ fn child(p: Prepared, cg: &cgroup::Cgroup, go_rd: RawFd, end: &mut WorkerEnd) ->
     }
 }
 
-fn setup_child(p: &Prepared, cg: &cgroup::Cgroup) -> Result<(), SetupError> {
+fn setup_child(p: &Prepared, cg: &cgroup::Cgroup, lifeline: RawFd) -> Result<(), SetupError> {
     use SetupStep as S;
     // 3 (cont.). cgroup v1: join the sandbox cgroup before anything else is allocated.
     if cg.version == CgroupVersion::V1 && !p.parent_attaches {
@@ -686,6 +779,18 @@ fn setup_child(p: &Prepared, cg: &cgroup::Cgroup) -> Result<(), SetupError> {
     // change, which clears it.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
         .map_err(|e| err(S::IdMaps, &e, "", "PR_SET_PDEATHSIG"))?;
+    // A supervisor that died before that line sent no signal. getppid() cannot tell (our
+    // parent lies outside our pid namespace: it reads 0 either way), so ask its pidfd.
+    let mut fds = [libc::pollfd {
+        fd: lifeline,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let gone = sys::poll(&mut fds, 0).map_err(|e| err(S::IdMaps, &e, "", "poll the supervisor"))?;
+    sys::close(lifeline);
+    if gone != 0 {
+        return Err(plain(S::IdMaps, "", "the supervisor exited during setup"));
+    }
     sys::umask(0o022);
     // 6. mounts
     fs::build_root(&p.mounts, workspace, &binds)?;
@@ -745,7 +850,9 @@ fn setup_child(p: &Prepared, cg: &cgroup::Cgroup) -> Result<(), SetupError> {
         seccompiler::apply_filter(prog)
             .map_err(|e| plain(S::Seccomp, "", format!("install filter: {e}")))?;
     }
-    sys::unblock_all_signals().map_err(|e| err(S::Exec, &e, "", "sigprocmask"))?;
+    // The worker starts with every disposition default and nothing blocked (the supervisor's
+    // blocked SIGTERM/SIGINT/SIGHUP and ignored SIGPIPE stay here).
+    sys::reset_signals().map_err(|e| err(S::Exec, &e, "", "reset signals"))?;
     Ok(())
 }
 
@@ -779,28 +886,9 @@ fn drop_capabilities(cap_last: u32) -> Result<(), SetupError> {
 }
 
 /// The parent after a successful launch: wait, kill on request, clean up, report.
-fn supervise(
-    pid: libc::pid_t,
-    sigset: &libc::sigset_t,
-    cg: &cgroup::Cgroup,
-    who: Option<(u32, u32)>,
-) -> i32 {
-    let status = loop {
-        match sys::sigwait(sigset) {
-            Ok(libc::SIGCHLD) => match sys::waitpid(pid, true) {
-                Ok(sys::Wait::Running) => continue,
-                Ok(w) => break w,
-                Err(_) => break sys::Wait::Exited(LAUNCH_WORKER_ERROR),
-            },
-            Ok(_) => {
-                let _ = sys::kill(pid, libc::SIGKILL);
-            }
-            Err(_) => {
-                let _ = sys::kill(pid, libc::SIGKILL);
-                break sys::waitpid(pid, false).unwrap_or(sys::Wait::Exited(LAUNCH_WORKER_ERROR));
-            }
-        }
-    };
+fn supervise(child: sys::Child, sigfd: RawFd, cg: &cgroup::Cgroup, who: Option<(u32, u32)>) -> i32 {
+    let status = watch(child, sigfd);
+    sys::close(child.pidfd);
     let oom_kills = cgroup::oom_kills(cg);
     // The worker is the sandbox's pid-namespace init: with it gone the kernel has killed
     // every process of the sandbox. Cleanup runs with the caller's rights when setuid.
@@ -817,4 +905,54 @@ fn supervise(
         cgroup_removed,
     });
     exit
+}
+
+/// Waits for the worker to end and returns how it did. Ends it (SIGKILL through its pidfd,
+/// never by pid number) on SIGTERM, SIGINT or SIGHUP (`sigfd`) and when the controller is
+/// gone (the reader of the report pipe closed: POLLERR on our end), then waits for it. The
+/// worker is the sandbox's pid-namespace init, so its end is the sandbox's.
+fn watch(child: sys::Child, sigfd: RawFd) -> sys::Wait {
+    let mut controller = REPORT_FD;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: child.pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            // Write end of a pipe: POLLERR once the reader is gone (events 0: nothing else).
+            libc::pollfd {
+                fd: controller,
+                events: 0,
+                revents: 0,
+            },
+        ];
+        if sys::poll(&mut fds, -1).is_err() {
+            let _ = sys::pidfd_send_signal(child.pidfd, libc::SIGKILL);
+            return sys::wait_pidfd(child.pidfd, false).unwrap_or(sys::Wait::Running);
+        }
+        if fds[0].revents != 0 {
+            match sys::wait_pidfd(child.pidfd, true) {
+                Ok(sys::Wait::Running) => {}
+                Ok(w) => return w,
+                Err(_) => return sys::Wait::Running,
+            }
+        }
+        if fds[1].revents != 0 {
+            let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>() * 4];
+            let _ = sys::read(sigfd, &mut buf);
+            let _ = sys::pidfd_send_signal(child.pidfd, libc::SIGKILL);
+        }
+        if fds[2].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            controller = -1; // poll ignores negative fds: do not wake for it again
+            let _ = sys::pidfd_send_signal(child.pidfd, libc::SIGKILL);
+        } else if fds[2].revents & libc::POLLNVAL != 0 {
+            controller = -1; // no report pipe was given: nothing to watch there
+        }
+    }
 }

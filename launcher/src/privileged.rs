@@ -135,70 +135,155 @@ pub fn root_owned_dirs(path: &str, step: SetupStep) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// Who a record of the id registry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// No record: the id is free.
+    Nobody,
+    /// The record names this uid.
+    Uid(u32),
+    /// A record that is not `<uid>\n`: a write of an older launcher cut short (an inherited
+    /// `RLIMIT_FSIZE`, a crash). Nobody's; the next claim replaces it.
+    Torn,
+}
+
+/// Reads record `name` of the registry `dir`.
+fn holder(dir: RawFd, name: &str) -> std::io::Result<Holder> {
+    let fd = match sys::openat_file(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0,
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Holder::Nobody),
+        Err(e) => return Err(e),
+    };
+    let mut buf = [0u8; 16];
+    let n = sys::read(fd, &mut buf);
+    sys::close(fd);
+    let text = std::str::from_utf8(&buf[..n?]).unwrap_or("");
+    Ok(text
+        .strip_suffix('\n')
+        .and_then(|t| t.parse::<u32>().ok())
+        .map_or(Holder::Torn, Holder::Uid))
+}
+
+/// How many ids of the registry `dir` name `caller`, counting up to `stop`.
+fn claims_of(dir: RawFd, caller: u32, stop: u32) -> std::io::Result<u32> {
+    let mut held = 0;
+    for entry in std::fs::read_dir(format!("/proc/self/fd/{dir}"))? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str().filter(|n| n.parse::<u32>().is_ok()) else {
+            continue; // a temporary file of a claim being written
+        };
+        if holder(dir, name)? == Holder::Uid(caller) {
+            held += 1;
+            if held >= stop {
+                break;
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Writes record `name` = `caller` into the registry `dir` whole or not at all: a temporary
+/// file, fsync, then a rename that fails if the record appeared meanwhile (`replace`: that
+/// replaces a torn one), then an fsync of the directory. SIGXFSZ is ignored for the write
+/// (the launcher's own `RLIMIT_FSIZE` is unlimited already, see `sanitize`): a limit would
+/// give an error, never a half-written record.
+fn write_record(dir: RawFd, name: &str, caller: u32, replace: bool) -> std::io::Result<()> {
+    let tmp = format!(".{name}.{}.tmp", std::process::id());
+    let _ = sys::unlink_at(dir, &tmp); // left by a launcher of the same pid that died here
+    let fd = sys::openat_file(
+        dir,
+        &tmp,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0o600,
+    )?;
+    let _ = sys::ignore_signal(libc::SIGXFSZ, true);
+    let written = sys::write_all(fd, format!("{caller}\n").as_bytes()).and_then(|_| sys::fsync(fd));
+    let _ = sys::ignore_signal(libc::SIGXFSZ, false);
+    sys::close(fd);
+    let renamed = written.and_then(|_| {
+        if replace {
+            sys::rename_replace(dir, &tmp, name)
+        } else {
+            sys::rename_noreplace(dir, &tmp, name)
+        }
+    });
+    if renamed.is_err() {
+        let _ = sys::unlink_at(dir, &tmp);
+    }
+    renamed?;
+    sys::fsync(dir)
+}
+
 /// Records in `registry` that `caller` holds host id `id`, or refuses when another caller
-/// does. One file per id, created exclusively, holding the caller's uid; a claim is never
-/// released (ids are plenty). The directory and every one above it must be root's.
-pub fn claim_host_id(registry: &str, id: u32, caller: u32) -> Result<(), SetupError> {
+/// does, or when `caller` holds `quota` ids already. One file per id holding the caller's
+/// uid, written whole (tmp + fsync + rename); a claim is never released. Claims are made one
+/// at a time under an exclusive lock of the registry directory, so the count and the claim
+/// agree. The directory and every one above it must be root's.
+pub fn claim_host_id(registry: &str, id: u32, caller: u32, quota: u32) -> Result<(), SetupError> {
     let name = id.to_string();
     let path = format!("{registry}/{name}");
     root_owned_dirs(&path, SetupStep::Spec)?;
-    let dir = sys::open_dir_nofollow(registry)
+    let dir = sys::open_dir_rdonly_nofollow(registry)
         .map_err(|e| err(SetupStep::Spec, &e, registry, "open the id registry"))?;
     let result = (|| {
-        match sys::openat_file(
-            dir,
-            &name,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600,
-        ) {
-            Ok(fd) => {
-                let w = sys::write_all(fd, format!("{caller}\n").as_bytes());
-                sys::close(fd);
-                return w.map_err(|e| err(SetupStep::Spec, &e, &path, "record the host id"));
+        sys::lock_exclusive(dir)
+            .map_err(|e| err(SetupStep::Spec, &e, registry, "lock the id registry"))?;
+        let torn = match holder(dir, &name)
+            .map_err(|e| err(SetupStep::Spec, &e, &path, "read the host id's holder"))?
+        {
+            Holder::Uid(owner) if owner == caller => return Ok(()),
+            Holder::Uid(owner) => {
+                return Err(plain(
+                    SetupStep::Spec,
+                    &path,
+                    format!("host id {id} {FOREIGN_ID} of this launcher (uid {owner}): pick another id of the range"),
+                ))
             }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(err(SetupStep::Spec, &e, &path, "claim the host id")),
+            Holder::Nobody => false,
+            Holder::Torn => true,
+        };
+        let held = claims_of(dir, caller, quota)
+            .map_err(|e| err(SetupStep::Spec, &e, registry, "count the caller's host ids"))?;
+        if held >= quota {
+            return Err(plain(
+                SetupStep::Spec,
+                registry,
+                format!(
+                    "uid {caller} holds {held} host ids already, the most max_ids_per_caller \
+                     allows; an operator can raise max_ids_per_caller in {LAUNCH_CONFIG_PATH} \
+                     or remove this caller's records of workspaces that are gone"
+                ),
+            ));
         }
-        // Held already: by this caller? (A claim being written right now reads empty for a
-        // moment.)
-        for _ in 0..50 {
-            let fd = sys::openat_file(
-                dir,
-                &name,
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0,
-            )
-            .map_err(|e| err(SetupStep::Spec, &e, &path, "read the host id's holder"))?;
-            let mut buf = [0u8; 16];
-            let n = sys::read(fd, &mut buf);
-            sys::close(fd);
-            let n = n.map_err(|e| err(SetupStep::Spec, &e, &path, "read the host id's holder"))?;
-            let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
-            if let Some(owner) = text.strip_suffix('\n').and_then(|t| t.parse::<u32>().ok()) {
-                return if owner == caller {
-                    Ok(())
-                } else {
-                    Err(plain(
-                        SetupStep::Spec,
-                        &path,
-                        format!("host id {id} {FOREIGN_ID} of this launcher (uid {owner}): pick another id of the range"),
-                    ))
-                };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        Err(plain(
-            SetupStep::Spec,
-            &path,
-            "the host id's record is unreadable; an operator should look at it",
-        ))
+        write_record(dir, &name, caller, torn).map_err(|e| {
+            let what = if e.raw_os_error() == Some(libc::EFBIG) {
+                "record the host id: the caller's file-size limit (RLIMIT_FSIZE) is too small \
+                 and the launcher may not raise it (no CAP_SYS_RESOURCE); start the \
+                 controller without `ulimit -f`; nothing was recorded"
+            } else {
+                "record the host id"
+            };
+            err(SetupStep::Spec, &e, &path, what)
+        })
     })();
     sys::close(dir);
     result
 }
 
 /// Whether the caller may use the launcher at all, and from where.
-pub fn authorize(rules: &LaunchConfig, uid: u32, gid: u32) -> Result<(), SetupError> {
+/// `own_cgroup` is the launcher's `/proc/self/cgroup`, read once by `run` for this and for
+/// the cgroup plan.
+pub fn authorize(
+    rules: &LaunchConfig,
+    uid: u32,
+    gid: u32,
+    own_cgroup: &str,
+) -> Result<(), SetupError> {
     let mut gids = sys::groups().map_err(|x| err(SetupStep::Spec, &x, "", "getgroups"))?;
     gids.push(gid);
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -209,9 +294,7 @@ pub fn authorize(rules: &LaunchConfig, uid: u32, gid: u32) -> Result<(), SetupEr
         )));
     }
     if rules.cgroup_parent.is_some() {
-        let own = std::fs::read_to_string("/proc/self/cgroup")
-            .map_err(|x| err(SetupStep::Spec, &x, "/proc/self/cgroup", "read"))?;
-        for line in own.lines() {
+        for line in own_cgroup.lines() {
             let mut f = line.splitn(3, ':');
             let (_, ctrls, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
             let relevant = ctrls.is_empty()
@@ -240,6 +323,21 @@ pub fn as_caller<T>(who: Option<(u32, u32)>, f: impl FnOnce() -> T) -> T {
         // Cannot regain root: nothing below may run half-privileged.
         sys::exit_now(bulkhead_shared::exit::LAUNCH_WORKER_ERROR);
     }
+    r
+}
+
+/// Runs `f` with the filesystem uid and gid of the caller when `who` is set, effective ids
+/// unchanged: for `clone3(CLONE_INTO_CGROUP)`, whose check of the target cgroup is a write
+/// permission check of its `cgroup.procs` with the fsuid, while the user namespace it
+/// creates must still belong to root (the owner is the effective uid). The child starts
+/// with the same fsuid; both sides return to root's here.
+pub fn as_caller_fs<T>(who: Option<(u32, u32)>, f: impl FnOnce() -> T) -> T {
+    let Some((uid, gid)) = who else { return f() };
+    let old_u = sys::setfsuid(uid);
+    let old_g = sys::setfsgid(gid);
+    let r = f();
+    sys::setfsgid(old_g);
+    sys::setfsuid(old_u);
     r
 }
 
@@ -287,14 +385,14 @@ fn open_owned(path: &str, uid: u32, gid: u32, field: &str) -> Result<RawFd, Setu
 /// namespace is pinned by an fd here.
 fn idmap_userns(from: (u32, u32), to: (u32, u32)) -> std::io::Result<RawFd> {
     let (rd, wr) = sys::pipe()?;
-    let pid = match sys::clone_fork(libc::CLONE_NEWUSER) {
-        Ok(0) => {
+    let child = match sys::clone3(libc::CLONE_NEWUSER, None) {
+        Ok(None) => {
             sys::close(wr);
             let mut b = [0u8; 1];
             let _ = sys::read(rd, &mut b);
             sys::exit_now(0);
         }
-        Ok(pid) => pid,
+        Ok(Some(child)) => child,
         Err(e) => {
             sys::close(rd);
             sys::close(wr);
@@ -302,20 +400,24 @@ fn idmap_userns(from: (u32, u32), to: (u32, u32)) -> std::io::Result<RawFd> {
         }
     };
     sys::close(rd);
-    let r = (|| {
-        std::fs::write(
-            format!("/proc/{pid}/uid_map"),
-            format!("{} {} 1\n", from.0, to.0),
-        )?;
-        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
-        std::fs::write(
-            format!("/proc/{pid}/gid_map"),
-            format!("{} {} 1\n", from.1, to.1),
-        )?;
-        sys::open_rdonly(&format!("/proc/{pid}/ns/user"))
-    })();
+    // Through /proc/<pid> proven to be this child (sys::proc_dir_of), never by pid number.
+    let r = sys::proc_dir_of(child).and_then(|dir| {
+        let w = |file: &str, val: String| -> std::io::Result<()> {
+            let fd = sys::openat_file(dir, file, libc::O_WRONLY | libc::O_CLOEXEC, 0)?;
+            let r = sys::write_all(fd, val.as_bytes());
+            sys::close(fd);
+            r
+        };
+        let r = w("uid_map", format!("{} {} 1\n", from.0, to.0))
+            .and_then(|_| w("setgroups", "deny".into()))
+            .and_then(|_| w("gid_map", format!("{} {} 1\n", from.1, to.1)))
+            .and_then(|_| sys::openat_file(dir, "ns/user", libc::O_RDONLY | libc::O_CLOEXEC, 0));
+        sys::close(dir);
+        r
+    });
     sys::close(wr);
-    let _ = sys::waitpid(pid, false);
+    let _ = sys::wait_pidfd(child.pidfd, false);
+    sys::close(child.pidfd);
     r
 }
 

@@ -41,6 +41,17 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> i
     check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
 }
 
+/// `getrlimit`: (soft, hard).
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer for one rlimit.
+    check(unsafe { libc::getrlimit(resource, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
 /// `close_range(first, u32::MAX, 0)`.
 pub fn close_from(first: u32) -> io::Result<()> {
     // SAFETY: closes descriptors only; the caller owns every fd at or above `first`.
@@ -145,27 +156,6 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// fork-like `clone(flags | SIGCHLD)` with no new stack: returns 0 in the child.
-///
-/// The process is single-threaded (checked by the caller), so the child may keep running
-/// ordinary Rust code.
-pub fn clone_fork(flags: libc::c_int) -> io::Result<libc::pid_t> {
-    // SAFETY: raw clone without CLONE_VM and a NULL stack behaves like fork(2): the child
-    // gets a copy of the address space. The caller is single-threaded, so no lock can be
-    // held by another thread in the copy.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            0 as libc::c_ulong,
-        )
-    };
-    check_long(r).map(|p| p as libc::pid_t)
-}
-
 /// `struct clone_args` of clone3(2), version 2 (with `cgroup`).
 #[repr(C)]
 #[derive(Default)]
@@ -183,22 +173,45 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+/// `CLONE_PIDFD`.
+const CLONE_PIDFD: u64 = 0x1000;
 /// `CLONE_INTO_CGROUP`.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// fork-like `clone3(flags | CLONE_INTO_CGROUP, cgroup = cgroup_fd)`: the child is born in
-/// the cgroup v2 directory `cgroup_fd`, so it never migrates (no global lock, and the
-/// kernel memory of its new namespaces is charged to that cgroup). Returns 0 in the child.
-pub fn clone3_into_cgroup(flags: libc::c_int, cgroup_fd: RawFd) -> io::Result<libc::pid_t> {
+/// A child of ours and the pidfd that names it. The pid number is only for reports and
+/// `/proc` paths checked against the pidfd ([`proc_dir_of`]); every signal and wait goes
+/// through `pidfd`, which cannot come to name another process.
+#[derive(Debug, Clone, Copy)]
+pub struct Child {
+    /// The child's pid (in our pid namespace).
+    pub pid: libc::pid_t,
+    /// `CLONE_PIDFD` descriptor of the child (close-on-exec).
+    pub pidfd: RawFd,
+}
+
+/// fork-like `clone3(flags | CLONE_PIDFD [| CLONE_INTO_CGROUP])`: `None` in the child,
+/// the child and its pidfd in the parent. With `cgroup_fd` the child is born in that cgroup
+/// v2 directory, so it never migrates (no global lock, and the kernel memory of its new
+/// namespaces is charged to that cgroup). Exit signal SIGCHLD, so it is an ordinary child.
+pub fn clone3(flags: libc::c_int, cgroup_fd: Option<RawFd>) -> io::Result<Option<Child>> {
+    let mut pidfd: libc::c_int = -1;
     let args = CloneArgs {
-        flags: flags as u32 as u64 | CLONE_INTO_CGROUP,
+        flags: flags as u32 as u64
+            | CLONE_PIDFD
+            | if cgroup_fd.is_some() {
+                CLONE_INTO_CGROUP
+            } else {
+                0
+            },
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup_fd as u64,
+        cgroup: cgroup_fd.map_or(0, |fd| fd as u64),
         ..Default::default()
     };
     // SAFETY: clone3 with no CLONE_VM and a zero stack behaves like fork(2): the child gets a
     // copy of the address space and returns 0 on the same stack. `args` is a valid
-    // clone_args of the size passed. The caller is single-threaded.
+    // clone_args of the size passed and `pidfd` outlives the call. The caller is
+    // single-threaded.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -206,7 +219,96 @@ pub fn clone3_into_cgroup(flags: libc::c_int, cgroup_fd: RawFd) -> io::Result<li
             std::mem::size_of::<CloneArgs>(),
         )
     };
-    check_long(r).map(|p| p as libc::pid_t)
+    match check_long(r)? {
+        0 => Ok(None),
+        pid => Ok(Some(Child {
+            pid: pid as libc::pid_t,
+            pidfd,
+        })),
+    }
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`; `sig` 0 only checks that the process exists
+/// (has not been reaped).
+pub fn pidfd_send_signal(pidfd: RawFd, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer arguments and a NULL siginfo pointer, which the kernel accepts.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    })
+    .map(drop)
+}
+
+/// `pidfd_open(getpid(), 0)`: a pidfd of this process (the child's lifeline: readable once
+/// we have exited).
+pub fn pidfd_of_self() -> io::Result<RawFd> {
+    // SAFETY: getpid cannot fail; pidfd_open takes integers only.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0 as libc::c_uint) };
+    check_long(r).map(|fd| fd as RawFd)
+}
+
+/// `/proc/<pid>` of our unreaped child, opened as a directory and proven to be that child:
+/// after the open, a signal 0 through its pidfd succeeds, so the child was not reaped yet,
+/// and the pid of an unreaped child cannot have been given to another process. Everything
+/// written through the returned fd reaches the child and no other process.
+pub fn proc_dir_of(child: Child) -> io::Result<RawFd> {
+    let p = cstr(&format!("/proc/{}", child.pid))?;
+    // SAFETY: `p` is NUL-terminated.
+    let dir = check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    if let Err(e) = pidfd_send_signal(child.pidfd, 0) {
+        close(dir);
+        return Err(e);
+    }
+    Ok(dir)
+}
+
+/// `P_PIDFD` of waitid(2).
+const P_PIDFD: libc::idtype_t = 3;
+
+/// `waitid(P_PIDFD, pidfd, WEXITED [| WNOHANG])`: how the child ended, or `Running`.
+pub fn wait_pidfd(pidfd: RawFd, nohang: bool) -> io::Result<Wait> {
+    loop {
+        // SAFETY: siginfo_t is plain data; all-zero is valid and lets WNOHANG's "nothing"
+        // be seen as si_pid == 0.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | if nohang { libc::WNOHANG } else { 0 };
+        // SAFETY: `info` is a valid out-pointer for one siginfo_t.
+        let r = unsafe { libc::waitid(P_PIDFD, pidfd as libc::id_t, &mut info, flags) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid filled `info` with a SIGCHLD siginfo (or left it zeroed).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(Wait::Running);
+        }
+        return Ok(match info.si_code {
+            libc::CLD_EXITED => Wait::Exited(status),
+            _ => Wait::Signaled(status),
+        });
+    }
+}
+
+/// Ends our child for good: SIGKILL through its pidfd, then reap it. Errors are ignored
+/// (already dead).
+pub fn kill_and_reap(child: Child) {
+    let _ = pidfd_send_signal(child.pidfd, libc::SIGKILL);
+    let _ = wait_pidfd(child.pidfd, false);
+    close(child.pidfd);
 }
 
 /// `open(path, O_PATH|O_DIRECTORY|O_CLOEXEC)`.
@@ -370,6 +472,12 @@ pub fn open_dir_nofollow(path: &str) -> io::Result<RawFd> {
     openat2_nofollow(path, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
 }
 
+/// `O_RDONLY|O_DIRECTORY` of a directory (to lock or list it), without following a symlink
+/// in any component.
+pub fn open_dir_rdonly_nofollow(path: &str) -> io::Result<RawFd> {
+    openat2_nofollow(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+}
+
 /// `open(path, O_PATH|O_CLOEXEC)` of a file (the worker binary).
 pub fn open_path(path: &str) -> io::Result<RawFd> {
     let p = cstr(path)?;
@@ -492,12 +600,6 @@ pub fn execveat_fd(fd: RawFd, argv: &[&CStr], envp: &[&CStr]) -> io::Error {
     io::Error::last_os_error()
 }
 
-/// `kill(pid, sig)`.
-pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: integer arguments only.
-    check(unsafe { libc::kill(pid, sig) }).map(drop)
-}
-
 /// Blocks `sigs` for this (single-threaded) process.
 pub fn block_signals(sigs: &[libc::c_int]) -> io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; sigemptyset initializes it.
@@ -523,21 +625,6 @@ pub fn unblock_all_signals() -> io::Result<()> {
     check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) }).map(drop)
 }
 
-/// Waits for one of the blocked signals in `set`; returns its number.
-pub fn sigwait(set: &libc::sigset_t) -> io::Result<libc::c_int> {
-    loop {
-        // SAFETY: `set` is a valid sigset_t; the info pointer may be NULL.
-        let r = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
-        if r >= 0 {
-            return Ok(r);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// How a child ended.
 #[derive(Debug, Clone, Copy)]
 pub enum Wait {
@@ -547,31 +634,6 @@ pub enum Wait {
     Exited(i32),
     /// Killed by a signal.
     Signaled(i32),
-}
-
-/// `waitpid(pid, WNOHANG or 0)`.
-pub fn waitpid(pid: libc::pid_t, nohang: bool) -> io::Result<Wait> {
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, if nohang { libc::WNOHANG } else { 0 }) };
-        if r == 0 {
-            return Ok(Wait::Running);
-        }
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if libc::WIFEXITED(status) {
-            return Ok(Wait::Exited(libc::WEXITSTATUS(status)));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(Wait::Signaled(libc::WTERMSIG(status)));
-        }
-    }
 }
 
 /// `_exit(code)`: leave without running destructors or atexit handlers (child paths).
@@ -706,13 +768,6 @@ pub fn move_mount_to(tree: RawFd, target: &str) -> io::Result<()> {
     .map(drop)
 }
 
-/// `open(path, O_RDONLY|O_CLOEXEC)`.
-pub fn open_rdonly(path: &str) -> io::Result<RawFd> {
-    let p = cstr(path)?;
-    // SAFETY: `p` is NUL-terminated.
-    check(unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })
-}
-
 /// Sets the effective uid and gid (real and saved ids unchanged), gid first; back to root
 /// with `(0, 0)`, uid first. Effective capabilities follow the effective uid.
 pub fn set_effective_ids(uid: u32, gid: u32) -> io::Result<()> {
@@ -735,4 +790,103 @@ pub fn openat_file(dirfd: RawFd, name: &str, flags: libc::c_int, mode: u32) -> i
     let n = cstr(name)?;
     // SAFETY: `n` is NUL-terminated; integer arguments otherwise.
     check(unsafe { libc::openat(dirfd, n.as_ptr(), flags, mode as libc::c_uint) })
+}
+
+/// Highest signal number ([`reset_signals`]).
+const MAX_SIGNAL: libc::c_int = 64;
+
+/// Every signal disposition back to `SIG_DFL` (1..=64 but SIGKILL and SIGSTOP, including
+/// the real-time signals libc reserves for itself), then an empty signal mask: nothing the
+/// caller ignored or blocked (SIGCHLD ignored makes the kernel reap our children behind
+/// our back; SIGTERM blocked would make us unkillable by it) reaches this process or what it
+/// starts. The raw syscall, because glibc's sigaction refuses the signals it reserves.
+pub fn reset_signals() -> io::Result<()> {
+    // The kernel's struct sigaction (handler, flags, restorer, mask): all zero is SIG_DFL
+    // with no flags and an empty mask, whatever the architecture's field order.
+    let dfl = [0u64; 4];
+    for sig in (1..=MAX_SIGNAL).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        // SAFETY: `dfl` is a valid kernel sigaction of at least the size the kernel reads;
+        // no handler code is installed; the old action is not asked for.
+        check_long(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            )
+        })?;
+    }
+    unblock_all_signals()
+}
+
+/// Sets `sig` to `SIG_IGN` (`true`) or `SIG_DFL` (`false`).
+pub fn ignore_signal(sig: libc::c_int, ignore: bool) -> io::Result<()> {
+    let handler = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: installing SIG_IGN or SIG_DFL involves no handler code.
+    if unsafe { libc::signal(sig, handler) } == libc::SIG_ERR {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A close-on-exec signalfd for `set` (whose signals must be blocked).
+pub fn signalfd(set: &libc::sigset_t) -> io::Result<RawFd> {
+    // SAFETY: `set` is a valid sigset_t; -1 asks for a new descriptor.
+    check(unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })
+}
+
+/// `poll(fds, timeout_ms)`, retried on EINTR; returns how many entries have events.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    loop {
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `renameat2(dir, from, dir, to, RENAME_NOREPLACE)`: fails with EEXIST if `to` exists.
+pub fn rename_noreplace(dir: RawFd, from: &str, to: &str) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: both names are NUL-terminated; integer arguments otherwise.
+    check(unsafe { libc::renameat2(dir, f.as_ptr(), dir, t.as_ptr(), libc::RENAME_NOREPLACE) })
+        .map(drop)
+}
+
+/// `renameat(dir, from, dir, to)`: replaces `to` atomically.
+pub fn rename_replace(dir: RawFd, from: &str, to: &str) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: both names are NUL-terminated; integer arguments otherwise.
+    check(unsafe { libc::renameat(dir, f.as_ptr(), dir, t.as_ptr()) }).map(drop)
+}
+
+/// `unlinkat(dir, name, 0)`.
+pub fn unlink_at(dir: RawFd, name: &str) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: `n` is NUL-terminated.
+    check(unsafe { libc::unlinkat(dir, n.as_ptr(), 0) }).map(drop)
+}
+
+/// `fsync(fd)`.
+pub fn fsync(fd: RawFd) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    check(unsafe { libc::fsync(fd) }).map(drop)
+}
+
+/// `flock(fd, LOCK_EX)`, waiting; released when `fd` is closed.
+pub fn lock_exclusive(fd: RawFd) -> io::Result<()> {
+    loop {
+        // SAFETY: integer arguments only.
+        match check(unsafe { libc::flock(fd, libc::LOCK_EX) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r.map(drop),
+        }
+    }
 }

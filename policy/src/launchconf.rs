@@ -16,6 +16,7 @@
 //! # cgroup_parent = "/system.slice/bulkhead.service"
 //! bind_paths = []
 //! id_registry = "/var/lib/bulkhead-launch/ids"
+//! max_ids_per_caller = 16384
 //! [limits]
 //! memory_max = "8G"
 //! pids_max = 4096
@@ -196,6 +197,10 @@ pub struct LaunchConfig {
     /// as a host id another caller's workspace holds. Unset: one pool for every caller.
     #[serde(default)]
     pub id_registry: Option<String>,
+    /// With `id_registry`: the most host ids one caller may hold, so no caller can take the
+    /// whole range from the others. Default [`DEFAULT_MAX_IDS_PER_CALLER`].
+    #[serde(default = "d_max_ids")]
+    pub max_ids_per_caller: u32,
     /// Ceilings.
     #[serde(default)]
     pub limits: Ceilings,
@@ -207,6 +212,13 @@ fn d_id_start() -> u32 {
 fn d_id_count() -> u32 {
     HOST_ID_RANGE_LEN
 }
+fn d_max_ids() -> u32 {
+    DEFAULT_MAX_IDS_PER_CALLER
+}
+
+/// Default of `max_ids_per_caller`: a sixty-fourth of the default range, far more
+/// workspaces than one controller serves, far fewer than the range holds.
+pub const DEFAULT_MAX_IDS_PER_CALLER: u32 = 16_384;
 
 /// A refused configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,6 +245,7 @@ impl LaunchConfig {
             cgroup_parent: None,
             bind_paths: vec![],
             id_registry: None,
+            max_ids_per_caller: DEFAULT_MAX_IDS_PER_CALLER,
             limits: Ceilings::default(),
         }
     }
@@ -296,6 +309,13 @@ impl LaunchConfig {
                 "`host_id_count` {} does not fit after `host_id_start` {} (ids end below 4294967295)",
                 self.host_id_count, self.host_id_start
             ));
+        }
+        if self.max_ids_per_caller == 0 {
+            return bad(
+                "`max_ids_per_caller` is 0: no caller could run a sandbox; set at least 1 \
+                 (default 16384)"
+                    .into(),
+            );
         }
         if let Some(dir) = &self.id_registry {
             check_abs_path("id_registry", dir)
@@ -460,6 +480,7 @@ nofile_max = 65536
         let c = LaunchConfig::parse(GOOD).unwrap();
         assert_eq!(c.limits.memory_max, Size(8 << 30));
         assert_eq!(c.limits.shm_max, Size(1 << 30));
+        assert_eq!(c.max_ids_per_caller, DEFAULT_MAX_IDS_PER_CALLER);
         assert!(c.in_host_id_range(1_200_000_999));
         assert!(!c.in_host_id_range(1_200_001_000));
         assert!(c.allows(998, &[998], PASSWD, GROUP));
@@ -489,6 +510,7 @@ nofile_max = 65536
             ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\nhost_id_start=4294967000\nhost_id_count=1000", "fit"),
             ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\nmemory_max=\"2T\"", "memory_max"),
             ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\nmemory_max=\"lots\"", "not a size"),
+            ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\nmax_ids_per_caller=0", "max_ids_per_caller"),
         ] {
             let e = LaunchConfig::parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");

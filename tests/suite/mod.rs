@@ -10,6 +10,7 @@ mod embeddings;
 mod escape_a;
 mod escape_b;
 mod hooks;
+mod host_signals;
 mod llm;
 mod llm_ssrf;
 mod memory;

@@ -130,7 +130,9 @@ impl Rig {
         let cgroups = [USER, OTHER]
             .into_iter()
             .map(|uid| {
-                let name = format!("bulkhead-setuid-test-{}-{n}-{uid}", std::process::id());
+                // Not `bulkhead-<x>-<n>`: that is a sandbox cgroup's name, which a launcher
+                // sweeps when empty and `n` is no live process.
+                let name = format!("bh-setuid-test-{}-{n}-{uid}", std::process::id());
                 (uid, bulkhead_tests::delegate_v1_cgroups(&name, uid))
             })
             .collect();
@@ -233,6 +235,21 @@ impl Rig {
     /// An executable named `file` that starts `launcher` as `uid` in a private mount
     /// namespace holding the rig's launch.toml, in `uid`'s delegated cgroup if `delegated`.
     fn wrapper_for(&self, uid: u32, launcher: &Path, delegated: bool, file: &str) -> PathBuf {
+        self.wrapper_with(uid, launcher, delegated, file, "", "")
+    }
+
+    /// [`Rig::wrapper_for`] with shell `prelude` run first (e.g. `ulimit -f 0; `) and
+    /// `exec_prefix` (a program that execs the rest, e.g. one changing signal state)
+    /// before `unshare`.
+    fn wrapper_with(
+        &self,
+        uid: u32,
+        launcher: &Path,
+        delegated: bool,
+        file: &str,
+        prelude: &str,
+        exec_prefix: &str,
+    ) -> PathBuf {
         let p = self.base().join(file);
         let join = if delegated {
             self.join(uid)
@@ -240,7 +257,7 @@ impl Rig {
             String::new()
         };
         let script = format!(
-            "#!/bin/sh\n{join}exec unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
+            "#!/bin/sh\n{join}{prelude}exec {exec_prefix}unshare -m --propagation private sh -c 'mount --bind \"$0\" /etc/bulkhead || exit 99; exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all -- \"$1\"' '{}' '{}'\n",
             self.base().join("conf").display(),
             launcher.display()
         );
@@ -738,6 +755,7 @@ fn cgroups_workers_and_mounts_take_nothing_from_root() {
         assert!(!Path::new(d).exists(), "{d} left behind");
     }
     // Killing the supervisor (the caller may: same real uid) takes the sandbox with it.
+    let killed_dirs = sb.info().cgroup_dirs.clone();
     let worker = sb.info().worker_pid;
     let launcher = sb.info().launcher_pid;
     let st = Command::new("kill")
@@ -757,6 +775,21 @@ fn cgroups_workers_and_mounts_take_nothing_from_root() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     drop(sb);
+    // Its cgroup stays (nobody was left to remove it) until the next launch in the same
+    // parent sweeps it: named like ours, its launcher gone, empty.
+    for d in &killed_dirs {
+        assert!(Path::new(d).exists(), "{d}: expected a leftover to sweep");
+    }
+    Sandbox::start(&rig.wrapper(USER), &rig.spec("w3"))
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    for d in &killed_dirs {
+        assert!(
+            !Path::new(d).exists(),
+            "{d}: the cgroup of a killed supervisor was not swept"
+        );
+    }
 
     // A copy of the setuid launcher in a directory the caller controls (a hardlink where
     // protected_hardlinks is off) runs no worker the caller put beside it.
@@ -856,4 +889,219 @@ fn a_host_id_belongs_to_one_caller() {
         &["exec", "w1", "--", "cat", "/proc/self/uid_map"],
     ));
     assert_eq!(again, b);
+}
+
+/// Signal bits (`n - 1`) of `/proc/<pid>/status` masks.
+const fn sigbit(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+fn status_mask(status: &str, key: &str) -> u64 {
+    let v = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {status}"));
+    u64::from_str_radix(v.trim(), 16).unwrap()
+}
+
+#[test]
+fn the_callers_signal_state_reaches_neither_launcher_nor_worker() {
+    if !root_or_skip("the_callers_signal_state_reaches_neither_launcher_nor_worker") {
+        return;
+    }
+    let rig = Rig::new();
+    // The caller ignores SIGCHLD, SIGUSR2 and SIGXFSZ and blocks SIGTERM and SIGUSR1.
+    let hostile = "python3 -c \"import os, signal, sys; \
+        [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGCHLD, signal.SIGUSR2, signal.SIGXFSZ)]; \
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1}); \
+        os.execvp(sys.argv[1], sys.argv[1:])\" ";
+    let w = rig.wrapper_with(USER, &rig.launcher(), true, "launch-sig", "", hostile);
+    let mut sb = Sandbox::start(&w, &rig.spec("w")).expect("a valid request is accepted");
+    let ignored = sigbit(libc::SIGCHLD) | sigbit(libc::SIGUSR2) | sigbit(libc::SIGXFSZ);
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", sb.info().launcher_pid)).unwrap();
+    assert_eq!(
+        status_mask(&status, "SigIgn:") & ignored,
+        0,
+        "the setuid supervisor ignores what its caller ignored: {status}"
+    );
+    // Blocked: exactly its own three (taken from a signalfd), not the caller's SIGUSR1.
+    assert_eq!(
+        status_mask(&status, "SigBlk:"),
+        sigbit(libc::SIGHUP) | sigbit(libc::SIGINT) | sigbit(libc::SIGTERM),
+        "{status}"
+    );
+    let o = run(&mut sb, "grep -E '^Sig(Ign|Blk):' /proc/1/status");
+    assert_eq!(status_mask(&o, "SigIgn:") & ignored, 0, "the worker: {o}");
+    // Its own: SIGCHLD, read from a signalfd.
+    assert_eq!(
+        status_mask(&o, "SigBlk:"),
+        sigbit(libc::SIGCHLD),
+        "the worker: {o}"
+    );
+    // SIGTERM, which the caller had blocked, still ends the sandbox and its cgroup.
+    let dirs = sb.info().cgroup_dirs.clone();
+    let st = Command::new("kill")
+        .args(["-TERM", &sb.info().launcher_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let end = sb.shutdown().unwrap();
+    assert!(end.cgroup_removed, "{end:?}");
+    for d in &dirs {
+        assert!(!Path::new(d).exists(), "{d} left behind");
+    }
+}
+
+/// Sends `bytes` as the "spec" to the setuid launcher behind `wrapper`; the setup error it
+/// answers with.
+fn answer_to_raw_spec(wrapper: &Path, bytes: &[u8]) -> bulkhead_shared::SetupError {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt as _;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(wrapper);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: dup2 is async-signal-safe; it puts the launcher's end on fd 3 (without
+    // close-on-exec) in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(theirs);
+    let _ = (&ours).write_all(bytes);
+    let mut end = bulkhead_shared::ControllerEnd::new(ours).unwrap();
+    let _ = end
+        .socket()
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)));
+    let msg = end.recv();
+    let _ = child.wait();
+    match msg {
+        Ok(bulkhead_shared::WorkerMsg::SetupFailed(e)) => e,
+        other => panic!("expected SetupFailed, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_caller_is_authorised_before_its_spec_is_decoded() {
+    if !root_or_skip("the_caller_is_authorised_before_its_spec_is_decoded") {
+        return;
+    }
+    let rig = Rig::new();
+    // A length prefix promising a huge frame, then noise.
+    let garbage: Vec<u8> = [0xff, 0xff, 0xff, 0x7f]
+        .into_iter()
+        .chain((0..512u32).map(|i| (i * 37 % 251) as u8))
+        .collect();
+    let e = answer_to_raw_spec(&rig.wrapper(OTHER), &garbage);
+    assert_eq!(e.step, SetupStep::Spec, "{e:?}");
+    assert!(
+        e.detail.contains("may not use this privileged launcher"),
+        "an unlisted caller got past authorisation to the decoder: {e:?}"
+    );
+    // A listed caller's garbage does reach the decoder, and is refused there.
+    let e = answer_to_raw_spec(&rig.wrapper(USER), &garbage);
+    assert!(e.detail.contains("reading the spec"), "{e:?}");
+}
+
+#[test]
+fn host_ids_are_claimed_last_within_a_quota_and_whole() {
+    if !root_or_skip("host_ids_are_claimed_last_within_a_quota_and_whole") {
+        return;
+    }
+    let rig = Rig::new();
+    let ids = rig.bins.join("ids");
+    let spec_for = |id: u32| {
+        let mut s = rig.spec("w");
+        s.host_uid = id;
+        s.host_gid = id;
+        s
+    };
+    // A request refused by the workspace checks claims nothing.
+    let theirs = rig.roots().join("b/w");
+    std::fs::create_dir(&theirs).unwrap();
+    chown(&theirs, OTHER);
+    let mut s = spec_for(ID_START + 20);
+    s.workspace_dir = theirs.display().to_string();
+    assert!(refused(&rig, USER, &s).contains("not by the caller"));
+    assert!(
+        !ids.join((ID_START + 20).to_string()).exists(),
+        "a refused workspace claimed a host id"
+    );
+
+    // At most max_ids_per_caller ids per caller; ids it holds stay usable.
+    rig.write_config("max_ids_per_caller = 2");
+    for id in [ID_START + 30, ID_START + 31] {
+        Sandbox::start(&rig.wrapper(USER), &spec_for(id))
+            .unwrap()
+            .shutdown()
+            .unwrap();
+    }
+    let why = refused(&rig, USER, &spec_for(ID_START + 32));
+    assert!(
+        why.contains("holds 2 host ids") && why.contains("max_ids_per_caller"),
+        "{why}"
+    );
+    assert!(!ids.join((ID_START + 32).to_string()).exists());
+    Sandbox::start(&rig.wrapper(USER), &spec_for(ID_START + 30))
+        .unwrap()
+        .shutdown()
+        .unwrap();
+
+    // A torn record (an older launcher's write cut short) is nobody's: the next claim
+    // replaces it.
+    rig.write_config("");
+    let torn = ids.join((ID_START + 40).to_string());
+    std::fs::write(&torn, "").unwrap();
+    chmod(&torn, 0o600);
+    Sandbox::start(&rig.wrapper(USER), &spec_for(ID_START + 40))
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&torn).unwrap(), format!("{USER}\n"));
+    // The caller's RLIMIT_FSIZE of 0 (soft and hard), which used to kill the launcher with
+    // SIGXFSZ mid-write and leave an empty record refused forever, tears nothing: the
+    // launcher lifts it (with CAP_SYS_RESOURCE) and records the id whole, or (without it,
+    // as in some containers) refuses with a clear error and records nothing.
+    let w = rig.wrapper_with(
+        USER,
+        &rig.launcher(),
+        true,
+        "launch-fsize0",
+        "ulimit -f 0; ",
+        "",
+    );
+    let rec = ids.join((ID_START + 41).to_string());
+    match Sandbox::start(&w, &spec_for(ID_START + 41)) {
+        Ok(sb) => {
+            sb.shutdown().unwrap();
+            assert_eq!(std::fs::read_to_string(&rec).unwrap(), format!("{USER}\n"));
+        }
+        Err(Error::Setup(e)) => {
+            assert!(e.detail.contains("RLIMIT_FSIZE"), "{e:?}");
+            assert!(!rec.exists(), "a refused claim left a record");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // Either way the id is free for a caller without the limit.
+    Sandbox::start(&rig.wrapper(USER), &spec_for(ID_START + 41))
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&rec).unwrap(), format!("{USER}\n"));
+    // No temporary file stays behind.
+    let stray: Vec<String> = std::fs::read_dir(&ids)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
 }

@@ -4,7 +4,8 @@
 //! namespace and filter of the sandbox. It also runs outside one (tests): then it is not pid 1,
 //! never calls `kill(-1)`, and becomes a child subreaper so it still reaps what it started.
 //!
-//! 1. startup: take fd 3 (close-on-exec) and, when the launcher left one, the egress channel
+//! 1. startup: every signal disposition default and the mask empty (SIGPIPE then ignored),
+//!    take fd 3 (close-on-exec) and, when the launcher left one, the egress channel
 //!    on fd 5 (then listen on `127.0.0.1:3128`, see [`egress`]), read the attestation (before
 //!    step 2: the landlock probe needs a dumpable process), become non-dumpable, block
 //!    SIGCHLD into a signalfd, send `Hello`;
@@ -68,6 +69,11 @@ fn main() -> ExitCode {
 
 /// Startup, loop, exit. `Err` carries the reason for exit code 1.
 fn run() -> Result<(), String> {
+    // Whoever started us (the launcher resets them, a test or a hand may not): no inherited
+    // ignored or blocked signal. Then SIGPIPE ignored again, as Rust's runtime had it: a
+    // write to a command's closed stdin is an error, not the worker's death.
+    sys::reset_all_signals().map_err(|e| format!("cannot reset signal dispositions: {e}"))?;
+    sys::ignore_signal(libc::SIGPIPE).map_err(|e| format!("cannot ignore SIGPIPE: {e}"))?;
     let sock = sys::take_unix_stream(SOCKET_FD)
         .map_err(|e| format!("no controller socket on fd {SOCKET_FD}: {e}"))?;
     sys::set_cloexec(sock.as_fd()).map_err(|e| format!("cannot set close-on-exec on fd 3: {e}"))?;

@@ -268,6 +268,42 @@ pub fn reset_signal(sig: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Sets `sig` to `SIG_IGN`.
+pub fn ignore_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: installing SIG_IGN involves no handler code; invalid signals yield EINVAL.
+    let old = unsafe { libc::signal(sig, libc::SIG_IGN) };
+    if old == libc::SIG_ERR {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Every disposition from 1 to 64 but SIGKILL and SIGSTOP back to `SIG_DFL` (libc's
+/// reserved real-time signals too, hence the raw syscall), then an empty signal mask.
+pub fn reset_all_signals() -> io::Result<()> {
+    // The kernel's struct sigaction (handler, flags, restorer, mask): all zero is SIG_DFL
+    // with no flags and an empty mask, whatever the architecture's field order.
+    let dfl = [0u64; 4];
+    for sig in (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        // SAFETY: `dfl` is a valid kernel sigaction of at least the size the kernel reads;
+        // no handler code is installed; the old action is not asked for.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig as libc::c_long,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    sigprocmask(libc::SIG_SETMASK, &SigSet::empty()?)
+}
+
 /// Whether `sig` is currently ignored (`SIG_IGN`). Invalid signals are not.
 pub fn is_ignored(sig: libc::c_int) -> bool {
     let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();

@@ -138,7 +138,11 @@ fn sandbox_cgroup_limits_oom_and_teardown() {
         shm_bytes: 1 << 20,
         nofile: 1024,
     };
-    let plan = match imp::plan_for_self(&name, &limits) {
+    let plan = match imp::plan_for_self(
+        &fs::read_to_string("/proc/self/cgroup").unwrap(),
+        &name,
+        &limits,
+    ) {
         Ok(plan) => plan,
         Err(e) => return skip(&format!("no usable cgroup hierarchy: {e}")),
     };
@@ -211,11 +215,29 @@ fn sandbox_cgroup_limits_oom_and_teardown() {
         cg.oom_file
     );
 
-    // Teardown kills the sleeper and removes every directory.
-    assert!(imp::destroy(&cg), "destroy left directories behind");
-    let status = wait_timeout(&mut cleanup.children[0], Duration::from_secs(5))
-        .expect("the attached process survived destroy");
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    // Teardown never signals a pid it reads from cgroup.procs (a setuid supervisor holds
+    // CAP_KILL, and that file is in its caller's cgroup): on v1 the sleeper, which is no
+    // sandbox's (those die with their pid-namespace init, the worker), survives it and
+    // keeps the cgroup; v2 asks the kernel through cgroup.kill.
+    match cg.version {
+        CgroupVersion::V1 => {
+            assert!(!imp::destroy(&cg), "a populated v1 cgroup was removed");
+            assert!(
+                wait_timeout(&mut cleanup.children[0], Duration::from_millis(200)).is_none(),
+                "destroy signalled a pid read from cgroup.procs"
+            );
+            cleanup.children[0].kill().unwrap();
+            wait_timeout(&mut cleanup.children[0], Duration::from_secs(5))
+                .expect("the sleeper survived SIGKILL");
+            assert!(imp::destroy(&cg), "destroy left directories behind");
+        }
+        CgroupVersion::V2 => {
+            assert!(imp::destroy(&cg), "destroy left directories behind");
+            let status = wait_timeout(&mut cleanup.children[0], Duration::from_secs(5))
+                .expect("the attached process survived cgroup.kill");
+            assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        }
+    }
     for dir in &cg.dirs {
         assert!(!dir.exists(), "{} still exists", dir.display());
     }

@@ -37,23 +37,40 @@ fn child_is_born_in_the_cgroup() {
         return;
     }
     let fd = sys::open_dir_path(dir.to_str().unwrap()).expect("open cgroup dir");
-    let pid = sys::clone3_into_cgroup(0, fd).expect("clone3");
-    if pid == 0 {
-        // Child of a multi-threaded test process: only async-signal-safe calls.
-        // SAFETY: pause and _exit are async-signal-safe and touch no Rust state.
-        unsafe {
-            libc::pause();
-            libc::_exit(0)
+    let child = match sys::clone3(0, Some(fd)).expect("clone3") {
+        None => {
+            // Child of a multi-threaded test process: only async-signal-safe calls.
+            // SAFETY: pause and _exit are async-signal-safe and touch no Rust state.
+            unsafe {
+                libc::pause();
+                libc::_exit(0)
+            }
         }
-    }
+        Some(child) => child,
+    };
     sys::close(fd);
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    let _ = sys::kill(pid, libc::SIGKILL);
-    let _ = sys::waitpid(pid, false);
+    // The pidfd names the child: /proc/<pid> is proven to be it while it is unreaped.
+    let proc_dir = sys::proc_dir_of(child).expect("the live child's /proc directory");
+    sys::close(proc_dir);
+    sys::pidfd_send_signal(child.pidfd, libc::SIGKILL).expect("SIGKILL through the pidfd");
+    let end = sys::wait_pidfd(child.pidfd, false).expect("waitid(P_PIDFD)");
+    assert!(matches!(end, sys::Wait::Signaled(libc::SIGKILL)), "{end:?}");
+    // Reaped: the pidfd now refuses every signal, and /proc/<pid> is never trusted again,
+    // even if the pid number has already gone to another process.
+    assert_eq!(
+        sys::pidfd_send_signal(child.pidfd, 0)
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ESRCH)
+    );
+    assert!(sys::proc_dir_of(child).is_err());
+    sys::close(child.pidfd);
     let _ = std::fs::remove_dir(&dir);
     assert!(
-        procs.lines().any(|l| l.trim() == pid.to_string()),
-        "child {pid} not in {}: {procs:?}",
+        procs.lines().any(|l| l.trim() == child.pid.to_string()),
+        "child {} not in {}: {procs:?}",
+        child.pid,
         dir.display()
     );
 }

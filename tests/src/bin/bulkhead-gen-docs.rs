@@ -42,6 +42,7 @@ const LAUNCH_KEYS: &[(&str, &str, &str)] = &[
     ("cgroup_parent", "string, optional", "A cgroup v2 path from the cgroup root (\"/bulkhead.slice\"): the caller's cgroup must be this one or lie inside it."),
     ("bind_paths", "array of absolute paths", "Host directories that may additionally be bound read-only into sandboxes."),
     ("id_registry", "absolute path, optional", "A root-owned directory where the launcher records which caller holds each host id (one file per id); a setuid caller is refused an id another caller holds, and the controller takes another. Unset: one pool for every caller."),
+    ("max_ids_per_caller", "integer", "With id_registry: the most host ids one caller may hold (claims are never released); a claim beyond it is refused. Default 16384."),
     ("limits.memory_max", "size", "Largest memory limit a sandbox may ask for."),
     ("limits.swap_max", "size", "Largest swap limit."),
     ("limits.pids_max", "integer", "Most processes and threads in one sandbox."),

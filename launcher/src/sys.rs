@@ -41,6 +41,23 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> i
     check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
 }
 
+/// `getrlimit(resource)`: `(soft, hard)`.
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit that outlives the call.
+    check(unsafe { libc::getrlimit(resource, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// `setsid()`: a new session and process group, no controlling terminal.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments and touches no memory of ours.
+    check(unsafe { libc::setsid() }).map(drop)
+}
+
 /// `close_range(first, u32::MAX, 0)`.
 pub fn close_from(first: u32) -> io::Result<()> {
     // SAFETY: closes descriptors only; the caller owns every fd at or above `first`.

@@ -137,8 +137,10 @@ fn sandbox_cgroup_limits_oom_and_teardown() {
         tmp_bytes: 1 << 20,
         shm_bytes: 1 << 20,
         nofile: 1024,
+        io_weight: 100,
+        io_max: Default::default(),
     };
-    let plan = match imp::plan_for_self(&name, &limits) {
+    let plan = match imp::plan_for_self(&name, &limits, "/tmp") {
         Ok(plan) => plan,
         Err(e) => return skip(&format!("no usable cgroup hierarchy: {e}")),
     };

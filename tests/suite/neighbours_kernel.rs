@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bulkhead::protocol::LaunchSpec;
 use bulkhead::sandbox::verify_attestation;
 use bulkhead::{LimitsConfig, Platform, PlatformConfig, Sandbox, WorkspaceConfig};
-use bulkhead_tests::{bin, sandbox_or_skip, text, Isolated, TestEnv};
+use bulkhead_tests::{bin, sandbox_or_skip, text, Isolated, TestEnv, NEIGHBOUR_ATTACKS};
 
 /// The bystander's workspace id.
 const B: &str = "bystander";
@@ -105,27 +105,6 @@ fn attack(a: &Isolated, name: &str, script: &str) -> Attack {
     attack
 }
 
-/// The attacks, as shell scripts for the sandbox. Each runs until killed.
-pub const ATTACKS: &[(&str, &str)] = &[
-    ("fork bomb", "f() { f | f & }; f; sleep 1000"),
-    (
-        "memory bomb",
-        "while :; do python3 -c 'a = []\nwhile True: a.append(bytearray(16 << 20))' \
-         2>/dev/null; done",
-    ),
-    (
-        "cpu hog",
-        "chrt -f 50 true 2>/dev/null && echo REALTIME > /workspace/escalated; \
-         for i in 1 2 3 4 5 6 7 8; do (nice -n -20 sh -c 'while :; do :; done' 2>/dev/null) & \
-         done; wait",
-    ),
-    (
-        "fsync flood",
-        "for i in 1 2 3 4; do (while :; do dd if=/dev/zero of=/workspace/flood$i bs=256k \
-         count=16 conv=fsync 2>/dev/null; done) & done; wait",
-    ),
-];
-
 #[test]
 fn tenant_b_works_while_tenant_a_attacks() {
     let Some(a) = Isolated::new("tenant_b_works_while_tenant_a_attacks") else {
@@ -135,7 +114,7 @@ fn tenant_b_works_while_tenant_a_attacks() {
     let alone = b_works(&a.env, "nothing (warm-up)");
     let alone = alone.min(b_works(&a.env, "nothing"));
     eprintln!("B alone: {alone:?}");
-    for (name, script) in ATTACKS {
+    for (name, script) in NEIGHBOUR_ATTACKS {
         let mut running = attack(&a, name, script);
         let mut worst = Duration::ZERO;
         for _ in 0..3 {

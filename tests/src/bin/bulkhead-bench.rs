@@ -1896,8 +1896,10 @@ fn summary(
         if root { "yes" } else { "no" }
     );
     let _ = writeln!(s);
-    let _ = writeln!(s, "| measure | bulkhead | bwrap | ratio | goal |");
-    let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- |");
+    if c.is_some() || d.is_some() {
+        let _ = writeln!(s, "| measure | bulkhead | bwrap | ratio | goal |");
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- |");
+    }
     if let Some(c) = c {
         let row = |s: &mut String, label: &str, name: &str, goal: &str, limit: Option<f64>| {
             let m = c.median(name);
@@ -2036,16 +2038,20 @@ fn summary(
     }
     let _ = writeln!(s);
     let mut args = String::new();
-    if opts.iterations != 200 {
+    if opts.iterations != 200 && opts.cold {
         let _ = write!(args, " --iterations {}", opts.iterations);
     }
     if opts.density != 1000 && opts.dense {
         let _ = write!(args, " --density {}", opts.density);
     }
-    if !opts.cold {
-        args.push_str(" --only density");
-    } else if !opts.dense {
-        args.push_str(" --only cold");
+    if opts.neighbour_rounds != 30 && opts.neighbours {
+        let _ = write!(args, " --neighbour-rounds {}", opts.neighbour_rounds);
+    }
+    match (opts.cold, opts.dense, opts.neighbours) {
+        (true, true, true) => {}
+        (true, false, false) => args.push_str(" --only cold"),
+        (false, true, false) => args.push_str(" --only density"),
+        _ => args.push_str(" --only neighbours"),
     }
     if args.is_empty() {
         let _ = writeln!(s, "Reproduce: `make bench`");

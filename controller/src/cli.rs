@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::error::{exit, Error, Result};
-use crate::platform::{LimitsConfig, Platform, PlatformConfig, Workspace, WorkspaceConfig};
+use crate::platform::{
+    IoMaxSetting, LimitsConfig, Platform, PlatformConfig, Workspace, WorkspaceConfig,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -263,6 +265,14 @@ struct LimitArgs {
     /// Size of /tmp (bytes, or with K, M, G suffix).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     tmp_size: Option<u64>,
+    /// IO weight, 1-10000 (100 = normal); best effort: applied where the kernel offers
+    /// io.weight / blkio.weight.
+    #[arg(long, value_name = "N")]
+    io_weight: Option<u32>,
+    /// IO ceilings on the workspace's disk: rbps=SIZE,wbps=SIZE,riops=N,wiops=N (any of
+    /// them), or `none`. Refused where the kernel cannot enforce them.
+    #[arg(long, value_name = "SPEC")]
+    io_max: Option<IoMaxSetting>,
 }
 
 impl LimitArgs {
@@ -273,6 +283,8 @@ impl LimitArgs {
             cpu_weight: self.cpu_weight,
             cpu_percent: self.cpu_percent,
             tmp_bytes: self.tmp_size,
+            io_weight: self.io_weight,
+            io_max: self.io_max,
         }
     }
 }
@@ -404,6 +416,8 @@ pub(crate) fn ws_json(w: &Workspace) -> serde_json::Value {
             "cpu_period_us": limits.cpu_period_us,
             "tmp_bytes": limits.tmp_bytes,
             "shm_bytes": limits.shm_bytes,
+            "io_weight": limits.io_weight,
+            "io_max": IoMaxSetting(limits.io_max).to_string(),
         },
     })
 }
@@ -485,6 +499,11 @@ fn run(cli: Cli) -> Result<i32> {
                 );
                 println!("pids:    {}", l["pids"]);
                 println!("cpu:     weight {}", l["cpu_weight"]);
+                println!(
+                    "io:      weight {}, max {}",
+                    l["io_weight"],
+                    l["io_max"].as_str().unwrap_or("none")
+                );
                 println!(
                     "/tmp:    {} MiB",
                     l["tmp_bytes"].as_u64().unwrap_or(0) >> 20

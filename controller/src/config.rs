@@ -13,6 +13,8 @@
 //! pids = 256
 //! cpu_weight = 100
 //! tmp_size = "256M"
+//! io_weight = 100                # best effort (io.weight / blkio.weight where present)
+//! io_max = "wbps=50M,wiops=500"  # rbps wbps riops wiops; enforced or the sandbox is refused
 //!
 //! [sandbox]
 //! launcher = "/usr/libexec/bulkhead/bulkhead-launch"   # BULKHEAD_LAUNCH
@@ -232,6 +234,8 @@ struct FileLimits {
     cpu_weight: Option<u32>,
     cpu_percent: Option<u32>,
     tmp_size: Option<String>,
+    io_weight: Option<u32>,
+    io_max: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -346,6 +350,13 @@ impl Config {
         cfg.limits.pids = f.limits.pids;
         cfg.limits.cpu_weight = f.limits.cpu_weight;
         cfg.limits.cpu_percent = f.limits.cpu_percent;
+        cfg.limits.io_weight = f.limits.io_weight;
+        cfg.limits.io_max = f
+            .limits
+            .io_max
+            .as_deref()
+            .map(|v| v.parse().map_err(|e| bad(origin, "limits.io_max", e)))
+            .transpose()?;
         let limits = cfg.limits.apply(bulkhead_policy::default_limits());
         crate::platform::check_limits(&limits)
             .map_err(|e| Error::Invalid(format!("{origin}: [limits]: {e}")))?;

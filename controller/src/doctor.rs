@@ -98,6 +98,7 @@ pub fn run(platform: &Platform) -> Report {
         proc_self_cgroup: &cg_inputs.0,
         mountinfo: &cg_inputs.1,
         root_prefix: Path::new("/"),
+        io_device: None,
     };
     let reader = |p: &Path| std::fs::read_to_string(p);
     match bulkhead_policy::cgroup::plan(

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bulkhead_shared::{validate_workspace_id, LaunchSpec, Limits};
+use bulkhead_shared::{validate_workspace_id, IoMax, LaunchSpec, Limits};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -49,6 +49,113 @@ pub struct LimitsConfig {
     /// `/tmp` size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmp_bytes: Option<u64>,
+    /// IO weight (1-10000, 100 = the kernel's default; best effort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_weight: Option<u32>,
+    /// IO ceilings on the workspace's disk (`rbps=10M,wbps=5M,riops=100,wiops=100`;
+    /// `none` clears them). Enforced or refused: never silently dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_max: Option<IoMaxSetting>,
+}
+
+/// An `io_max` setting: `key=value` pairs separated by commas, keys `rbps` and `wbps` (bytes
+/// per second, with an optional K, M or G suffix) and `riops` and `wiops` (operations per
+/// second), each at most once; `none` (or an empty string) for no ceiling. Stored and shown
+/// in that same form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoMaxSetting(pub IoMax);
+
+impl std::str::FromStr for IoMaxSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        let mut m = IoMax::default();
+        if t.is_empty() || t == "none" {
+            return Ok(IoMaxSetting(m));
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for pair in t.split(',') {
+            let Some((key, value)) = pair.trim().split_once('=') else {
+                return Err(format!(
+                    "io max {pair:?} is not key=value (example: rbps=10M,wbps=5M,riops=100,wiops=100, or none)"
+                ));
+            };
+            let key = key.trim();
+            if seen.contains(&key) {
+                return Err(format!("io max key {key} is given twice"));
+            }
+            seen.push(key);
+            let value = value.trim();
+            let (slot, bytes) = match key {
+                "rbps" => (&mut m.rbps, true),
+                "wbps" => (&mut m.wbps, true),
+                "riops" => (&mut m.riops, false),
+                "wiops" => (&mut m.wiops, false),
+                _ => {
+                    return Err(format!(
+                        "io max key {key:?} is unknown: use rbps, wbps (bytes per second) or riops, wiops (operations per second)"
+                    ))
+                }
+            };
+            *slot = parse_rate(value, bytes).ok_or_else(|| {
+                format!(
+                    "io max {key}={value:?} is not a positive whole number{}",
+                    if bytes {
+                        " with an optional K, M or G suffix"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
+        }
+        Ok(IoMaxSetting(m))
+    }
+}
+
+fn parse_rate(v: &str, suffixes: bool) -> Option<u64> {
+    let (num, mul) = match v.as_bytes().last()? {
+        b'K' | b'k' if suffixes => (&v[..v.len() - 1], 1u64 << 10),
+        b'M' | b'm' if suffixes => (&v[..v.len() - 1], 1 << 20),
+        b'G' | b'g' if suffixes => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    let n: u64 = num.parse().ok()?;
+    n.checked_mul(mul).filter(|&n| n > 0)
+}
+
+impl std::fmt::Display for IoMaxSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.0;
+        let parts: Vec<String> = [
+            ("rbps", m.rbps),
+            ("wbps", m.wbps),
+            ("riops", m.riops),
+            ("wiops", m.wiops),
+        ]
+        .iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join(","))
+        }
+    }
+}
+
+impl Serialize for IoMaxSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for IoMaxSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl LimitsConfig {
@@ -69,6 +176,12 @@ impl LimitsConfig {
         if let Some(v) = self.tmp_bytes {
             base.tmp_bytes = v;
         }
+        if let Some(v) = self.io_weight {
+            base.io_weight = v;
+        }
+        if let Some(v) = self.io_max {
+            base.io_max = v.0;
+        }
         base
     }
 
@@ -80,6 +193,8 @@ impl LimitsConfig {
             cpu_weight: other.cpu_weight.or(self.cpu_weight),
             cpu_percent: other.cpu_percent.or(self.cpu_percent),
             tmp_bytes: other.tmp_bytes.or(self.tmp_bytes),
+            io_weight: other.io_weight.or(self.io_weight),
+            io_max: other.io_max.or(self.io_max),
         }
     }
 }

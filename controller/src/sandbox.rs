@@ -170,10 +170,14 @@ fn own_ns(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks the worker's own view of its confinement against the policy (and the egress proxy
-/// listener against whether `egress` was asked for). Returns what is wrong, if anything.
+/// Checks the worker's own view of its confinement against the policy for `spec` (and the
+/// egress proxy listener against whether `egress` was asked for): identity, capabilities,
+/// seccomp mode and filter count, landlock, namespaces, id maps, interfaces, the resource
+/// limits and the mount table (re-planned here from `spec` and the host, as the launcher
+/// planned them). Returns what is wrong, if anything.
 pub fn verify_attestation(
     a: &Attestation,
+    spec: &LaunchSpec,
     host_uid: u32,
     host_gid: u32,
     egress: bool,
@@ -263,6 +267,12 @@ pub fn verify_attestation(
     if !a.root_readonly {
         bad.push("/ is not read-only".into());
     }
+    bad.extend(bulkhead_policy::rlimits::check(
+        &a.rlimits,
+        &bulkhead_policy::rlimits::plan(&spec.limits),
+    ));
+    let mounts = bulkhead_policy::mounts::plan(spec, &bulkhead_policy::mounts::probe_host);
+    bad.extend(bulkhead_policy::mounts::check_mounts(&a.mounts, &mounts));
     match (egress, a.egress_proxy) {
         (true, false) => bad.push(format!(
             "egress was asked for but the proxy listener on 127.0.0.1:{} is not up",
@@ -435,7 +445,8 @@ impl Sandbox {
                 nix::unistd::getgid().as_raw(),
             )
         };
-        verify_attestation(&attestation, hu, hg, options.egress).map_err(Error::Attestation)?;
+        verify_attestation(&attestation, spec, hu, hg, options.egress)
+            .map_err(Error::Attestation)?;
         self.info.attestation = attestation;
         Ok(())
     }
@@ -642,7 +653,17 @@ mod tests {
     #[test]
     fn the_attestation_must_match_the_egress_asked_for() {
         // A default attestation fails many checks; only the egress one is looked at here.
-        let problems = |a: &Attestation, egress| verify_attestation(a, 1000, 1000, egress);
+        let spec = LaunchSpec {
+            workspace_id: "w".into(),
+            workspace_dir: "/s/w/files".into(),
+            workspace_writable: true,
+            host_uid: 1000,
+            host_gid: 1000,
+            hostname: "w".into(),
+            limits: bulkhead_policy::default_limits(),
+            binds: vec![],
+        };
+        let problems = |a: &Attestation, egress| verify_attestation(a, &spec, 1000, 1000, egress);
         let mut a = Attestation::default();
         assert!(problems(&a, true).unwrap_err().contains("proxy listener"));
         assert!(!problems(&a, false).unwrap_err().contains("egress"));
@@ -651,5 +672,37 @@ mod tests {
             .unwrap_err()
             .contains("egress was not asked for"));
         assert!(!problems(&a, true).unwrap_err().contains("egress"));
+    }
+
+    #[test]
+    fn the_attestation_must_carry_the_planned_rlimits_and_mounts() {
+        let spec = LaunchSpec {
+            workspace_id: "w".into(),
+            workspace_dir: "/s/w/files".into(),
+            workspace_writable: false,
+            host_uid: 1000,
+            host_gid: 1000,
+            hostname: "w".into(),
+            limits: bulkhead_policy::default_limits(),
+            binds: vec![],
+        };
+        let mut a = Attestation::default();
+        let e = verify_attestation(&a, &spec, 1000, 1000, false).unwrap_err();
+        assert!(e.contains("RLIMIT_RTPRIO is not reported"), "{e}");
+        assert!(e.contains("/workspace is not mounted"), "{e}");
+        // An inherited real-time priority and a writable read-only workspace are named.
+        a.rlimits = vec![bulkhead_shared::RlimitSeen {
+            name: "Max realtime priority".into(),
+            soft: 99,
+            hard: 99,
+        }];
+        a.mounts = vec![bulkhead_shared::MountSeen {
+            path: "/workspace".into(),
+            fstype: "ext4".into(),
+            readonly: false,
+        }];
+        let e = verify_attestation(&a, &spec, 1000, 1000, false).unwrap_err();
+        assert!(e.contains("RLIMIT_RTPRIO is 99/99"), "{e}");
+        assert!(e.contains("/workspace is not read-only"), "{e}");
     }
 }

@@ -50,9 +50,35 @@ pub struct Cgroup {
     pub oom_file: PathBuf,
 }
 
+/// The whole block device (`major`, `minor`) holding `path`, for IO ceilings: `None` on a
+/// filesystem without one (tmpfs, overlay, btrfs's anonymous devices, NFS). A partition is
+/// mapped to its disk through `/sys/dev/block/M:m/..`, as `io.max` and `blkio.throttle` want.
+pub fn block_device(path: &str) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = fs::symlink_metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    if major == 0 {
+        return None;
+    }
+    let sys = format!("/sys/dev/block/{major}:{minor}");
+    if !Path::new(&sys).join("partition").exists() {
+        return Some((major, minor));
+    }
+    let parent = fs::read_to_string(format!("{sys}/../dev")).ok()?;
+    let (ma, mi) = parent.trim().split_once(':')?;
+    Some((ma.parse().ok()?, mi.parse().ok()?))
+}
+
 /// Plans the cgroup of sandbox `name` under the launcher's own cgroup, from `own` (the
-/// text of `/proc/self/cgroup`, read once by the caller) and `/proc/self/mountinfo`.
-pub fn plan_for_self(own: &str, name: &str, limits: &Limits) -> Result<CgroupPlan, SetupError> {
+/// text of `/proc/self/cgroup`, read once by the caller) and `/proc/self/mountinfo`;
+/// `workspace_dir`'s block device is the target of IO ceilings (looked up only when the
+/// limits set one).
+pub fn plan_for_self(
+    own: &str,
+    name: &str,
+    limits: &Limits,
+    workspace_dir: &str,
+) -> Result<CgroupPlan, SetupError> {
     let read_proc = |path: &str| {
         fs::read_to_string(path).map_err(|e| {
             setup_error(
@@ -67,6 +93,11 @@ pub fn plan_for_self(own: &str, name: &str, limits: &Limits) -> Result<CgroupPla
         proc_self_cgroup: own,
         mountinfo: &mountinfo,
         root_prefix: Path::new("/"),
+        io_device: if limits.io_max.is_set() {
+            block_device(workspace_dir)
+        } else {
+            None
+        },
     };
     policy::plan(&inputs, name, limits, &|p: &Path| fs::read_to_string(p)).map_err(|e| SetupError {
         step: SetupStep::Cgroup,
@@ -527,6 +558,8 @@ mod tests {
             tmp_bytes: 1 << 20,
             shm_bytes: 1 << 20,
             nofile: 1024,
+            io_weight: 100,
+            io_max: Default::default(),
         }
     }
 
@@ -544,6 +577,7 @@ mod tests {
             proc_self_cgroup: "0::/svc\n",
             mountinfo: MOUNTINFO,
             root_prefix: scratch,
+            io_device: None,
         };
         let plan =
             policy::plan(&inputs, "ws1", &limits(), &|p: &Path| fs::read_to_string(p)).unwrap();

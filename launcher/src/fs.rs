@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 
-use bulkhead_policy::mounts::{HostEntry, MountOp, Planned, ROOT_TMPFS_BYTES};
+use bulkhead_policy::mounts::{MountOp, Planned, ROOT_TMPFS_BYTES};
 use bulkhead_shared::{SetupError, SetupStep};
 
 use crate::sys;
@@ -50,19 +50,6 @@ fn attach(src: Source, r: &str, path: &str, set: u64) -> Result<(), SetupError> 
 /// Host directory the new root's tmpfs is mounted on (in our private mount namespace; the
 /// host never sees it).
 pub const STAGING: &str = "/tmp";
-
-/// What a host path is, not following symlinks (for planning).
-pub fn probe_host(path: &str) -> HostEntry {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => HostEntry::Missing,
-        Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(path) {
-            Ok(t) => HostEntry::Symlink(t.to_string_lossy().into_owned()),
-            Err(_) => HostEntry::Missing,
-        },
-        Ok(m) if m.is_dir() => HostEntry::Dir,
-        Ok(_) => HostEntry::File,
-    }
-}
 
 fn fail(path: &str, what: &str, e: io::Error) -> SetupError {
     SetupError {
@@ -180,12 +167,24 @@ fn apply(op: &MountOp, workspace: Source, binds: &[Source]) -> Result<(), SetupE
         }
         MountOp::Mask { path } => {
             let r = rel(path);
-            if !exists(r) {
+            let Ok(meta) = std::fs::symlink_metadata(r) else {
                 return Ok(());
+            };
+            if meta.is_dir() {
+                // An empty, read-only tmpfs over a directory (/proc/acpi, /proc/scsi).
+                sys::mount(
+                    Some("tmpfs"),
+                    r,
+                    Some("tmpfs"),
+                    libc::MS_RDONLY | NOSUID_NODEV | libc::MS_NOEXEC,
+                    Some("size=4k,mode=555"),
+                )
+                .map_err(|e| fail(path, "mask directory", e))
+            } else {
+                sys::mount(Some("/dev/null"), r, None, libc::MS_BIND, None)
+                    .and_then(|_| sys::mount_setattr(r, RDONLY | NOSUID | NODEV | NOEXEC, false))
+                    .map_err(|e| fail(path, "mask", e))
             }
-            sys::mount(Some("/dev/null"), r, None, libc::MS_BIND, None)
-                .and_then(|_| sys::mount_setattr(r, RDONLY | NOSUID | NODEV | NOEXEC, false))
-                .map_err(|e| fail(path, "mask", e))
         }
         MountOp::Workspace { path, writable } => {
             let r = rel(path);

@@ -29,7 +29,9 @@
 //! 6. mounts: tmpfs root, read-only `/usr`, minimal `/etc` and `/dev`, capped `/tmp` and
 //!    `/dev/shm`, fresh `/proc`, `/workspace`, `pivot_root`, old root detached, `/` read-only
 //! 7. network: loopback up, hostname set
-//! 8. rlimits: no core dumps, open-file limit
+//! 8. rlimits: every limit pinned (`bulkhead_policy::rlimits`: no core dumps, no real-time
+//!    priority, no raised nice, small memlock, message-queue and pending-signal limits, the
+//!    open-file limit), and `setsid`: a session of its own, no controlling terminal
 //! 9. capabilities: securebits locked, bounding set, ambient, inheritable, permitted and
 //!    effective sets all emptied
 //! 10. no_new_privs: set, so no exec can gain privileges
@@ -320,7 +322,13 @@ fn run(mode: Mode, config_env: Option<String>, signals: std::io::Result<()>) -> 
     // 3. cgroup
     let name = format!("{}-{}", prepared.spec.workspace_id, std::process::id());
     let cg = match privileged::as_caller(who, || {
-        cgroup::plan_for_self(&own_cgroup, &name, &prepared.spec.limits).and_then(|p| {
+        cgroup::plan_for_self(
+            &own_cgroup,
+            &name,
+            &prepared.spec.limits,
+            &prepared.spec.workspace_dir,
+        )
+        .and_then(|p| {
             cgroup::sweep_stale(&p, std::path::Path::new("/proc"));
             cgroup::create(&p)
         })
@@ -641,7 +649,7 @@ fn prepare(
     }
     let filters = bulkhead_policy::seccomp::build_filters()
         .map_err(|e| plain(SetupStep::Seccomp, "", e.to_string()))?;
-    let mounts = bulkhead_policy::mounts::plan(&spec, &fs::probe_host);
+    let mounts = bulkhead_policy::mounts::plan(&spec, &bulkhead_policy::mounts::probe_host);
     Ok(Prepared {
         spec,
         mounts,
@@ -800,11 +808,9 @@ fn setup_child(p: &Prepared, cg: &cgroup::Cgroup, lifeline: RawFd) -> Result<(),
     // 7. network
     sys::loopback_up().map_err(|e| err(S::Network, &e, "lo", "bring loopback up"))?;
     sys::sethostname(&p.spec.hostname).map_err(|e| err(S::Network, &e, "", "sethostname"))?;
-    // 8. rlimits
-    sys::setrlimit(libc::RLIMIT_CORE, 0, 0).map_err(|e| err(S::Rlimits, &e, "", "RLIMIT_CORE"))?;
-    let nofile = u64::from(p.spec.limits.nofile);
-    sys::setrlimit(libc::RLIMIT_NOFILE, nofile, nofile)
-        .map_err(|e| err(S::Rlimits, &e, "", "RLIMIT_NOFILE"))?;
+    // 8. rlimits, and a session of its own
+    pin_rlimits(&p.spec.limits)?;
+    sys::setsid().map_err(|e| err(S::Rlimits, &e, "", "setsid"))?;
     // Standard fds and the worker's descriptor, while /dev/null can still be opened freely.
     let null = std::fs::OpenOptions::new()
         .read(true)
@@ -853,6 +859,23 @@ fn setup_child(p: &Prepared, cg: &cgroup::Cgroup, lifeline: RawFd) -> Result<(),
     // The worker starts with every disposition default and nothing blocked (the supervisor's
     // blocked SIGTERM/SIGINT/SIGHUP and ignored SIGPIPE stay here).
     sys::reset_signals().map_err(|e| err(S::Exec, &e, "", "reset signals"))?;
+    Ok(())
+}
+
+/// Step 8: every limit of `bulkhead_policy::rlimits::plan` set explicitly, none inherited
+/// from the caller (`RLIMIT_RTPRIO` 0 is what keeps a tenant off `SCHED_FIFO`). A limit the
+/// caller's hard limit keeps lower stays lower (only stricter); an exact one that cannot be
+/// met fails the step.
+fn pin_rlimits(limits: &bulkhead_shared::Limits) -> Result<(), SetupError> {
+    for planned in bulkhead_policy::rlimits::plan(limits) {
+        let name = planned.resource.name();
+        let (_, current_hard) = sys::getrlimit(planned.resource.id())
+            .map_err(|e| err(SetupStep::Rlimits, &e, "", name))?;
+        let (soft, hard) = bulkhead_policy::rlimits::effective(&planned, current_hard)
+            .map_err(|detail| plain(SetupStep::Rlimits, "", detail))?;
+        sys::setrlimit(planned.resource.id(), soft, hard)
+            .map_err(|e| err(SetupStep::Rlimits, &e, "", name))?;
+    }
     Ok(())
 }
 

@@ -41,15 +41,21 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> i
     check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
 }
 
-/// `getrlimit`: (soft, hard).
+/// `getrlimit(resource)`: `(soft, hard)`.
 pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: `lim` is a valid out-pointer for one rlimit.
+    // SAFETY: `lim` is a valid, writable rlimit that outlives the call.
     check(unsafe { libc::getrlimit(resource, &mut lim) })?;
     Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// `setsid()`: a new session and process group, no controlling terminal.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments and touches no memory of ours.
+    check(unsafe { libc::setsid() }).map(drop)
 }
 
 /// `close_range(first, u32::MAX, 0)`.

@@ -58,6 +58,20 @@
 //!    SIGKILL to each pid of `cgroup.procs`; v1 sends SIGKILL to each pid of each directory's
 //!    `cgroup.procs`; then it polls until `cgroup.procs` is empty (about 2 s at most) and
 //!    removes each directory of [`CgroupPlan::dirs`], and nothing else.
+//! 9. **IO.** Only when the limits ask for it: an `io_weight` other than 100, or an
+//!    `io_max`. Without either, no io/blkio file is touched (the sandbox shares its parent's
+//!    IO cgroup, as before). v2: `io` joins the controllers enabled in
+//!    `D/cgroup.subtree_control` when offered; `io.weight` = `default <w>` and
+//!    `io.bfq.weight` (w clamped to 1..=1000) are optional writes (best effort, like
+//!    `memory.swap.max`: a kernel without iocost or BFQ has neither file); `io.max` =
+//!    `MAJ:MIN rbps=.. wbps=.. riops=.. wiops=..` (the keys set) is required, and an
+//!    `io_max` without the io controller, or without [`CgroupInputs::io_device`], fails
+//!    planning (fail closed). v1: a `blkio` directory is added to [`CgroupPlan::dirs`]
+//!    (after memory, pids, cpu) when a ceiling is set, or when the own blkio cgroup has
+//!    `blkio.weight` or `blkio.bfq.weight` (weight w × 5 clamped to 10..=1000, resp. w
+//!    clamped to 1..=1000); ceilings go to `blkio.throttle.{read,write}_{bps,iops}_device`
+//!    as `MAJ:MIN value` (v1 throttling covers direct IO and reads; buffered writes are
+//!    written back outside the sandbox's cgroup and are not throttled on v1).
 //!
 //! Limits are checked only against the ranges the kernel itself enforces (`cpu.weight`
 //! 1..=10000, a quota of at least 1 ms in a period of 1 ms..=1 s), so a bad value fails
@@ -67,7 +81,9 @@
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use bulkhead_shared::{CgroupVersion, Limits};
+use bulkhead_shared::{CgroupVersion, IoMax, Limits};
+
+use crate::defaults::DEFAULT_IO_WEIGHT;
 
 /// Controllers every sandbox cgroup must have, in the order v1 directories are listed.
 pub const REQUIRED_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
@@ -90,6 +106,10 @@ pub struct CgroupInputs<'a> {
     pub mountinfo: &'a str,
     /// Prepended to every mount point (`/` in production, a temp dir in tests).
     pub root_prefix: &'a Path,
+    /// `major:minor` of the whole block device holding the workspace, for `io.max` /
+    /// `blkio.throttle.*`; `None` when the workspace is not on a block device (tmpfs, overlay,
+    /// a network filesystem), where an IO ceiling cannot be applied.
+    pub io_device: Option<(u32, u32)>,
 }
 
 /// One step of a plan, applied in order.
@@ -519,6 +539,26 @@ fn plan_v2(
         )));
     }
 
+    // IO (rule 9): `io` is enabled with the others when the limits ask for it and it is offered.
+    let io = io_wanted(limits);
+    let io_offered = offered.contains(&"io");
+    if limits.io_max.is_set() && !io_offered {
+        return Err(plan_error(
+            &controllers_file,
+            format!(
+                "an io_max limit is set but the cgroup2 hierarchy does not offer the io \
+                 controller to {} (it offers {}): enable io in the parent's \
+                 cgroup.subtree_control, or remove the workspace's io_max",
+                d_path.display(),
+                offered.join(" ")
+            ),
+        ));
+    }
+    let mut wanted: Vec<&str> = REQUIRED_CONTROLLERS.to_vec();
+    if io && io_offered {
+        wanted.push("io");
+    }
+
     let mut steps = Vec::new();
     let subtree_file = d_dir.join("cgroup.subtree_control");
     let subtree = read(&subtree_file).map_err(|err| {
@@ -531,7 +571,7 @@ fn plan_v2(
         )
     })?;
     let enabled: Vec<&str> = subtree.split_whitespace().collect();
-    if REQUIRED_CONTROLLERS.iter().any(|c| !enabled.contains(c)) {
+    if wanted.iter().any(|c| !enabled.contains(c)) {
         let procs_file = d_dir.join("cgroup.procs");
         let procs = read(&procs_file).map_err(|err| {
             plan_error(
@@ -553,10 +593,7 @@ fn plan_v2(
                 to: leaf,
             });
         }
-        let enable: Vec<String> = REQUIRED_CONTROLLERS
-            .iter()
-            .map(|c| format!("+{c}"))
-            .collect();
+        let enable: Vec<String> = wanted.iter().map(|c| format!("+{c}")).collect();
         steps.push(write(subtree_file, enable.join(" ")));
     }
 
@@ -578,6 +615,33 @@ fn plan_v2(
             dir.join("cpu.max"),
             format!("{} {}", limits.cpu_quota_us, limits.cpu_period_us),
         ));
+    }
+    if io && io_offered {
+        // Best effort: io.weight exists with the iocost model, io.bfq.weight with BFQ.
+        steps.push(write_optional(
+            dir.join("io.weight"),
+            format!("default {}", limits.io_weight),
+        ));
+        steps.push(write_optional(
+            dir.join("io.bfq.weight"),
+            format!("default {}", bfq_weight(limits.io_weight)),
+        ));
+    }
+    if limits.io_max.is_set() {
+        let (major, minor) = io_device(inputs, &dir)?;
+        let m = &limits.io_max;
+        let mut line = format!("{major}:{minor}");
+        for (key, v) in [
+            ("rbps", m.rbps),
+            ("wbps", m.wbps),
+            ("riops", m.riops),
+            ("wiops", m.wiops),
+        ] {
+            if v != 0 {
+                line.push_str(&format!(" {key}={v}"));
+            }
+        }
+        steps.push(write(dir.join("io.max"), line));
     }
     Ok(Ok(CgroupPlan {
         version: CgroupVersion::V2,
@@ -665,12 +729,118 @@ fn plan_v1(
             }
         }
     }
+    plan_v1_blkio(
+        inputs,
+        own,
+        mounts,
+        sandbox_name,
+        limits,
+        read,
+        &mut steps,
+        &mut dirs,
+    )?;
     Ok(Ok(CgroupPlan {
         version: CgroupVersion::V1,
         steps,
         dirs,
         oom_file,
     }))
+}
+
+/// Whether the limits ask for anything of the io controller: a weight other than the
+/// kernel's default, or a ceiling.
+fn io_wanted(limits: &Limits) -> bool {
+    limits.io_weight != DEFAULT_IO_WEIGHT || limits.io_max.is_set()
+}
+
+/// The v2-scale weight (1..=10000, default 100) on the v1 `blkio.weight` scale (10..=1000,
+/// default 500), as systemd converts it.
+fn v1_blkio_weight(weight: u32) -> u64 {
+    (u64::from(weight) * 500 / 100).clamp(10, 1000)
+}
+
+/// The v2-scale weight on BFQ's scale (1..=1000, default 100).
+fn bfq_weight(weight: u32) -> u64 {
+    u64::from(weight).clamp(1, 1000)
+}
+
+fn io_device(inputs: &CgroupInputs<'_>, dir: &Path) -> Result<(u32, u32), CgroupPlanError> {
+    inputs.io_device.ok_or_else(|| {
+        plan_error(
+            dir,
+            "an io_max limit is set but the workspace is not on a block device (tmpfs, \
+             overlay or a network filesystem): put the state directory on a disk, or remove \
+             the workspace's io_max",
+        )
+    })
+}
+
+/// v1 IO (rule 9): a `blkio` directory only when the limits ask for IO control. The weight is
+/// best effort (skipped when the own blkio cgroup has neither `blkio.weight` nor
+/// `blkio.bfq.weight`, or there is no blkio hierarchy); a ceiling is required.
+#[allow(clippy::too_many_arguments)]
+fn plan_v1_blkio(
+    inputs: &CgroupInputs<'_>,
+    own: &OwnCgroups<'_>,
+    mounts: &[CgMount],
+    sandbox_name: &str,
+    limits: &Limits,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+    steps: &mut Vec<CgroupFile>,
+    dirs: &mut Vec<PathBuf>,
+) -> Result<(), CgroupPlanError> {
+    if !io_wanted(limits) {
+        return Ok(());
+    }
+    let own_dir = own.v1_path("blkio").and_then(|own_path| {
+        mounts
+            .iter()
+            .filter(|m| m.fstype == "cgroup" && m.super_opts.iter().any(|o| o == "blkio"))
+            .find_map(|m| dir_of(inputs, m, own_path))
+    });
+    let max: &IoMax = &limits.io_max;
+    let Some(own_dir) = own_dir else {
+        if max.is_set() {
+            return Err(plan_error(
+                PathBuf::new(),
+                "an io_max limit is set but no cgroup v1 blkio hierarchy contains the own \
+                 cgroup: mount the blkio controller, or remove the workspace's io_max",
+            ));
+        }
+        return Ok(());
+    };
+    let has = |f: &str| read(&own_dir.join(f)).is_ok();
+    let weights = [
+        ("blkio.weight", v1_blkio_weight(limits.io_weight)),
+        ("blkio.bfq.weight", bfq_weight(limits.io_weight)),
+    ];
+    let weight_files: Vec<_> = weights.iter().filter(|(f, _)| has(f)).collect();
+    if !max.is_set() && weight_files.is_empty() {
+        return Ok(());
+    }
+    let dir = own_dir.join(sandbox_name);
+    if !dirs.contains(&dir) {
+        check_not_running(&dir, read)?;
+        steps.push(CgroupFile::Mkdir(dir.clone()));
+        dirs.push(dir.clone());
+    }
+    for (file, value) in weight_files {
+        steps.push(write_optional(dir.join(file), value.to_string()));
+    }
+    if max.is_set() {
+        let (major, minor) = io_device(inputs, &dir)?;
+        for (file, v) in [
+            ("blkio.throttle.read_bps_device", max.rbps),
+            ("blkio.throttle.write_bps_device", max.wbps),
+            ("blkio.throttle.read_iops_device", max.riops),
+            ("blkio.throttle.write_iops_device", max.wiops),
+        ] {
+            if v != 0 {
+                steps.push(write(dir.join(file), format!("{major}:{minor} {v}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -707,6 +877,8 @@ mod tests {
             tmp_bytes: 1 << 20,
             shm_bytes: 1 << 20,
             nofile: 1024,
+            io_weight: 100,
+            io_max: IoMax::default(),
         }
     }
 
@@ -745,6 +917,7 @@ mod tests {
             proc_self_cgroup: cgroup,
             mountinfo,
             root_prefix: tmp,
+            io_device: Some((254, 0)),
         };
         plan(&inputs, "ws1", limits, &read)
     }
@@ -980,6 +1153,139 @@ mod tests {
         );
     }
 
+    const HYBRID_BLKIO_CGROUP: &str = "9:name=systemd:/\n8:pids:/\n7:blkio:/\n\
+        4:memory:/process_api/x\n2:cpu,cpuacct:/\n0::/\n";
+    const HYBRID_BLKIO_MOUNTINFO: &str = "\
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+";
+
+    #[test]
+    fn io_untouched_without_io_limits() {
+        // Default weight, no ceiling: no io file on v2, no blkio directory on v1.
+        let tmp = v2_cgroup("/d", "cpu io memory pids", "cpu memory pids", "");
+        let p = plan_in(tmp.path(), "0::/d\n", V2_MOUNTINFO, &limits()).unwrap();
+        assert!(!p.steps.iter().any(|s| format!("{s:?}").contains("/io.")));
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("sys/fs/cgroup/blkio")).unwrap();
+        fs::write(tmp.path().join("sys/fs/cgroup/blkio/blkio.weight"), "500").unwrap();
+        let p = plan_in(
+            tmp.path(),
+            HYBRID_BLKIO_CGROUP,
+            HYBRID_BLKIO_MOUNTINFO,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(p.dirs.len(), 3);
+    }
+
+    #[test]
+    fn v2_io_weight_and_max() {
+        let tmp = v2_cgroup("/d", "cpu io memory pids", "cpu memory pids", "");
+        let mut l = limits();
+        l.io_weight = 50;
+        l.io_max = IoMax {
+            rbps: 0,
+            wbps: 1 << 20,
+            riops: 0,
+            wiops: 200,
+        };
+        let p = plan_in(tmp.path(), "0::/d\n", V2_MOUNTINFO, &l).unwrap();
+        let d = tmp.path().join("sys/fs/cgroup/d");
+        let s = d.join("bulkhead-ws1");
+        assert!(p.steps.contains(&w(
+            &d.join("cgroup.subtree_control"),
+            "+memory +pids +cpu +io"
+        )));
+        let tail: Vec<_> = p.steps.iter().rev().take(3).rev().cloned().collect();
+        assert_eq!(
+            tail,
+            vec![
+                write_optional(s.join("io.weight"), "default 50"),
+                write_optional(s.join("io.bfq.weight"), "default 50"),
+                w(&s.join("io.max"), "254:0 wbps=1048576 wiops=200"),
+            ]
+        );
+        // Only a weight, and io not offered: best effort, nothing io-related at all.
+        let tmp = v2_cgroup("/d", "cpu memory pids", "cpu memory pids", "");
+        l.io_max = IoMax::default();
+        let p = plan_in(tmp.path(), "0::/d\n", V2_MOUNTINFO, &l).unwrap();
+        let io_step = |s: &CgroupFile| {
+            let t = format!("{s:?}");
+            t.contains("/io.") || t.contains("+io")
+        };
+        assert!(!p.steps.iter().any(io_step), "{:?}", p.steps);
+    }
+
+    #[test]
+    fn io_max_fails_closed_where_it_cannot_be_applied() {
+        let mut l = limits();
+        l.io_max.rbps = 1 << 20;
+        // v2 without the io controller.
+        let tmp = v2_cgroup("/d", "cpu memory pids", "cpu memory pids", "");
+        let e = plan_in(tmp.path(), "0::/d\n", V2_MOUNTINFO, &l).unwrap_err();
+        assert!(e.detail.contains("does not offer the io controller"), "{e}");
+        // Not on a block device.
+        let tmp = v2_cgroup("/d", "cpu io memory pids", "cpu io memory pids", "");
+        let inputs = CgroupInputs {
+            proc_self_cgroup: "0::/d\n",
+            mountinfo: V2_MOUNTINFO,
+            root_prefix: tmp.path(),
+            io_device: None,
+        };
+        let e = plan(&inputs, "ws1", &l, &read).unwrap_err();
+        assert!(e.detail.contains("not on a block device"), "{e}");
+        // v1 without a blkio hierarchy.
+        let tmp = tempfile::tempdir().unwrap();
+        let e = plan_in(tmp.path(), HYBRID_CGROUP, HYBRID_MOUNTINFO, &l).unwrap_err();
+        assert!(e.detail.contains("no cgroup v1 blkio hierarchy"), "{e}");
+    }
+
+    #[test]
+    fn v1_blkio_throttle_and_weight() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blkio = tmp.path().join("sys/fs/cgroup/blkio");
+        fs::create_dir_all(&blkio).unwrap();
+        let mut l = limits();
+        l.io_max = IoMax {
+            rbps: 2 << 20,
+            wbps: 1 << 20,
+            riops: 0,
+            wiops: 0,
+        };
+        l.io_weight = 1000;
+        // This machine: throttling only, no weight file.
+        let p = plan_in(tmp.path(), HYBRID_BLKIO_CGROUP, HYBRID_BLKIO_MOUNTINFO, &l).unwrap();
+        let s = blkio.join("bulkhead-ws1");
+        assert_eq!(p.dirs.last(), Some(&s));
+        assert_eq!(p.dirs.len(), 4);
+        let tail: Vec<_> = p.steps.iter().rev().take(3).rev().cloned().collect();
+        assert_eq!(
+            tail,
+            vec![
+                CgroupFile::Mkdir(s.clone()),
+                w(&s.join("blkio.throttle.read_bps_device"), "254:0 2097152"),
+                w(&s.join("blkio.throttle.write_bps_device"), "254:0 1048576"),
+            ]
+        );
+        // With CFQ's weight file: the weight scaled (1000 -> the v1 maximum, 1000).
+        fs::write(blkio.join("blkio.weight"), "500\n").unwrap();
+        l.io_max = IoMax::default();
+        let p = plan_in(tmp.path(), HYBRID_BLKIO_CGROUP, HYBRID_BLKIO_MOUNTINFO, &l).unwrap();
+        assert!(p.steps.ends_with(&[
+            CgroupFile::Mkdir(s.clone()),
+            write_optional(s.join("blkio.weight"), "1000")
+        ]));
+        assert_eq!(v1_blkio_weight(100), 500);
+        assert_eq!(v1_blkio_weight(1), 10);
+        // A weight alone where no weight file exists: no directory (nothing to write).
+        fs::remove_file(blkio.join("blkio.weight")).unwrap();
+        let p = plan_in(tmp.path(), HYBRID_BLKIO_CGROUP, HYBRID_BLKIO_MOUNTINFO, &l).unwrap();
+        assert_eq!(p.dirs.len(), 3);
+    }
+
     #[test]
     fn v1_separate_cpu_and_cpuacct_and_mount_roots() {
         // cpu and cpuacct on separate hierarchies (as on this machine), memory mounted
@@ -1057,6 +1363,7 @@ mod tests {
             proc_self_cgroup: "0::/d\n",
             mountinfo: V2_MOUNTINFO,
             root_prefix: tmp.path(),
+            io_device: None,
         };
         for bad in ["", "../x", "a/b", "leaf", "-x", ".x", &"a".repeat(129)] {
             assert!(plan(&inputs, bad, &limits(), &read).is_err(), "{bad:?}");

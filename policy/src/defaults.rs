@@ -1,6 +1,6 @@
 //! Default limits and ceilings for a workspace's sandbox. Documented in the README.
 
-use bulkhead_shared::Limits;
+use bulkhead_shared::{IoMax, Limits};
 
 /// Default memory limit: 512 MiB.
 pub const DEFAULT_MEMORY_BYTES: u64 = 512 << 20;
@@ -16,6 +16,19 @@ pub const DEFAULT_TMP_BYTES: u64 = 256 << 20;
 pub const DEFAULT_SHM_BYTES: u64 = 64 << 20;
 /// Default open-file limit.
 pub const DEFAULT_NOFILE: u32 = 4096;
+/// Default IO weight (the kernel's default on the v2 scale, 1..=10000).
+pub const DEFAULT_IO_WEIGHT: u32 = 100;
+/// `RLIMIT_MEMLOCK` of a sandbox: 64 KiB.
+pub const DEFAULT_MEMLOCK_BYTES: u64 = 64 << 10;
+/// `RLIMIT_MSGQUEUE` of a sandbox: 256 KiB of POSIX message queues.
+pub const DEFAULT_MSGQUEUE_BYTES: u64 = 256 << 10;
+/// `RLIMIT_SIGPENDING` of a sandbox.
+pub const DEFAULT_SIGPENDING: u64 = 4096;
+/// Lowest `io_max` bandwidth accepted (below this a sandbox cannot even start its programs):
+/// 64 KiB/s.
+pub const MIN_IO_BPS: u64 = 64 << 10;
+/// Lowest `io_max` IOPS accepted.
+pub const MIN_IO_IOPS: u64 = 10;
 
 /// Ceilings the launcher enforces whatever the controller asks.
 pub const MAX_MEMORY_BYTES: u64 = 1 << 40;
@@ -54,6 +67,8 @@ pub fn default_limits() -> Limits {
         tmp_bytes: DEFAULT_TMP_BYTES,
         shm_bytes: DEFAULT_SHM_BYTES,
         nofile: DEFAULT_NOFILE,
+        io_weight: DEFAULT_IO_WEIGHT,
+        io_max: IoMax::default(),
     }
 }
 

@@ -73,11 +73,6 @@ pub const RULES: &[Rule] = &[
         reason: "programs open it read-write",
     },
     Rule {
-        path: "/dev/tty",
-        grant: Grant::Device,
-        reason: "the controlling terminal, if any",
-    },
-    Rule {
         path: "/dev/pts",
         grant: Grant::Device,
         reason: "private pseudo-terminals (ptmx lives here)",

@@ -2,7 +2,7 @@
 //!
 //! A change in this crate is the one diff a security reviewer reads: default limits and
 //! ceilings ([`defaults`]), validation of the controller's request ([`spec`]), the
-//! filesystem ([`mounts`]), where writes may land ([`landlock`]), which syscalls are allowed
+//! filesystem ([`mounts`]), the resource limits ([`rlimits`]), where writes may land ([`landlock`]), which syscalls are allowed
 //! ([`seccomp`]), and how the sandbox's cgroup is placed ([`cgroup`]). Planning here is pure;
 //! the launcher applies it.
 #![forbid(unsafe_code)]
@@ -12,6 +12,7 @@ pub mod defaults;
 pub mod landlock;
 pub mod launchconf;
 pub mod mounts;
+pub mod rlimits;
 pub mod seccomp;
 pub mod spec;
 

@@ -77,15 +77,21 @@ pub enum ArgRule {
     /// `clone`: allowed only when `flags & CLONE_NAMESPACE_FLAGS == 0` (low 32 bits of arg 0,
     /// which is all the kernel reads): threads and plain forks, never a new namespace.
     CloneWithoutNamespaces,
-    /// `ioctl`: any request except `TIOCSTI` and `TIOCLINUX` (arg 1 compared as 32 bits, since
-    /// the kernel truncates the request number to `unsigned int`).
+    /// `ioctl`: any request except those of `DENIED_IOCTLS` (`TIOCSTI`, `TIOCLINUX`,
+    /// `TIOCSETD`; arg 1 compared as 32 bits, since the kernel truncates the request number to
+    /// `unsigned int`).
     IoctlExceptTerminalInjection,
     /// `personality`: only `PER_LINUX` (0) and the query value `0xffffffff` (arg 0, 32 bits).
     PersonalityLinuxOrQuery,
-    /// `socket` / `socketpair`: family (arg 0) `AF_UNIX`, `AF_INET` or `AF_INET6`, and type
-    /// (arg 1, masked with `0xf` to ignore `SOCK_CLOEXEC` / `SOCK_NONBLOCK`) `SOCK_STREAM`,
-    /// `SOCK_DGRAM` or `SOCK_SEQPACKET`; so no `SOCK_RAW`, `SOCK_PACKET`, netlink, packet, vsock.
-    SocketFamilyAndType,
+    /// `socket` / `socketpair`: family (arg 0), type (arg 1, masked with `0xf` to ignore
+    /// `SOCK_CLOEXEC` / `SOCK_NONBLOCK`) and protocol (arg 2), all compared as 32 bits:
+    /// `AF_UNIX` with a type of [`SOCKET_UNIX_TYPES`](crate::seccomp::SOCKET_UNIX_TYPES) (the
+    /// kernel itself refuses a unix protocol other than 0), or `AF_INET` / `AF_INET6` with a type
+    /// of `SOCKET_INET_TYPES` and a protocol of `SOCKET_INET_PROTOCOLS` (0, TCP, UDP). Anything
+    /// else gets `EPERM` before the kernel looks the protocol up, so `inet_create` never loads
+    /// or reaches SCTP, L2TP/IP, UDP-Lite, MPTCP or raw sockets, and no netlink, packet or vsock
+    /// socket is made.
+    SocketFamilyTypeProtocol,
     /// `chmod`, `fchmod`, `creat`, `mknod`: the mode (arg 1) has neither `S_ISUID` nor
     /// `S_ISGID`. A workspace is an id-mapped mount of the controller's own files: a setuid
     /// or setgid file made there would be one of the controller's user on the host.
@@ -159,7 +165,8 @@ impl std::error::Error for SeccompPolicyError {}
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::{
     build_filters, ALLOWED, AUDIT_ARCH_X86_64, CLONE_NAMESPACE_FLAGS, DENIED, DENIED_IOCTLS,
-    MUST_DENY, SOCKET_FAMILIES, SOCKET_TYPES, SOCKET_TYPE_MASK, X32_SYSCALL_BIT,
+    MUST_DENY, SOCKET_FAMILIES, SOCKET_INET_FAMILIES, SOCKET_INET_PROTOCOLS, SOCKET_INET_TYPES,
+    SOCKET_TYPE_MASK, SOCKET_UNIX_TYPES, X32_SYSCALL_BIT,
 };
 
 /// The allowlist (empty: no table for this architecture yet).
@@ -247,28 +254,94 @@ mod x86_64 {
         | libc::CLONE_NEWCGROUP
         | libc::CLONE_NEWTIME) as u64;
 
-    /// ioctl requests refused: `TIOCSTI` pushes bytes into a terminal's input queue (keystroke
-    /// injection into the controlling shell outside the sandbox); `TIOCLINUX` can do the same
-    /// through the console's selection and read the screen.
+    /// ioctl requests refused, each with its reason (the build fails on an empty one).
     // `Ioctl` is `c_ulong` on glibc but `c_int` on musl: the casts are needed there.
     #[allow(clippy::unnecessary_cast)]
-    pub const DENIED_IOCTLS: &[(&str, u64)] = &[
-        ("TIOCSTI", libc::TIOCSTI as u64),
-        ("TIOCLINUX", libc::TIOCLINUX as u64),
+    pub const DENIED_IOCTLS: &[(&str, u64, &str)] = &[
+        (
+            "TIOCSTI",
+            libc::TIOCSTI as u64,
+            "pushes bytes into a terminal's input queue: keystroke injection into a shell outside",
+        ),
+        (
+            "TIOCLINUX",
+            libc::TIOCLINUX as u64,
+            "the console's selection can inject input the same way, and read the screen",
+        ),
+        (
+            "TIOCSETD",
+            libc::TIOCSETD as u64,
+            "sets a pty's line discipline: reaches n_gsm, n_hdlc, slcan and other rarely used, \
+             module-loaded tty code with a history of kernel bugs; nothing in a sandbox needs it",
+        ),
     ];
 
-    /// Socket families the sandbox may create.
+    /// Socket families the sandbox may create: `AF_UNIX` (with [`SOCKET_UNIX_TYPES`]) and the IP
+    /// families of [`SOCKET_INET_FAMILIES`].
     pub const SOCKET_FAMILIES: &[(&str, i32)] = &[
         ("AF_UNIX", libc::AF_UNIX),
         ("AF_INET", libc::AF_INET),
         ("AF_INET6", libc::AF_INET6),
     ];
 
-    /// Socket types the sandbox may create (after masking with [`SOCKET_TYPE_MASK`]).
+    /// Types of an `AF_UNIX` socket (after masking with [`SOCKET_TYPE_MASK`]).
+    pub const SOCKET_UNIX_TYPES: &[(&str, i32, &str)] = &[
+        (
+            "SOCK_STREAM",
+            libc::SOCK_STREAM,
+            "pipes between programs, local servers",
+        ),
+        (
+            "SOCK_DGRAM",
+            libc::SOCK_DGRAM,
+            "local datagrams (syslog-style clients)",
+        ),
+        (
+            "SOCK_SEQPACKET",
+            libc::SOCK_SEQPACKET,
+            "message pipes (the worker's own plumbing, some IPC libraries)",
+        ),
+    ];
+
+    /// Kept for the tables' users that want every type some family allows.
     pub const SOCKET_TYPES: &[(&str, i32)] = &[
         ("SOCK_STREAM", libc::SOCK_STREAM),
         ("SOCK_DGRAM", libc::SOCK_DGRAM),
         ("SOCK_SEQPACKET", libc::SOCK_SEQPACKET),
+    ];
+
+    /// The IP families, allowed only with [`SOCKET_INET_TYPES`] and [`SOCKET_INET_PROTOCOLS`].
+    pub const SOCKET_INET_FAMILIES: &[(&str, i32, &str)] = &[
+        (
+            "AF_INET",
+            libc::AF_INET,
+            "TCP/UDP on the sandbox's own loopback (and the egress proxy)",
+        ),
+        ("AF_INET6", libc::AF_INET6, "the same over ::1"),
+    ];
+
+    /// Types of an IP socket. Not `SOCK_SEQPACKET` (only SCTP implements it), not `SOCK_RAW`.
+    pub const SOCKET_INET_TYPES: &[(&str, i32, &str)] = &[
+        ("SOCK_STREAM", libc::SOCK_STREAM, "TCP"),
+        ("SOCK_DGRAM", libc::SOCK_DGRAM, "UDP"),
+    ];
+
+    /// Protocols of an IP socket. Everything else (SCTP 132, L2TP/IP 115, UDP-Lite 136, MPTCP
+    /// 262, ICMP 1: ping sockets are off in a new network namespace anyway) is refused with
+    /// `EPERM` here, so the kernel never reaches `inet_create`'s protocol lookup or its module
+    /// autoload (`net-pf-2-proto-132`) for them.
+    pub const SOCKET_INET_PROTOCOLS: &[(&str, i32, &str)] = &[
+        (
+            "0",
+            0,
+            "the family's default for the type: TCP for a stream, UDP for a datagram",
+        ),
+        (
+            "IPPROTO_TCP",
+            libc::IPPROTO_TCP,
+            "TCP, named explicitly (Java, Go, some C libraries)",
+        ),
+        ("IPPROTO_UDP", libc::IPPROTO_UDP, "UDP, named explicitly"),
     ];
 
     /// The kernel's `SOCK_TYPE_MASK`: the type without `SOCK_CLOEXEC` / `SOCK_NONBLOCK`.
@@ -413,7 +486,7 @@ mod x86_64 {
         allow!(SYS_removexattrat, "remove an extended attribute relative to a directory fd"),
         allow!(
             SYS_ioctl if IoctlExceptTerminalInjection,
-            "terminal and file ioctls (isatty, FIONREAD, FICLONE for cp); TIOCSTI/TIOCLINUX refused"
+            "terminal and file ioctls (isatty, FIONREAD, FICLONE for cp); TIOCSTI/TIOCLINUX/TIOCSETD refused"
         ),
         allow!(SYS_inotify_init, "file-change notification (legacy)"),
         allow!(SYS_inotify_init1, "file-change notification (watchers, node)"),
@@ -530,16 +603,16 @@ mod x86_64 {
         allow!(SYS_sched_getaffinity, "CPU affinity (nproc, runtimes sizing thread pools)"),
         allow!(SYS_sched_setaffinity, "restrict own CPU affinity; cpusets still bound it"),
         allow!(SYS_sched_getparam, "scheduling parameters"),
-        allow!(SYS_sched_setparam, "scheduling parameters; raising priority needs CAP_SYS_NICE"),
+        allow!(SYS_sched_setparam, "scheduling parameters; a real-time priority above RLIMIT_RTPRIO, which the launcher pins to 0, needs CAP_SYS_NICE in the init namespace"),
         allow!(SYS_sched_getscheduler, "scheduling policy"),
-        allow!(SYS_sched_setscheduler, "scheduling policy; real-time needs CAP_SYS_NICE"),
+        allow!(SYS_sched_setscheduler, "scheduling policy; SCHED_FIFO/RR are refused because the launcher pins RLIMIT_RTPRIO to 0 and the sandbox has no CAP_SYS_NICE in the init namespace (without the rlimit, an unprivileged process may go real-time)"),
         allow!(SYS_sched_getattr, "scheduling attributes"),
-        allow!(SYS_sched_setattr, "scheduling attributes; same limits as sched_setscheduler"),
+        allow!(SYS_sched_setattr, "scheduling attributes; same limits as sched_setscheduler (RLIMIT_RTPRIO 0; SCHED_DEADLINE needs CAP_SYS_NICE)"),
         allow!(SYS_sched_get_priority_max, "priority range"),
         allow!(SYS_sched_get_priority_min, "priority range"),
         allow!(SYS_sched_rr_get_interval, "round-robin time slice"),
         allow!(SYS_getpriority, "nice value"),
-        allow!(SYS_setpriority, "lower own nice value (nice, make -l)"),
+        allow!(SYS_setpriority, "lower own priority (nice, make -l); raising it is refused: RLIMIT_NICE is pinned to 0 and there is no CAP_SYS_NICE"),
         allow!(SYS_ioprio_get, "I/O priority"),
         allow!(SYS_ioprio_set, "lower own I/O priority (ionice)"),
         // ---- identity -------------------------------------------------------------------
@@ -610,12 +683,12 @@ mod x86_64 {
         allow!(SYS_mq_getsetattr, "POSIX message queue attributes"),
         // ---- sockets (the network namespace has loopback only) -------------------------
         allow!(
-            SYS_socket if SocketFamilyAndType,
-            "unix and IP sockets of stream/datagram/seqpacket type; no raw, packet, netlink, vsock"
+            SYS_socket if SocketFamilyTypeProtocol,
+            "unix sockets, and TCP/UDP sockets only (protocol 0, TCP or UDP); no SCTP, L2TP, UDP-Lite, MPTCP, raw, packet, netlink, vsock"
         ),
         allow!(
-            SYS_socketpair if SocketFamilyAndType,
-            "connected unix socket pairs (subprocess plumbing); same family and type limits"
+            SYS_socketpair if SocketFamilyTypeProtocol,
+            "connected unix socket pairs (subprocess plumbing); same family, type and protocol limits"
         ),
         allow!(SYS_bind, "bind a socket (servers on loopback, unix sockets)"),
         allow!(SYS_listen, "listen on a socket"),
@@ -959,6 +1032,52 @@ mod x86_64 {
         let mut i = 0;
         while i < DENIED_IOCTLS.len() {
             low32(DENIED_IOCTLS[i].1);
+            assert!(
+                !DENIED_IOCTLS[i].2.is_empty(),
+                "a denied ioctl has no reason"
+            );
+            i += 1;
+        }
+        let mut i = 0;
+        while i < SOCKET_UNIX_TYPES.len() {
+            assert!(
+                int32(SOCKET_UNIX_TYPES[i].1) & !SOCKET_TYPE_MASK_32 == 0,
+                "a socket type has bits outside SOCKET_TYPE_MASK"
+            );
+            assert!(
+                !SOCKET_UNIX_TYPES[i].2.is_empty(),
+                "a socket rule has no reason"
+            );
+            i += 1;
+        }
+        let mut i = 0;
+        while i < SOCKET_INET_TYPES.len() {
+            assert!(
+                int32(SOCKET_INET_TYPES[i].1) & !SOCKET_TYPE_MASK_32 == 0,
+                "a socket type has bits outside SOCKET_TYPE_MASK"
+            );
+            assert!(
+                !SOCKET_INET_TYPES[i].2.is_empty(),
+                "a socket rule has no reason"
+            );
+            i += 1;
+        }
+        let mut i = 0;
+        while i < SOCKET_INET_FAMILIES.len() {
+            int32(SOCKET_INET_FAMILIES[i].1);
+            assert!(
+                !SOCKET_INET_FAMILIES[i].2.is_empty(),
+                "a socket rule has no reason"
+            );
+            i += 1;
+        }
+        let mut i = 0;
+        while i < SOCKET_INET_PROTOCOLS.len() {
+            int32(SOCKET_INET_PROTOCOLS[i].1);
+            assert!(
+                !SOCKET_INET_PROTOCOLS[i].2.is_empty(),
+                "a socket rule has no reason"
+            );
             i += 1;
         }
         let mut i = 0;
@@ -1086,7 +1205,7 @@ mod x86_64 {
                 asm.jump(Cond::Set, CLONE_NAMESPACE_MASK, deny, allow);
             }
             ArgRule::IoctlExceptTerminalInjection => {
-                let requests: Vec<u32> = DENIED_IOCTLS.iter().map(|&(_, r)| low32(r)).collect();
+                let requests: Vec<u32> = DENIED_IOCTLS.iter().map(|&(_, r, _)| low32(r)).collect();
                 asm.load(arg_low(1));
                 emit_one_of(asm, &requests, deny, allow);
             }
@@ -1110,16 +1229,29 @@ mod x86_64 {
                 asm.load(arg_low(arg));
                 asm.jump(Cond::Set, SETID_BITS as u32, deny, allow);
             }
-            ArgRule::SocketFamilyAndType => {
-                let families: Vec<u32> = SOCKET_FAMILIES.iter().map(|&(_, f)| int32(f)).collect();
-                let types: Vec<u32> = SOCKET_TYPES.iter().map(|&(_, t)| int32(t)).collect();
-                let check_type = asm.label();
+            ArgRule::SocketFamilyTypeProtocol => {
+                let values = |t: &[(&str, i32, &str)]| -> Vec<u32> {
+                    t.iter().map(|&(_, v, _)| int32(v)).collect()
+                };
+                let unix_type = asm.label();
+                let not_unix = asm.label();
+                let inet_type = asm.label();
+                let inet_protocol = asm.label();
                 asm.load(arg_low(0));
-                emit_one_of(asm, &families, check_type, deny);
-                asm.bind(check_type);
+                asm.jump(Cond::Eq, int32(libc::AF_UNIX), unix_type, not_unix);
+                asm.bind(not_unix);
+                emit_one_of(asm, &values(SOCKET_INET_FAMILIES), inet_type, deny);
+                asm.bind(unix_type);
                 asm.load(arg_low(1));
                 asm.and(SOCKET_TYPE_MASK_32);
-                emit_one_of(asm, &types, allow, deny);
+                emit_one_of(asm, &values(SOCKET_UNIX_TYPES), allow, deny);
+                asm.bind(inet_type);
+                asm.load(arg_low(1));
+                asm.and(SOCKET_TYPE_MASK_32);
+                emit_one_of(asm, &values(SOCKET_INET_TYPES), inet_protocol, deny);
+                asm.bind(inet_protocol);
+                asm.load(arg_low(2));
+                emit_one_of(asm, &values(SOCKET_INET_PROTOCOLS), allow, deny);
             }
         }
     }
@@ -1233,7 +1365,7 @@ mod x86_64 {
                     ArgRule::IoctlExceptTerminalInjection => {
                         let conditions = DENIED_IOCTLS
                             .iter()
-                            .map(|&(_, request)| dword(1, SeccompCmpOp::Ne, request))
+                            .map(|&(_, request, _)| dword(1, SeccompCmpOp::Ne, request))
                             .collect::<Result<Vec<_>, _>>()?;
                         vec![SeccompRule::new(conditions)?]
                     }
@@ -1256,14 +1388,27 @@ mod x86_64 {
                         SeccompCmpOp::MaskedEq(SETID_BITS),
                         0,
                     )?])?],
-                    ArgRule::SocketFamilyAndType => {
+                    ArgRule::SocketFamilyTypeProtocol => {
                         let mut rules = Vec::new();
-                        for &(_, family) in SOCKET_FAMILIES {
-                            for &(_, ty) in SOCKET_TYPES {
-                                rules.push(SeccompRule::new(vec![
-                                    dword(0, SeccompCmpOp::Eq, family as u64)?,
-                                    dword(1, SeccompCmpOp::MaskedEq(SOCKET_TYPE_MASK), ty as u64)?,
-                                ])?);
+                        for &(_, ty, _) in SOCKET_UNIX_TYPES {
+                            rules.push(SeccompRule::new(vec![
+                                dword(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?,
+                                dword(1, SeccompCmpOp::MaskedEq(SOCKET_TYPE_MASK), ty as u64)?,
+                            ])?);
+                        }
+                        for &(_, family, _) in SOCKET_INET_FAMILIES {
+                            for &(_, ty, _) in SOCKET_INET_TYPES {
+                                for &(_, protocol, _) in SOCKET_INET_PROTOCOLS {
+                                    rules.push(SeccompRule::new(vec![
+                                        dword(0, SeccompCmpOp::Eq, family as u64)?,
+                                        dword(
+                                            1,
+                                            SeccompCmpOp::MaskedEq(SOCKET_TYPE_MASK),
+                                            ty as u64,
+                                        )?,
+                                        dword(2, SeccompCmpOp::Eq, protocol as u64)?,
+                                    ])?);
+                                }
                             }
                         }
                         rules
@@ -1726,6 +1871,11 @@ mod x86_64 {
             let high = (1u64 << 32) | libc::TIOCSTI as u64;
             assert_eq!(native(ioctl, [0, high, 0, 0, 0, 0]), RET_EPERM);
             assert_eq!(native(ioctl, [0, libc::TCGETS as u64, 0, 0, 0, 0]), ALLOW);
+            assert_eq!(
+                native(ioctl, [0, libc::TIOCSETD as u64, 0, 0, 0, 0]),
+                RET_EPERM
+            );
+            assert_eq!(native(ioctl, [0, libc::TIOCGETD as u64, 0, 0, 0, 0]), ALLOW);
             assert_eq!(native(ioctl, [0, libc::FIONREAD as u64, 0, 0, 0, 0]), ALLOW);
 
             let personality = libc::SYS_personality;
@@ -1739,13 +1889,52 @@ mod x86_64 {
                 for &(_, family) in SOCKET_FAMILIES {
                     for &(_, ty) in SOCKET_TYPES {
                         let args = [family as u64, ty as u64 | flags, 0, 0, 0, 0];
-                        assert_eq!(native(nr, args), ALLOW, "{family} {ty}");
+                        // SOCK_SEQPACKET exists for IP only as SCTP.
+                        let expect = if family != libc::AF_UNIX && ty == libc::SOCK_SEQPACKET {
+                            RET_EPERM
+                        } else {
+                            ALLOW
+                        };
+                        assert_eq!(native(nr, args), expect, "{family} {ty}");
                     }
                     for ty in [libc::SOCK_RAW, 10 /* SOCK_PACKET */, libc::SOCK_RDM] {
                         let args = [family as u64, ty as u64 | flags, 0, 0, 0, 0];
                         assert_eq!(native(nr, args), RET_EPERM, "{family} {ty}");
                     }
                 }
+                // IP protocols: 0, TCP and UDP only; the rest never reach inet_create.
+                for family in [libc::AF_INET, libc::AF_INET6] {
+                    let f = family as u64;
+                    let (stream, dgram) = (libc::SOCK_STREAM as u64, libc::SOCK_DGRAM as u64);
+                    let tcp = libc::IPPROTO_TCP as u64;
+                    let udp = libc::IPPROTO_UDP as u64;
+                    assert_eq!(native(nr, [f, stream, tcp, 0, 0, 0]), ALLOW);
+                    assert_eq!(native(nr, [f, dgram | flags, udp, 0, 0, 0]), ALLOW);
+                    // The protocol is an int: high bits are ignored by the kernel and here.
+                    assert_eq!(native(nr, [f, stream, tcp | 1 << 32, 0, 0, 0]), ALLOW);
+                    for (ty, protocol) in [
+                        (stream, 132), // SCTP
+                        (libc::SOCK_SEQPACKET as u64, 132),
+                        (dgram, 115),  // L2TP/IP
+                        (dgram, 136),  // UDP-Lite
+                        (stream, 262), // MPTCP
+                        (dgram, libc::IPPROTO_ICMP as u64),
+                        (dgram, libc::IPPROTO_ICMPV6 as u64),
+                        (stream, 262 | 1 << 32),
+                    ] {
+                        assert_eq!(
+                            native(nr, [f, ty, protocol, 0, 0, 0]),
+                            RET_EPERM,
+                            "{family} {ty} {protocol}"
+                        );
+                    }
+                }
+                // Unix sockets: the protocol is the kernel's to refuse.
+                let unix = libc::AF_UNIX as u64;
+                assert_eq!(
+                    native(nr, [unix, libc::SOCK_STREAM as u64, 0, 0, 0, 0]),
+                    ALLOW
+                );
                 for family in [
                     libc::AF_NETLINK,
                     libc::AF_PACKET,
@@ -1993,9 +2182,12 @@ mod x86_64 {
                                 eq.native(nr, args);
                             }
                         }
-                        // Other bits of the type word, and a protocol.
+                        // Other bits of the type word, and every protocol of interest.
                         eq.native(nr, [family, ty | 0x10, 6, 0, 0, 0]);
                         eq.native(nr, [family, ty | 0x100, 17, 0, 0, 0]);
+                        for protocol in [1, 6, 17, 58, 115, 132, 136, 255, 262, 1 << 32 | 6] {
+                            eq.native(nr, [family, ty, protocol, 0, 0, 0]);
+                        }
                     }
                 }
                 for family in [0x100 | libc::AF_UNIX as u64, 0xffff_ffff, u64::MAX] {
@@ -2011,11 +2203,18 @@ mod x86_64 {
             let old = reference::build_filters();
             // Zero arguments, and the arguments that take the longest way through each rule
             // (the last family and type listed, the last ioctl refused, the query persona).
-            let last = |table: &[(&str, i32)]| table[table.len() - 1].1 as u64;
+            let last = |table: &[(&str, i32, &str)]| table[table.len() - 1].1 as u64;
             let arg_sets = [
                 [0; 6],
                 [u64::MAX; 6],
-                [last(SOCKET_FAMILIES), last(SOCKET_TYPES), 0, 0, 0, 0],
+                [
+                    last(SOCKET_INET_FAMILIES),
+                    last(SOCKET_INET_TYPES),
+                    last(SOCKET_INET_PROTOCOLS),
+                    0,
+                    0,
+                    0,
+                ],
                 [
                     PERSONALITY_QUERY,
                     DENIED_IOCTLS[DENIED_IOCTLS.len() - 1].1,
@@ -2057,11 +2256,12 @@ mod x86_64 {
                  syscalls {new_mean:.1}; seccompiler (all three programs): max {old_max}, mean \
                  {old_mean:.1}"
             );
-            // 2 (arch, x32) + the search's depth + the longest argument rule (socket: 3 + 3).
+            // 2 (arch, x32) + the search's depth + the longest argument rule (socket: family
+            // 1 + 2, type 2, protocol 3).
             let depth = usize::BITS - (ranges().len() - 1).leading_zeros();
             assert_eq!(new_number, 2 + depth, "a balanced search");
             assert!(
-                new_max <= 2 + depth + 6,
+                new_max <= 2 + depth + 8,
                 "{new_max} comparisons, depth {depth}"
             );
         }

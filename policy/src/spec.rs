@@ -218,6 +218,18 @@ pub fn validate_spec(
         64,
         c.nofile_max.min(MAX_NOFILE).into(),
     )?;
+    check_range("limits.io_weight", l.io_weight.into(), 1, 10_000)?;
+    let io = &l.io_max;
+    for (field, v, min) in [
+        ("limits.io_max.rbps", io.rbps, MIN_IO_BPS),
+        ("limits.io_max.wbps", io.wbps, MIN_IO_BPS),
+        ("limits.io_max.riops", io.riops, MIN_IO_IOPS),
+        ("limits.io_max.wiops", io.wiops, MIN_IO_IOPS),
+    ] {
+        if v != 0 {
+            check_range(field, v, min, u64::MAX >> 1)?;
+        }
+    }
     Ok(())
 }
 
@@ -500,6 +512,21 @@ mod tests {
             validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
             "limits.cpu_weight"
         );
+        let mut s = spec();
+        s.limits.io_weight = 10_001;
+        assert_eq!(
+            validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
+            "limits.io_weight"
+        );
+        let mut s = spec();
+        s.limits.io_max.wbps = 1;
+        assert_eq!(
+            validate_spec(&s, ROOTLESS, &ANY).unwrap_err().field,
+            "limits.io_max.wbps"
+        );
+        s.limits.io_max.wbps = 1 << 20;
+        s.limits.io_max.riops = 100;
+        validate_spec(&s, ROOTLESS, &ANY).unwrap();
     }
 
     #[test]

@@ -16,6 +16,13 @@ fn limits() -> Limits {
         tmp_bytes: 256 << 20,
         shm_bytes: 64 << 20,
         nofile: 4096,
+        io_weight: 100,
+        io_max: IoMax {
+            rbps: 0,
+            wbps: 1 << 20,
+            riops: 0,
+            wiops: 100,
+        },
     }
 }
 
@@ -83,6 +90,16 @@ pub(crate) fn samples() -> Vec<(&'static str, Vec<u8>)> {
         interfaces: vec!["lo".into()],
         root_readonly: true,
         egress_proxy: true,
+        rlimits: vec![RlimitSeen {
+            name: "Max realtime priority".into(),
+            soft: 0,
+            hard: 0,
+        }],
+        mounts: vec![MountSeen {
+            path: "/usr".into(),
+            fstype: "ext4".into(),
+            readonly: true,
+        }],
     };
     let req = |body: Request| enc(&ControllerMsg::Request { id: 7, body });
     let resp = |result: Result<Reply, ToolError>| enc(&WorkerMsg::Response { id: 7, result });
@@ -236,8 +253,8 @@ fn hex(b: &[u8]) -> String {
 
 /// The expected encodings (frame header included).
 const GOLDEN: &[(&str, &str)] = &[
-    ("Launch", "64000000000461636d650f2f732f772f61636d652f66696c657301fbe803fbe8030461636d65fc0000002000fb000164fb50c3fca0860100fc00000010fc00000004fb001001152f732f772f61636d652f72756e2f736b696c6c2d310a2f6d6e742f736b696c6c00"),
-    ("Launch/Egress", "64000000000461636d650f2f732f772f61636d652f66696c657301fbe803fbe8030461636d65fc0000002000fb000164fb50c3fca0860100fc00000010fc00000004fb001001152f732f772f61636d652f72756e2f736b696c6c2d310a2f6d6e742f736b696c6c01"),
+    ("Launch", "6d000000000461636d650f2f732f772f61636d652f66696c657301fbe803fbe8030461636d65fc0000002000fb000164fb50c3fca0860100fc00000010fc00000004fb00106400fc00001000006401152f732f772f61636d652f72756e2f736b696c6c2d310a2f6d6e742f736b696c6c00"),
+    ("Launch/Egress", "6d000000000461636d650f2f732f772f61636d652f66696c657301fbe803fbe8030461636d65fc0000002000fb000164fb50c3fca0860100fc00000010fc00000004fb00106400fc00001000006401152f732f772f61636d652f72756e2f736b696c6c2d310a2f6d6e742f736b696c6c01"),
     ("Request/Exec/Argv", "270000000107000002026c73022d6c0a2f776f726b737061636501014b015602696efbe803fc0000010001"),
     ("Request/Exec/Shell", "2800000001070001076563686f2068690a2f776f726b737061636501014b015602696efbe803fc0000010001"),
     ("Request/Read", "0700000001070101610102"),
@@ -249,7 +266,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Cancel", "020000000207"),
     ("Shutdown", "0100000003"),
     ("SetupFailed", "08000000000504022f780164"),
-    ("Hello", "38000000010101fbe803fbe80301020100000000000c01010203040506070b31303030203130303020310b313030302031303030203101026c6f0101"),
+    ("Hello", "5d000000010101fbe803fbe80301020100000000000c01010203040506070b31303030203130303020310b313030302031303030203101026c6f010101154d6178207265616c74696d65207072696f72697479000001042f757372046578743401"),
     ("Output", "07000000020701036f7574"),
     ("Response/Exec", "0c0000000307000001120100010a141e"),
     ("Response/Read", "0a00000003070001036162630301"),

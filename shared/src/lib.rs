@@ -29,7 +29,9 @@ pub use ratelimit::{MethodKind, RateLimiter, DEFAULT_RATE_PER_SEC};
 ///
 /// 2: [`ControllerMsg::Launch`] carries [`LaunchOptions`]; [`Attestation::egress_proxy`].
 /// 3: [`LaunchSpec::binds`].
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: [`Limits::io_weight`], [`Limits::io_max`]; [`Attestation::rlimits`],
+///    [`Attestation::mounts`].
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// TCP port of the egress proxy endpoint inside a sandbox launched with
 /// [`LaunchOptions::egress`]: the worker listens on `127.0.0.1:PROXY_PORT` (in the sandbox's

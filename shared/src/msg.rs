@@ -23,6 +23,33 @@ pub struct Limits {
     pub shm_bytes: u64,
     /// `RLIMIT_NOFILE` for the sandbox.
     pub nofile: u32,
+    /// IO weight 1..=10000, 100 = the kernel's default (v2 `io.weight`; v1 `blkio.weight` or
+    /// `blkio.bfq.weight`, scaled). Best effort: applied where the kernel has the file.
+    pub io_weight: u32,
+    /// IO bandwidth and IOPS ceilings on the workspace's block device (v2 `io.max`, v1
+    /// `blkio.throttle.*`). All zero: none. Set, they are required: the sandbox is refused
+    /// where they cannot be applied.
+    pub io_max: IoMax,
+}
+
+/// IO ceilings of one sandbox on the block device that holds its workspace. 0 = no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode)]
+pub struct IoMax {
+    /// Read bytes per second.
+    pub rbps: u64,
+    /// Write bytes per second.
+    pub wbps: u64,
+    /// Read operations per second.
+    pub riops: u64,
+    /// Write operations per second.
+    pub wiops: u64,
+}
+
+impl IoMax {
+    /// Whether any ceiling is set.
+    pub fn is_set(&self) -> bool {
+        self.rbps != 0 || self.wbps != 0 || self.riops != 0 || self.wiops != 0
+    }
 }
 
 /// What the controller asks the launcher to build. Every field is re-validated by the
@@ -408,6 +435,37 @@ pub struct Attestation {
     /// Whether the egress proxy listener (`127.0.0.1:`[`crate::PROXY_PORT`]) is up: must be
     /// true exactly when the sandbox was launched with [`LaunchOptions::egress`].
     pub egress_proxy: bool,
+    /// Resource limits from `/proc/self/limits` (at most [`MAX_ATTESTED_RLIMITS`]).
+    pub rlimits: Vec<RlimitSeen>,
+    /// The mount table from `/proc/self/mountinfo` (at most [`MAX_ATTESTED_MOUNTS`]).
+    pub mounts: Vec<MountSeen>,
+}
+
+/// Most [`RlimitSeen`]s an attestation carries (Linux has 16 resources).
+pub const MAX_ATTESTED_RLIMITS: usize = 32;
+/// Most [`MountSeen`]s an attestation carries; a longer table is truncated, and refused.
+pub const MAX_ATTESTED_MOUNTS: usize = 256;
+
+/// One line of `/proc/self/limits`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct RlimitSeen {
+    /// The kernel's name of the limit (`Max realtime priority`).
+    pub name: String,
+    /// Soft limit; `u64::MAX` = unlimited.
+    pub soft: u64,
+    /// Hard limit; `u64::MAX` = unlimited.
+    pub hard: u64,
+}
+
+/// One mount as the sandbox sees it (`/proc/self/mountinfo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct MountSeen {
+    /// Mount point inside the sandbox (octal escapes decoded).
+    pub path: String,
+    /// Filesystem type (`tmpfs`, `proc`, `ext4`, ...).
+    pub fstype: String,
+    /// Mounted read-only (the per-mount `ro` option).
+    pub readonly: bool,
 }
 
 /// The step of sandbox setup that failed. Numbered like the launcher's sequence.

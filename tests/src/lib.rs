@@ -279,6 +279,31 @@ impl Isolated {
     }
 }
 
+/// A hostile tenant's attacks on the resources it shares with its neighbours, as `sh` scripts
+/// for its sandbox, each running until killed (tests/suite/neighbours_kernel.rs runs them
+/// beside another tenant's work, `bulkhead-bench --only neighbours` measures that work's
+/// latency beside them). The CPU hog first tries real-time priority and a negative nice (both
+/// refused) and records a success in `/workspace/escalated`.
+pub const NEIGHBOUR_ATTACKS: &[(&str, &str)] = &[
+    (
+        "cpu hog",
+        "chrt -f 50 true 2>/dev/null && echo REALTIME > /workspace/escalated; \
+         for i in 1 2 3 4 5 6 7 8; do (nice -n -20 sh -c 'while :; do :; done' 2>/dev/null) & \
+         done; wait",
+    ),
+    ("fork bomb", "f() { f | f & }; f; sleep 1000"),
+    (
+        "memory bomb",
+        "while :; do python3 -c 'a = []\nwhile True: a.append(bytearray(16 << 20))' \
+         2>/dev/null; done",
+    ),
+    (
+        "io/fsync flood",
+        "for i in 1 2 3 4; do (while :; do dd if=/dev/zero of=/workspace/flood$i bs=256k \
+         count=16 conv=fsync 2>/dev/null; done) & done; wait",
+    ),
+];
+
 /// Asserts a path does not exist on the host (used after attacks that try to create one).
 pub fn assert_absent(p: &Path) {
     assert!(!p.exists(), "{} exists on the host", p.display());

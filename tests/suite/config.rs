@@ -116,3 +116,58 @@ fn text_logs_to_stderr_by_level() {
         .unwrap();
     assert_eq!(text(&out.stderr), "", "default level is warn");
 }
+
+#[test]
+fn io_limits_come_from_config_and_flags_and_bad_ones_are_refused() {
+    let env = TestEnv::new();
+    write_config(
+        &env,
+        "[limits]\nio_weight = 300\nio_max = \"wbps=10M, riops=100\"\n",
+    );
+    env.create("a");
+    let out = env.bulkhead(&["--json", "workspace", "show", "a"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["limits"]["io_weight"], 300);
+    assert_eq!(v["limits"]["io_max"], "wbps=10485760,riops=100");
+    // The workspace's own flags win; `none` clears the ceilings.
+    let out = env.bulkhead(&[
+        "--json",
+        "workspace",
+        "create",
+        "b",
+        "--io-max",
+        "none",
+        "--io-weight",
+        "50",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["limits"]["io_max"], "none");
+    assert_eq!(v["limits"]["io_weight"], 50);
+    let out = env.bulkhead(&["workspace", "show", "b"]);
+    assert!(
+        text(&out.stdout).contains("io:      weight 50, max none"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Bad values: what is wrong and what to write instead.
+    for (flags, expect) in [
+        (&["--io-max", "wbps=1"][..], "limits.io_max.wbps"),
+        (&["--io-max", "fast"][..], "key=value"),
+        (&["--io-max", "rbps=1M,rbps=2M"][..], "given twice"),
+        (&["--io-max", "iops=5"][..], "use rbps, wbps"),
+        (&["--io-weight", "0"][..], "limits.io_weight"),
+    ] {
+        let mut args = vec!["workspace", "create", "c"];
+        args.extend_from_slice(flags);
+        let out = env.bulkhead(&args);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(expect), "{flags:?}: {err}");
+    }
+    write_config(&env, "[limits]\nio_max = \"wbps=lots\"\n");
+    let out = env.bulkhead(&["workspace", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("limits.io_max"), "{err}");
+}

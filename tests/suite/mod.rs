@@ -17,6 +17,7 @@ mod memory;
 mod memory_index;
 mod memory_local;
 mod mock_llm;
+mod neighbours_kernel;
 mod rootless;
 mod rpc;
 mod sessions;

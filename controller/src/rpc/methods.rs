@@ -216,7 +216,8 @@ fn s_limits() -> Value {
         "type": "object",
         "properties": {
             "memory_bytes": s_uint(), "pids": s_uint(), "cpu_weight": s_uint(),
-            "cpu_percent": s_uint(), "tmp_bytes": s_uint(),
+            "cpu_percent": s_uint(), "tmp_bytes": s_uint(), "io_weight": s_uint(),
+            "io_max": {"type": "string"},
         },
         "additionalProperties": false,
     })

@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use bulkhead_shared::{Attestation, NsIds};
+use bulkhead_shared::{Attestation, NsIds, MAX_ATTESTED_RLIMITS};
 
 use crate::sys;
 
@@ -41,7 +41,25 @@ pub fn gather() -> Attestation {
     a.root_readonly = sys::statvfs_flags(c"/")
         .map(|f| f & libc::ST_RDONLY != 0)
         .unwrap_or(false);
+    a.rlimits = fs::read_to_string("/proc/self/limits")
+        .map(|t| bulkhead_policy::rlimits::parse_proc_limits(&t))
+        .unwrap_or_default();
+    a.rlimits.truncate(MAX_ATTESTED_RLIMITS);
+    a.mounts = read_capped("/proc/self/mountinfo", MOUNTINFO_CAP)
+        .map(|t| bulkhead_policy::mounts::parse_mountinfo(&t))
+        .unwrap_or_default();
     a
+}
+
+/// Most bytes of mountinfo read (about 150 bytes a line × [`MAX_ATTESTED_MOUNTS`], with room).
+const MOUNTINFO_CAP: u64 = 256 << 10;
+
+/// Reads at most `cap` bytes of a text file.
+fn read_capped(path: &str, cap: u64) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    fs::File::open(path)?.take(cap).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Fills the fields that come from `/proc/self/status`.

@@ -137,11 +137,14 @@ fn sandbox_cgroup_limits_oom_and_teardown() {
         tmp_bytes: 1 << 20,
         shm_bytes: 1 << 20,
         nofile: 1024,
+        io_weight: 100,
+        io_max: Default::default(),
     };
     let plan = match imp::plan_for_self(
         &fs::read_to_string("/proc/self/cgroup").unwrap(),
         &name,
         &limits,
+        "/tmp",
     ) {
         Ok(plan) => plan,
         Err(e) => return skip(&format!("no usable cgroup hierarchy: {e}")),
@@ -242,6 +245,76 @@ fn sandbox_cgroup_limits_oom_and_teardown() {
         assert!(!dir.exists(), "{} still exists", dir.display());
     }
     cleanup.cgroups.clear();
+}
+
+/// IO ceilings reach the kernel: `io.max` on v2, `blkio.throttle.*` on v1, for the whole disk
+/// holding the workspace (here the test's own source directory); and a workspace on tmpfs
+/// is refused rather than left unthrottled.
+#[test]
+fn io_ceilings_reach_the_kernel_or_fail_closed() {
+    if !is_root() {
+        return skip("cgroup tests need root");
+    }
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let Some((major, minor)) = imp::block_device(dir) else {
+        return skip(&format!("{dir} is not on a block device"));
+    };
+    let name = format!("suite-io-{}", std::process::id());
+    let mut limits = Limits {
+        memory_bytes: 64 << 20,
+        swap_bytes: 0,
+        pids: 16,
+        cpu_weight: 100,
+        cpu_quota_us: 0,
+        cpu_period_us: 100_000,
+        tmp_bytes: 1 << 20,
+        shm_bytes: 1 << 20,
+        nofile: 1024,
+        io_weight: 100,
+        io_max: Default::default(),
+    };
+    limits.io_max.wbps = 1 << 20;
+    limits.io_max.riops = 100;
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let plan = match imp::plan_for_self(&own, &name, &limits, dir) {
+        Ok(plan) => plan,
+        Err(e) if e.detail.contains("io") => {
+            return skip(&format!("no io controller here: {e}"));
+        }
+        Err(e) => return skip(&format!("no usable cgroup hierarchy: {e}")),
+    };
+    let mut cleanup = Cleanup::default();
+    let cg = match imp::create(&plan) {
+        Ok(cg) => cg,
+        Err(e) if denied(e.errno) => return skip(&format!("cgroup not writable: {e}")),
+        Err(e) => panic!("create failed: {e}"),
+    };
+    cleanup.cgroups.push(cg.clone());
+    let dev = format!("{major}:{minor}");
+    match cg.version {
+        CgroupVersion::V2 => {
+            let max = read_trim(&limit_file(&cg, "io.max"));
+            assert!(
+                max.contains(&format!("{dev} rbps=max wbps=1048576 riops=100 wiops=max")),
+                "io.max: {max}"
+            );
+        }
+        CgroupVersion::V1 => {
+            assert_eq!(
+                read_trim(&limit_file(&cg, "blkio.throttle.write_bps_device")),
+                format!("{dev} 1048576")
+            );
+            assert_eq!(
+                read_trim(&limit_file(&cg, "blkio.throttle.read_iops_device")),
+                format!("{dev} 100")
+            );
+        }
+    }
+    assert!(imp::destroy(&cg));
+    cleanup.cgroups.clear();
+    // Not a block device: no plan at all.
+    let e = imp::plan_for_self(&own, &name, &limits, "/dev/shm").unwrap_err();
+    assert!(e.detail.contains("not on a block device"), "{e}");
 }
 
 /// The v2 half that this hybrid machine's planner never chooses (its unified hierarchy

@@ -943,6 +943,8 @@ fn a_malformed_frame_makes_the_worker_exit_1() {
             tmp_bytes: 0,
             shm_bytes: 0,
             nofile: 1,
+            io_weight: 0,
+            io_max: Default::default(),
         },
         binds: vec![],
     };

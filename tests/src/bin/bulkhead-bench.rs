@@ -11,6 +11,12 @@
 //!     one, then teardown and a check that nothing is left. The same for M idle bwrap
 //!     sandboxes as the baseline.
 //!
+//! (c) neighbours: tenant B's `bulkhead exec /bin/true` (the CLI, end to end) while tenant A
+//!     runs each attack of `bulkhead_tests::NEIGHBOUR_ATTACKS` (cpu hog, fork bomb, memory
+//!     bomb, io/fsync flood) in its own sandbox; the median as a ratio to B alone, measured
+//!     in the same run before and after the attacks. Goal ≤ 2× for cpu, fork and memory; the
+//!     io ratio is reported.
+//!
 //! A miss of a goal is printed, not an error exit; the exit status is non-zero only when
 //! the bench itself could not run or left something behind.
 //!
@@ -42,7 +48,8 @@ use bulkhead_shared::{
 
 const USAGE: &str = "\
 usage: bulkhead-bench [--quick] [--iterations N] [--density N] [--bwrap-density M]
-                      [--threads T] [--density-mode threads|pipeline] [--only cold|density]
+                      [--threads T] [--density-mode threads|pipeline]
+                      [--neighbour-rounds N] [--only cold|density|neighbours]
 
 Cold start, persistent exec and density of bulkhead sandboxes against bubblewrap, measured in
 one run on this machine. Needs root (or delegated cgroups and user namespaces) and the release
@@ -56,8 +63,9 @@ binaries next to this one (`make bench` builds them).
                      pipeline: one thread keeping T launches in flight on the raw protocol
                      (measured on a 2-CPU host: the same rate within noise, so the default
                      is the library path that users take)
-  --only             run one half only
-  --quick            iterations 30, density 100 (a smoke run)";
+  --neighbour-rounds B's execs per attack, and alone (default 30; --quick: 10)
+  --only             run one part only
+  --quick            iterations 30, density 100, neighbour rounds 10 (a smoke run)";
 
 /// The bwrap baseline: every namespace, a read-only /usr, fresh /proc, /dev and /tmp.
 const BWRAP_ARGS: &[&str] = &[
@@ -103,6 +111,8 @@ struct Opts {
     mode: DensityMode,
     cold: bool,
     dense: bool,
+    neighbours: bool,
+    neighbour_rounds: usize,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -115,7 +125,10 @@ fn parse_args() -> Result<Opts, String> {
         mode: DensityMode::Threads,
         cold: true,
         dense: true,
+        neighbours: true,
+        neighbour_rounds: 30,
     };
+    let mut rounds = None;
     let mut iterations = None;
     let mut density = None;
     let mut args = std::env::args().skip(1);
@@ -130,7 +143,9 @@ fn parse_args() -> Result<Opts, String> {
                 o.iterations = 30;
                 o.warmup = 3;
                 o.density = 100;
+                o.neighbour_rounds = 10;
             }
+            "--neighbour-rounds" => rounds = Some(num(&a, args.next())?.max(1)),
             "--iterations" => iterations = Some(num(&a, args.next())?.max(1)),
             "--density" => density = Some(num(&a, args.next())?),
             "--bwrap-density" => o.bwrap_density = Some(num(&a, args.next())?),
@@ -146,11 +161,17 @@ fn parse_args() -> Result<Opts, String> {
                     }
                 }
             }
-            "--only" => match args.next().as_deref() {
-                Some("cold") => o.dense = false,
-                Some("density") => o.cold = false,
-                other => return Err(format!("--only: expected cold or density, got {other:?}")),
-            },
+            "--only" => {
+                let only = args.next();
+                o.cold = only.as_deref() == Some("cold");
+                o.dense = only.as_deref() == Some("density");
+                o.neighbours = only.as_deref() == Some("neighbours");
+                if !(o.cold || o.dense || o.neighbours) {
+                    return Err(format!(
+                        "--only: expected cold, density or neighbours, got {only:?}"
+                    ));
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -164,6 +185,9 @@ fn parse_args() -> Result<Opts, String> {
     }
     if let Some(d) = density {
         o.density = d;
+    }
+    if let Some(r) = rounds {
+        o.neighbour_rounds = r;
     }
     Ok(o)
 }
@@ -1872,8 +1896,10 @@ fn summary(
         if root { "yes" } else { "no" }
     );
     let _ = writeln!(s);
-    let _ = writeln!(s, "| measure | bulkhead | bwrap | ratio | goal |");
-    let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- |");
+    if c.is_some() || d.is_some() {
+        let _ = writeln!(s, "| measure | bulkhead | bwrap | ratio | goal |");
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- |");
+    }
     if let Some(c) = c {
         let row = |s: &mut String, label: &str, name: &str, goal: &str, limit: Option<f64>| {
             let m = c.median(name);
@@ -2012,16 +2038,20 @@ fn summary(
     }
     let _ = writeln!(s);
     let mut args = String::new();
-    if opts.iterations != 200 {
+    if opts.iterations != 200 && opts.cold {
         let _ = write!(args, " --iterations {}", opts.iterations);
     }
     if opts.density != 1000 && opts.dense {
         let _ = write!(args, " --density {}", opts.density);
     }
-    if !opts.cold {
-        args.push_str(" --only density");
-    } else if !opts.dense {
-        args.push_str(" --only cold");
+    if opts.neighbour_rounds != 30 && opts.neighbours {
+        let _ = write!(args, " --neighbour-rounds {}", opts.neighbour_rounds);
+    }
+    match (opts.cold, opts.dense, opts.neighbours) {
+        (true, true, true) => {}
+        (true, false, false) => args.push_str(" --only cold"),
+        (false, true, false) => args.push_str(" --only density"),
+        _ => args.push_str(" --only neighbours"),
     }
     if args.is_empty() {
         let _ = writeln!(s, "Reproduce: `make bench`");
@@ -2132,6 +2162,16 @@ fn run(opts: &Opts) -> Result<bool, String> {
     } else {
         (None, None)
     };
+    let neighbours_rep = if opts.neighbours {
+        if stopping() {
+            return Err("interrupted".into());
+        }
+        let r = neighbours(opts, &env)?;
+        goals.extend(print_neighbours(&r));
+        Some(r)
+    } else {
+        None
+    };
     let clean = dens.as_ref().map_or(true, DensityReport::clean)
         && bw.as_ref().map_or(true, |b| b.left == 0);
 
@@ -2144,10 +2184,233 @@ fn run(opts: &Opts) -> Result<bool, String> {
         "{}",
         summary(opts, &env, cold_rep.as_ref(), dens.as_ref(), bw.as_ref())
     );
+    if let Some(r) = &neighbours_rep {
+        print!("{}", summary_neighbours(r));
+    }
     println!("\n--- end of summary ---");
     drop(env);
     tmp.close()
         .map_err(|e| format!("removing the state dir: {e}"))?;
     std::io::stdout().flush().ok();
     Ok(clean)
+}
+
+// ───────────────────────────── (c) neighbours ─────────────────────────────
+
+/// B's latency beside one attack of A.
+struct NeighbourRow {
+    attack: &'static str,
+    b: Samples,
+    /// A's attack was still running when B's last exec ended.
+    sustained: bool,
+}
+
+struct NeighboursReport {
+    alone: Samples,
+    rows: Vec<NeighbourRow>,
+}
+
+/// Attacks that must keep B within 2× (the io one is reported only).
+const NEIGHBOUR_GOAL_X: f64 = 2.0;
+
+fn neighbour_goal(attack: &str) -> Option<f64> {
+    (!attack.starts_with("io")).then_some(NEIGHBOUR_GOAL_X)
+}
+
+/// One `bulkhead exec <id> -- /bin/true` through the CLI, in ms.
+fn cli_true(env: &Env, id: &str) -> Result<f64, String> {
+    let start = Instant::now();
+    let out = Command::new(&env.cli)
+        .arg("--state-dir")
+        .arg(&env.state_dir)
+        .args(["exec", id, "--", "/bin/true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("bulkhead: {e}"))?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    if out.status.success() {
+        Ok(ms)
+    } else {
+        Err(format!(
+            "bulkhead exec {id}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn neighbours(opts: &Opts, env: &Env) -> Result<NeighboursReport, String> {
+    let a = env
+        .platform
+        .create_workspace("bench-a", WorkspaceConfig::default())
+        .map_err(|e| e.to_string())?;
+    env.platform
+        .create_workspace("bench-b", WorkspaceConfig::default())
+        .map_err(|e| e.to_string())?;
+    let marker = a.files_dir().join("started");
+    let n = opts.neighbour_rounds;
+    let mut alone = Samples::default();
+    let run_alone = |alone: &mut Samples| {
+        for _ in 0..n {
+            match cli_true(env, "bench-b") {
+                Ok(ms) => alone.ms.push(ms),
+                Err(e) => alone.fail(e),
+            }
+        }
+    };
+    eprintln!("  neighbours: B alone, {n} execs");
+    let _ = cli_true(env, "bench-b");
+    run_alone(&mut alone);
+    let mut rows = Vec::new();
+    for &(attack, script) in bulkhead_tests::NEIGHBOUR_ATTACKS {
+        if stopping() {
+            return Err("interrupted".into());
+        }
+        eprintln!("  neighbours: B beside A's {attack}");
+        let _ = std::fs::remove_file(&marker);
+        // A's attack is time-boxed by the CLI's own --timeout: it ends (and its sandbox with
+        // it) whatever happens here.
+        let window = Duration::from_secs(20 + 3 * n as u64);
+        let full = format!("touch /workspace/started; {script}");
+        let mut child = Command::new(&env.cli)
+            .arg("--state-dir")
+            .arg(&env.state_dir)
+            .args(["exec", "bench-a", "--timeout"])
+            .arg(window.as_secs().to_string())
+            .args(["--", "/bin/sh", "-c", &full])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start A's {attack}: {e}"))?;
+        let started = Instant::now();
+        while !marker.exists() {
+            if started.elapsed() > Duration::from_secs(30)
+                || child.try_wait().ok().flatten().is_some()
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("A's {attack} did not start"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut b = Samples::default();
+        for _ in 0..n {
+            if started.elapsed() + Duration::from_secs(5) > window {
+                b.fail("the attack's window ended before B's rounds".into());
+                break;
+            }
+            match cli_true(env, "bench-b") {
+                Ok(ms) => b.ms.push(ms),
+                Err(e) => b.fail(e),
+            }
+        }
+        let sustained = child.try_wait().ok().flatten().is_none();
+        // Ends at its --timeout; a CLI that outlives it by far is killed.
+        let deadline = started + window + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.wait();
+        rows.push(NeighbourRow {
+            attack,
+            b,
+            sustained,
+        });
+    }
+    eprintln!("  neighbours: B alone again, {n} execs");
+    run_alone(&mut alone);
+    Ok(NeighboursReport { alone, rows })
+}
+
+fn print_neighbours(r: &NeighboursReport) -> Vec<String> {
+    let base = r.alone.median();
+    println!(
+        "\n(c) neighbours: tenant B's `bulkhead exec /bin/true` while tenant A attacks in its own \
+         sandbox ({} execs alone, before and after; default limits for both)",
+        r.alone.ms.len()
+    );
+    println!(
+        "  {:<28} {:>10} {:>10} {:>9} {:>7}",
+        "B beside", "median ms", "p90 ms", "× alone", "errors"
+    );
+    println!(
+        "  {:<28} {:>10} {:>10} {:>9} {:>7}",
+        "nothing (alone)",
+        fmt_ms(base),
+        fmt_ms(r.alone.p90()),
+        "1.00×",
+        r.alone.errors
+    );
+    let mut goals = Vec::new();
+    for row in &r.rows {
+        let x = ratio(row.b.median(), base);
+        println!(
+            "  {:<28} {:>10} {:>10} {:>9} {:>7}{}",
+            format!("A's {}", row.attack),
+            fmt_ms(row.b.median()),
+            fmt_ms(row.b.p90()),
+            fmt_x(x),
+            row.b.errors,
+            if row.sustained {
+                ""
+            } else {
+                "  (the attack ended early)"
+            }
+        );
+        if let Some(e) = &row.b.first_error {
+            println!("      first error: {e}");
+        }
+        match neighbour_goal(row.attack) {
+            Some(limit) => {
+                let ok = x.map(|x| x <= limit && row.b.errors == 0 && row.sustained);
+                goals.push(format!(
+                    "{} B's exec beside A's {} ≤ {limit:.0}× alone: {}",
+                    verdict(ok),
+                    row.attack,
+                    fmt_x(x)
+                ));
+            }
+            None => goals.push(format!(
+                "info B's exec beside A's {} (reported, no goal): {}",
+                row.attack,
+                fmt_x(x)
+            )),
+        }
+    }
+    goals
+}
+
+fn summary_neighbours(r: &NeighboursReport) -> String {
+    let mut s = String::new();
+    let base = r.alone.median();
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "| tenant B's `exec /bin/true` beside tenant A's | median ms | × B alone | goal |"
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | --- |");
+    let _ = writeln!(s, "| nothing | {} | 1.00× | |", fmt_ms(base));
+    for row in &r.rows {
+        let x = ratio(row.b.median(), base);
+        let goal = match neighbour_goal(row.attack) {
+            Some(l) => format!("≤ {l:.0}×"),
+            None => "reported".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {goal} |",
+            row.attack,
+            fmt_ms(row.b.median()),
+            fmt_x(x)
+        );
+    }
+    s
 }

@@ -440,7 +440,14 @@ impl Pass<'_> {
                 ));
                 break;
             }
-            let name = String::from_utf8_lossy(name).into_owned();
+            let Ok(name) = String::from_utf8(name.to_vec()) else {
+                // The source is a path string: a name that is not UTF-8 cannot be one.
+                let lossy = String::from_utf8_lossy(name);
+                self.rep
+                    .skipped
+                    .push((format!("{rel}/{lossy}"), "name is not UTF-8".into()));
+                continue;
+            };
             entries.push((name, e.file_type()));
         }
         drop(d);

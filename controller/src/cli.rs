@@ -1030,22 +1030,25 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
                     say(serde_json::to_string(&r).unwrap_or_default())?;
                     continue;
                 }
+                // Hosts, methods and reasons come from what a sandbox sent: escaped.
+                use crate::util::text::safe_line;
                 if r.suppressed.is_some() {
                     say(format_args!(
                         "{} {}",
-                        r.ts,
-                        r.reason.as_deref().unwrap_or_default()
+                        safe_line(&r.ts),
+                        safe_line(r.reason.as_deref().unwrap_or_default())
                     ))?;
                     continue;
                 }
-                let target = if r.host.contains(':') {
-                    format!("[{}]:{}", r.host, r.port)
+                let host = safe_line(&r.host);
+                let target = if host.contains(':') {
+                    format!("[{host}]:{}", r.port)
                 } else {
-                    format!("{}:{}", r.host, r.port)
+                    format!("{host}:{}", r.port)
                 };
                 let tail = match &r.reason {
                     Some(why) if r.decision != crate::net::proxy::Decision::Allowed => {
-                        format!(": {why}")
+                        format!(": {}", safe_line(why))
                     }
                     _ => format!(
                         ", {} up, {} down",
@@ -1055,8 +1058,8 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
                 };
                 say(format_args!(
                     "{} {} {} {} {} ms{}",
-                    r.ts,
-                    r.method,
+                    safe_line(&r.ts),
+                    safe_line(&r.method),
                     target,
                     r.decision.as_str(),
                     r.duration_ms,

@@ -30,6 +30,8 @@
 //! # operator-only, read from this file, never from the environment:
 //! allow_loopback_embeddings = false  # let embedding providers reach 127.0.0.0/8 and ::1 (Ollama)
 //! allow_private_embeddings = false   # let them reach 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7
+//! index_max_bytes_per_pass = "256M"  # `memory index` reads at most this much of notes per pass (1M-64G)
+//! index_max_dir_entries = 10000      # entries looked at per directory of notes (1-1000000)
 //!
 //! [agent]                        # limits of subagents (spawn_subagents), for the CLI and JSON-RPC runs
 //! subagent_concurrency = 4       # children running at once (1-64)
@@ -136,6 +138,39 @@ pub struct Config {
     /// `[skills] allow_write_with_credentials`: a skill that declares `workspace = "write"`
     /// and credentials may run. Only from `config.toml`, never from the environment.
     pub allow_write_with_credentials: bool,
+    /// `[memory] index_*`: how much work one `memory index` pass does on tenant files.
+    pub index: IndexLimits,
+}
+
+/// How much work one pass of the notes indexer (`memory index`) may do on a workspace's
+/// files, which its sandbox writes: what is past a limit is reported as skipped (and read on
+/// a later pass when the limit is bytes), never silently dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexLimits {
+    /// `[memory] index_max_bytes_per_pass`: bytes of notes read in one pass; a file past it
+    /// waits for the next pass (its chunks stay). Unchanged files cost nothing.
+    pub max_bytes_per_pass: u64,
+    /// `[memory] index_max_dir_entries`: entries of one directory looked at; past it, the
+    /// directory is reported and nothing is removed from the index in that pass.
+    pub max_dir_entries: usize,
+}
+
+impl IndexLimits {
+    /// Smallest `index_max_bytes_per_pass` (one note at the largest indexed size).
+    pub const MIN_BYTES_PER_PASS: u64 = 1 << 20;
+    /// Largest `index_max_bytes_per_pass`.
+    pub const MAX_BYTES_PER_PASS: u64 = 64 << 30;
+    /// Largest `index_max_dir_entries`.
+    pub const MAX_DIR_ENTRIES: usize = 1_000_000;
+}
+
+impl Default for IndexLimits {
+    fn default() -> Self {
+        IndexLimits {
+            max_bytes_per_pass: 256 << 20,
+            max_dir_entries: 10_000,
+        }
+    }
 }
 
 /// The `config.toml` key that lets a skill with write access to the workspace hold
@@ -188,6 +223,8 @@ struct FileMemory {
     embedding_dims: Option<usize>,
     allow_loopback_embeddings: Option<bool>,
     allow_private_embeddings: Option<bool>,
+    index_max_bytes_per_pass: Option<String>,
+    index_max_dir_entries: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -402,6 +439,30 @@ impl Config {
                 v => Ok(v),
             }
         };
+        if let Some(v) = f.memory.index_max_bytes_per_pass.as_deref() {
+            let key = "memory.index_max_bytes_per_pass";
+            let n = size(origin, key, v)?;
+            let (lo, hi) = (
+                IndexLimits::MIN_BYTES_PER_PASS,
+                IndexLimits::MAX_BYTES_PER_PASS,
+            );
+            if !(lo..=hi).contains(&n) {
+                return Err(bad(
+                    origin,
+                    key,
+                    format!("{n} bytes is outside 1M..=64G; give a size such as \"256M\""),
+                ));
+            }
+            cfg.index.max_bytes_per_pass = n;
+        }
+        if let Some(n) = range(
+            "memory.index_max_dir_entries",
+            f.memory.index_max_dir_entries,
+            1,
+            IndexLimits::MAX_DIR_ENTRIES,
+        )? {
+            cfg.index.max_dir_entries = n;
+        }
         let a = &f.agent;
         if let Some(n) = range("agent.subagent_concurrency", a.subagent_concurrency, 1, 64)? {
             cfg.subagents.concurrency = n;
@@ -537,5 +598,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("BULKHEAD_LOG_FORMAT"), "{e}");
+    }
+
+    #[test]
+    fn index_limits_have_defaults_and_ranges() {
+        let c = Config::parse("", "f").unwrap();
+        assert_eq!(c.index, IndexLimits::default());
+        let c = Config::parse(
+            "[memory]\nindex_max_bytes_per_pass = \"1G\"\nindex_max_dir_entries = 50\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(c.index.max_bytes_per_pass, 1 << 30);
+        assert_eq!(c.index.max_dir_entries, 50);
+        for bad in [
+            "index_max_bytes_per_pass = \"1K\"",
+            "index_max_bytes_per_pass = \"65G\"",
+            "index_max_bytes_per_pass = \"lots\"",
+            "index_max_dir_entries = 0",
+        ] {
+            let e = Config::parse(&format!("[memory]\n{bad}\n"), "f")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("memory.index_max"), "{bad}: {e}");
+        }
     }
 }

@@ -30,6 +30,7 @@ pub mod sandbox;
 pub mod sessions;
 pub mod skills;
 pub mod state;
+pub mod util;
 
 pub use agent::{CancelToken, RunEvent, RunOutcome, RunRequest, RunResult};
 /// The wire protocol types (requests, replies, limits), re-exported for embedders.

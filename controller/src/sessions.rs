@@ -65,6 +65,7 @@ use serde_json::{json, Value};
 
 use crate::error::{exit, Error, Result};
 use crate::platform::{Platform, Workspace};
+use crate::util::text::safe;
 
 /// Longest line (one serialized event, without its newline) written or read: 16 MiB.
 /// Longer events are refused on write and skipped on read, so reading needs bounded memory.
@@ -1420,20 +1421,6 @@ fn write_jsonl(out: &mut impl Write, events: &[Event]) -> io::Result<()> {
 /// Longest tool output or argument text `show` prints (the rest is elided; --json has all).
 const SHOW_TOOL_CHARS: usize = 2000;
 
-/// Text from a transcript made safe for a terminal: control characters other than newline
-/// and tab are escaped, so model or tool output cannot drive the terminal.
-fn safe(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
-            o.extend(c.escape_default());
-        } else {
-            o.push(c);
-        }
-    }
-    o
-}
-
 fn elide(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!(
@@ -1625,10 +1612,5 @@ mod tests {
         assert_eq!(lr.buf, b"b");
         assert!(matches!(lr.next().unwrap(), Some(RawLine::Torn)));
         assert!(lr.next().unwrap().is_none());
-    }
-
-    #[test]
-    fn show_escapes_control_characters() {
-        assert_eq!(safe("a\x1b[31mb\nc\td"), "a\\u{1b}[31mb\nc\td");
     }
 }

@@ -1398,3 +1398,192 @@ fn the_caps_hold_per_workspace_across_its_sandboxes() {
         "{err}"
     );
 }
+
+/// A skill's proxy context lives inside its workspace's limits: it takes the workspace's
+/// connection cap (a tunnel the workspace holds leaves it none) and shares the workspace's
+/// bandwidth limiter (two downloads at once, one each, take as long as both through one).
+#[test]
+fn a_skill_counts_against_the_workspace_caps() {
+    let env = TestEnv::new();
+    let o = http_origin();
+    let port = echo_origin();
+    std::fs::create_dir_all(env.state()).unwrap();
+    std::fs::write(
+        env.state().join("config.toml"),
+        "[network]\nallow_loopback = true\nresolve = [\"pkg.test:127.0.0.1\"]\n",
+    )
+    .unwrap();
+    env.create("acme");
+    for p in [format!("pkg.test:{port}"), format!("pkg.test:{}", o.port)] {
+        assert!(env
+            .bulkhead(&["workspace", "net", "acme", "allow", &p])
+            .status
+            .success());
+    }
+    let limits = |args: &[&str]| {
+        let mut a = vec!["workspace", "net", "acme", "limits"];
+        a.extend_from_slice(args);
+        let out = env.bulkhead(&a);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    limits(&["--max-connections", "1", "--bandwidth", "256K"]);
+    let platform = Platform::open(PlatformConfig {
+        state_dir: env.state(),
+        launcher: None,
+    })
+    .unwrap();
+    let dials: Dials = Arc::default();
+    let skill_net =
+        NetworkPolicy::allowing(&[format!("pkg.test:{port}"), format!("pkg.test:{}", o.port)])
+            .unwrap();
+    let agent = Arc::new(
+        ProxyContext::for_workspace(&platform, "acme")
+            .unwrap()
+            .with_connector(recording_connector(dials.clone())),
+    );
+    let ws = platform.workspace("acme").unwrap();
+    let skill = Arc::new(
+        ProxyContext::for_skill(&ws, "acme/skill:fetch", &skill_net)
+            .unwrap()
+            .with_connector(recording_connector(dials.clone())),
+    );
+    assert_eq!(skill.policy().max_connections(), 1);
+    assert_eq!(
+        skill.policy().network().bandwidth_bytes_per_sec,
+        Some(256 * 1024)
+    );
+    let pair = || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        (c, l.accept().unwrap().0)
+    };
+
+    // The agent's tunnel holds the workspace's only slot: the skill gets 503.
+    let (mut held, s) = pair();
+    let a = agent.clone();
+    let serving = std::thread::spawn(move || serve_connection(s, &a));
+    write!(held, "CONNECT pkg.test:{port} HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_head(&mut held).starts_with("HTTP/1.1 200 "));
+    let (mut c, s) = pair();
+    write!(c, "CONNECT pkg.test:{port} HTTP/1.1\r\n\r\n").unwrap();
+    let rec = serve_connection(s, &skill);
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    assert!(rec.reason.unwrap().starts_with("connection_limit"));
+    assert_eq!(rec.workspace, "acme/skill:fetch");
+    drop(held);
+    assert_eq!(serving.join().unwrap().decision, Decision::Allowed);
+
+    // Bandwidth: 384 KiB through each at once, one limiter of 256 KiB/s for both: at least
+    // 768 KiB / 256 KiB/s - the burst, about 2.9 s. (Each alone would take about 1.4 s.)
+    limits(&["--max-connections", "4"]);
+    let skill = Arc::new(
+        ProxyContext::for_skill(&ws, "acme/skill:fetch", &skill_net)
+            .unwrap()
+            .with_connector(recording_connector(dials.clone())),
+    );
+    let t = Instant::now();
+    let fetch = |ctx: Arc<ProxyContext>| {
+        let (mut c, s) = pair();
+        let port = o.port;
+        std::thread::spawn(move || {
+            let server = std::thread::spawn(move || serve_connection(s, &ctx));
+            write!(
+                c,
+                "GET http://pkg.test:{port}/bytes/393216 HTTP/1.1\r\n\r\n"
+            )
+            .unwrap();
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            let rec = server.join().unwrap();
+            let head = String::from_utf8_lossy(&got[..got.len().min(200)]).into_owned();
+            (got.len(), rec, head)
+        })
+    };
+    let a = fetch(agent.clone());
+    let b = fetch(skill.clone());
+    let (na, ra, ha) = a.join().unwrap();
+    let (nb, rb, hb) = b.join().unwrap();
+    let took = t.elapsed();
+    assert!(
+        na > 393_216 && nb > 393_216,
+        "{na} {nb}\n{ha}\n{hb}\n{ra:?}\n{rb:?}"
+    );
+    assert_eq!(
+        (ra.decision, rb.decision),
+        (Decision::Allowed, Decision::Allowed)
+    );
+    assert!(
+        took >= Duration::from_millis(2500),
+        "both downloads took {took:?}: the skill did not share the workspace's limiter"
+    );
+    assert!(dials.lock().unwrap().iter().all(|a| a.ip().is_loopback()));
+}
+
+/// A flood of allowed CONNECTs does not rotate the workspace's audit log: the lines from
+/// before it stay, the flood is counted in summary lines past the rate and the day's budget.
+#[test]
+fn a_flood_of_allowed_connects_keeps_older_audit_lines() {
+    let port = echo_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("small-audit.log");
+    // A 16 KiB log (8 KiB a day), so a flood of a few hundred would rotate it twice over.
+    let h = harness_with(
+        &[format!("pkg.test:{port}")],
+        operator(true, &["pkg.test:127.0.0.1", "other.test:127.0.0.1"]),
+        |c| c.with_audit_log(AuditLog::open_with(&audit, 16 * 1024).unwrap()),
+    );
+    // The history: one denied, one allowed.
+    let (s, head) = connect_tunnel(&h, "other.test:443");
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+    drop(s);
+    assert_eq!(h.record().decision, Decision::Denied);
+    let (s, head) = connect_tunnel(&h, &format!("pkg.test:{port}"));
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    drop(s);
+    assert_eq!(h.record().decision, Decision::Allowed);
+
+    const FLOOD: u64 = 400;
+    for _ in 0..FLOOD {
+        let (s, head) = connect_tunnel(&h, &format!("pkg.test:{port}"));
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        drop(s);
+        assert_eq!(h.record().decision, Decision::Allowed);
+    }
+    // One more after a second: it ends the last rate window (summaries written).
+    std::thread::sleep(Duration::from_millis(1100));
+    let (s, _) = connect_tunnel(&h, &format!("pkg.test:{port}"));
+    drop(s);
+    h.record();
+
+    let mut rotated = audit.as_os_str().to_owned();
+    rotated.push(".1");
+    assert!(
+        !std::path::Path::new(&rotated).exists(),
+        "the flood rotated the audit log"
+    );
+    let lines = read_audit_log(&audit, None).unwrap();
+    assert_eq!(
+        (lines[0].decision, lines[0].host.as_str()),
+        (Decision::Denied, "other.test"),
+        "{:?}",
+        lines[0]
+    );
+    assert_eq!(lines[1].decision, Decision::Allowed);
+    let one_by_one = lines.iter().filter(|r| r.suppressed.is_none()).count() as u64;
+    assert!(one_by_one < FLOOD / 4, "{one_by_one} lines one by one");
+    let counted: u64 = lines.iter().filter_map(|r| r.suppressed).sum();
+    assert!(counted > 0, "{lines:?}");
+    assert!(lines
+        .iter()
+        .filter(|r| r.suppressed.is_some())
+        .all(|r| r.decision == Decision::Allowed
+            && r.reason
+                .as_deref()
+                .unwrap()
+                .contains("allowed connections suppressed")));
+    assert!(one_by_one + counted <= FLOOD + 3);
+    assert_eq!(h.ctx.counters().totals().allowed, FLOOD + 2);
+}

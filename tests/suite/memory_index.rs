@@ -277,3 +277,276 @@ fn sessions_are_indexed_past_thresholds_and_after_compaction() {
     assert_eq!(counts(&r), (0, 0, 1), "{r}");
     assert!(sources(&env, "acme", "flamingo").is_empty());
 }
+
+/// Writes `config.toml` for `env`: the harness's settings plus `extra`.
+fn config(env: &TestEnv, extra: &str) {
+    env.ensure_config();
+    let p = env.state().join("config.toml");
+    let mut c = fs::read_to_string(&p).unwrap();
+    c.push_str(extra);
+    fs::write(p, c).unwrap();
+}
+
+/// The peak resident set (VmHWM, KiB) of a process, polled from /proc until it exits.
+fn run_measuring_peak(mut cmd: std::process::Command) -> (std::process::Output, u64) {
+    use std::process::Stdio;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (p, done) = (
+        peak.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let d = done.clone();
+    let poller = std::thread::spawn(move || {
+        while !d.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(s) = fs::read_to_string(&status) {
+                // A zombie has no VmHWM line any more: keep what was seen.
+                if let Some(kb) = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    p.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    poller.join().unwrap();
+    (out, peak.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Peak memory bound of `memory index` over 10,000 notes of 1 MiB (10 GiB read).
+const PEAK_BOUND_KIB: u64 = 200 * 1024;
+
+/// 10,000 notes of 1 MiB each (sparse: a line of text, then a hole, so the 10 GiB cost no
+/// disk; the indexer still reads every byte) are indexed one at a time: the process stays
+/// under PEAK_BOUND_KIB. A second pass reads nothing: every note is unchanged by its
+/// identity.
+#[test]
+fn ten_thousand_one_mib_notes_stay_under_a_peak_memory_bound() {
+    let env = TestEnv::new();
+    env.create("acme");
+    config(&env, "[memory]\nindex_max_bytes_per_pass = \"16G\"\n");
+    let files = env.files("acme");
+    const NOTES: usize = 10_000;
+    const MIB: u64 = 1 << 20;
+    for d in 0..10 {
+        let dir = files.join(format!("memory/d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..NOTES / 10 {
+            let n = d * (NOTES / 10) + i;
+            let f = fs::File::create(dir.join(format!("n{n:05}.md"))).unwrap();
+            use std::io::Write;
+            (&f).write_all(format!("# note {n}\n\nkestrel{n} wombat\n").as_bytes())
+                .unwrap();
+            f.set_len(MIB).unwrap();
+        }
+    }
+    // Past the indexer's one-second window for notes changed just before a pass.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let mut cmd = env.cmd();
+    cmd.args(["--json", "memory", "index", "acme", "--embedder", "none"]);
+    let t = std::time::Instant::now();
+    let (out, peak_kib) = run_measuring_peak(cmd);
+    let took = t.elapsed();
+    let r = ok_json(&out);
+    eprintln!(
+        "memory index over {NOTES} x 1 MiB notes: peak RSS {} KiB ({:.1} MiB), {took:?}",
+        peak_kib,
+        peak_kib as f64 / 1024.0
+    );
+    assert_eq!(counts(&r), (NOTES as u64, 0, 0), "{}", r["skipped"]);
+    assert_eq!(r["files_read"], NOTES as u64);
+    assert_eq!(r["bytes_read"], NOTES as u64 * MIB);
+    assert!(peak_kib > 0, "VmHWM was never read");
+    assert!(
+        peak_kib < PEAK_BOUND_KIB,
+        "peak RSS {peak_kib} KiB, bound {PEAK_BOUND_KIB} KiB"
+    );
+    assert_eq!(
+        sources(&env, "acme", "kestrel4242"),
+        ["memory/d04/n04242.md"]
+    );
+
+    // Second pass: nothing read, every note unchanged.
+    let t = std::time::Instant::now();
+    let r = index(&env, "acme", &["--embedder", "none"]);
+    let took = t.elapsed();
+    eprintln!("second pass: {took:?}");
+    assert_eq!(counts(&r), (0, NOTES as u64, 0), "{r}");
+    assert_eq!(
+        (r["files_read"].as_u64(), r["bytes_read"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+
+    // One note changed (same size, new text): only it is read.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(files.join("memory/d07/n07007.md"))
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"# note 7007\n\nheron\n", 0).unwrap();
+    let r = index(&env, "acme", &["--embedder", "none"]);
+    assert_eq!(counts(&r), (1, NOTES as u64 - 1, 0), "{r}");
+    assert_eq!(r["files_read"], 1);
+    assert_eq!(sources(&env, "acme", "heron"), ["memory/d07/n07007.md"]);
+}
+
+/// A FIFO and a symlink to /etc/passwd named like notes are skipped with a reason, and the
+/// pass does not hang on the FIFO (nothing ever writes to it).
+#[test]
+fn a_fifo_and_a_symlink_to_etc_passwd_are_skipped_without_hanging() {
+    let env = TestEnv::new();
+    env.create("acme");
+    let files = env.files("acme");
+    fs::create_dir_all(files.join("memory")).unwrap();
+    fs::write(files.join("memory/ok.md"), "the osprey nests by the lake\n").unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(files.join("memory/pipe.md"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = std::process::Command::new("mkfifo")
+        .arg(files.join("MEMORY.md"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    symlink("/etc/passwd", files.join("memory/passwd.md")).unwrap();
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let state = env.state();
+    let cmd = {
+        let mut c = env.cmd();
+        c.args(["--json", "memory", "index", "acme"]);
+        c
+    };
+    std::thread::spawn(move || {
+        let mut cmd = cmd;
+        let _ = tx.send(cmd.output().unwrap());
+        drop(state);
+    });
+    let out = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("memory index hung on a FIFO");
+    let r = ok_json(&out);
+    assert_eq!(counts(&r).0, 1, "{r}");
+    let sk = skipped(&r);
+    let why = |p: &str| {
+        sk.iter()
+            .find(|(q, _)| q == p)
+            .map(|(_, w)| w.clone())
+            .unwrap_or_else(|| panic!("{p} not reported: {r}"))
+    };
+    assert!(why("memory/pipe.md").contains("fifo"), "{r}");
+    assert!(why("MEMORY.md").contains("fifo"), "{r}");
+    assert!(why("memory/passwd.md").contains("symlink"), "{r}");
+    assert!(sources(&env, "acme", "root").is_empty());
+    assert_eq!(sources(&env, "acme", "osprey"), ["memory/ok.md"]);
+}
+
+/// Past `index_max_bytes_per_pass` a note waits for the next pass (reported, chunks kept);
+/// past `index_max_dir_entries` the directory is reported and nothing is removed.
+#[test]
+fn the_byte_budget_and_the_entry_cap_are_reported_not_silent() {
+    let env = TestEnv::new();
+    env.create("acme");
+    config(
+        &env,
+        "[memory]\nindex_max_bytes_per_pass = \"1M\"\nindex_max_dir_entries = 3\n",
+    );
+    let files = env.files("acme");
+    fs::create_dir_all(files.join("memory")).unwrap();
+    let body = |w: &str| format!("{w} {}\n", "filler ".repeat(600 * 1024 / 7));
+    fs::write(files.join("memory/a.md"), body("albatross")).unwrap();
+    fs::write(files.join("memory/b.md"), body("bittern")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // 1 MiB a pass: a.md (600 KiB) fits, b.md waits.
+    let r = index(&env, "acme", &["--embedder", "none"]);
+    assert_eq!(counts(&r).0, 1, "{r}");
+    let sk = skipped(&r);
+    assert!(
+        sk.iter().any(|(p, w)| p == "memory/b.md"
+            && w.contains("index_max_bytes_per_pass")
+            && w.contains("later pass")),
+        "{r}"
+    );
+    // The next pass reads b.md (a.md is unchanged and costs nothing).
+    let r = index(&env, "acme", &["--embedder", "none"]);
+    assert_eq!(counts(&r), (1, 1, 0), "{r}");
+    assert_eq!(sources(&env, "acme", "bittern"), ["memory/b.md"]);
+
+    // Four entries in a directory capped at three: reported, nothing removed.
+    fs::write(files.join("memory/c.md"), "cormorant\n").unwrap();
+    fs::write(files.join("memory/d.md"), "dunlin\n").unwrap();
+    let r = index(&env, "acme", &["--embedder", "none"]);
+    assert_eq!(counts(&r).2, 0, "{r}");
+    assert!(
+        skipped(&r)
+            .iter()
+            .any(|(p, w)| p == "memory" && w.contains("more than 3 entries")),
+        "{r}"
+    );
+    assert_eq!(sources(&env, "acme", "albatross").len(), 1);
+    assert_eq!(sources(&env, "acme", "bittern").len(), 1);
+}
+
+/// A note named with an ANSI escape, a carriage return and a bidi override, holding an
+/// escape in its text: `memory search`, `memory get` and `memory index` print them escaped,
+/// and `--json` keeps them exact.
+#[test]
+fn tenant_names_and_text_print_escaped_on_a_terminal() {
+    let env = TestEnv::new();
+    env.create("acme");
+    let files = env.files("acme");
+    fs::create_dir_all(files.join("memory")).unwrap();
+    let name = "memory/\x1b[31mred\r\u{202e}dm.txt.md";
+    fs::write(files.join(name), "the puffin \x1b]0;owned\x07 colony\n").unwrap();
+    // And one that is skipped, for the index report.
+    symlink("/etc/passwd", files.join("memory/\x1b[2Jclear.md")).unwrap();
+
+    let out = env.bulkhead(&["memory", "index", "acme", "--embedder", "none"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(!t.contains('\x1b'), "{t:?}");
+    assert!(t.contains("memory/\\u{1b}[2Jclear.md"), "{t:?}");
+
+    let out = env.bulkhead(&["memory", "search", "acme", "puffin", "--mode", "keyword"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    for bad in ['\x1b', '\r', '\u{202e}', '\x07'] {
+        assert!(!t.contains(bad), "{bad:?} printed raw: {t:?}");
+    }
+    assert!(
+        t.contains("memory/\\u{1b}[31mred\\u{d}\\u{202e}dm.txt.md"),
+        "{t:?}"
+    );
+    assert_eq!(t.lines().count(), 1, "{t:?}");
+
+    // JSON stays exact.
+    let v = ok_json(&env.bulkhead(&[
+        "--json", "memory", "search", "acme", "puffin", "--mode", "keyword",
+    ]));
+    assert_eq!(v[0]["source"], name);
+    let id = v[0]["id"].as_i64().unwrap().to_string();
+
+    let out = env.bulkhead(&["memory", "get", "acme", &id]);
+    let t = text(&out.stdout);
+    assert!(!t.contains('\x1b') && !t.contains('\x07'), "{t:?}");
+    assert!(t.contains("\\u{1b}]0;owned\\u{7}"), "{t:?}");
+    let v = ok_json(&env.bulkhead(&["--json", "memory", "get", "acme", &id]));
+    assert!(
+        v["text"].as_str().unwrap().contains("\x1b]0;owned\x07"),
+        "{v}"
+    );
+}

@@ -94,6 +94,8 @@ fn one_line(s: &str, max: usize) -> String {
         .chars()
         .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
         .collect();
+    // Model and tool text: escaped, so it cannot drive the operator's terminal.
+    let flat = crate::util::text::safe_line(&flat);
     if flat.chars().count() > max {
         format!("{}…", flat.chars().take(max).collect::<String>())
     } else {
@@ -278,7 +280,12 @@ pub fn run(p: &Platform, args: RunArgs, json: bool, key_file: Option<&Path>) -> 
     let result = ws.run_with_events(req, &mut on_event)?;
     if !json {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", result.response.trim_end());
+        // The model's answer, escaped for the terminal (--json has it exact).
+        let _ = writeln!(
+            out,
+            "{}",
+            crate::util::text::safe(result.response.trim_end())
+        );
         let _ = out.flush();
     }
     Ok(match result.outcome {

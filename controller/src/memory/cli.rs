@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{Memory, SearchMode, SearchOptions};
 use crate::error::{exit, Error, Result};
 use crate::platform::Platform;
+use crate::util::text::{safe, safe_line};
 
 /// Options shared by the commands that embed.
 #[derive(Debug, Clone, Args)]
@@ -198,7 +199,10 @@ pub fn run(p: &Platform, cmd: MemoryCmd, json: bool) -> Result<i32> {
                 for h in hits {
                     say(format_args!(
                         "{}\t{:.3}\t{}\t{}",
-                        h.id, h.score, h.source, h.snippet
+                        h.id,
+                        h.score,
+                        safe_line(&h.source),
+                        safe_line(&h.snippet)
                     ))?;
                 }
             }
@@ -212,7 +216,7 @@ pub fn run(p: &Platform, cmd: MemoryCmd, json: bool) -> Result<i32> {
             if json {
                 say(serde_json::to_string(&c).unwrap_or_default())?;
             } else {
-                say(c.text)?;
+                say(safe(&c.text))?;
             }
             Ok(exit::OK)
         }

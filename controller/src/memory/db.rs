@@ -89,6 +89,24 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX embedding_cache_lru ON embedding_cache (last_used);
     "#,
+    // 3: what the indexer (memory::index) saw of each source. Before this migration the
+    // table was made on first use, so it may exist already. A file's identity (inode, size,
+    // mtime, ctime, nanoseconds; -1: unknown, read it again) lets an unchanged note be
+    // skipped without reading it.
+    r#"
+    CREATE TABLE IF NOT EXISTS index_state (
+        source      TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,          -- 'file' or 'session'
+        hash        TEXT NOT NULL DEFAULT '',
+        bytes       INTEGER NOT NULL DEFAULT 0,
+        messages    INTEGER NOT NULL DEFAULT 0,
+        updated     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE index_state ADD COLUMN ino      INTEGER NOT NULL DEFAULT -1;
+    ALTER TABLE index_state ADD COLUMN size     INTEGER NOT NULL DEFAULT -1;
+    ALTER TABLE index_state ADD COLUMN mtime_ns INTEGER NOT NULL DEFAULT -1;
+    ALTER TABLE index_state ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT -1;
+    "#,
 ];
 
 /// The schema version this code writes and understands.
@@ -208,6 +226,44 @@ mod tests {
             )
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn index_state_made_before_migration_3_gains_the_file_identity() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("memory.db");
+        let c = Connection::open(&p).unwrap();
+        for sql in &MIGRATIONS[..2] {
+            c.execute_batch(sql).unwrap();
+        }
+        // What an older bulkhead made on first use of the indexer.
+        c.execute_batch(
+            "PRAGMA user_version = 2;
+             CREATE TABLE index_state (source TEXT PRIMARY KEY, kind TEXT NOT NULL,
+                 hash TEXT NOT NULL DEFAULT '', bytes INTEGER NOT NULL DEFAULT 0,
+                 messages INTEGER NOT NULL DEFAULT 0, updated INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO index_state (source, kind, hash, updated) VALUES ('MEMORY.md', 'file', 'h', 1);",
+        )
+        .unwrap();
+        drop(c);
+        let c = open_db(&p).unwrap();
+        let (hash, ino, mtime): (String, i64, i64) = c
+            .query_row(
+                "SELECT hash, ino, mtime_ns FROM index_state WHERE source = 'MEMORY.md'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((hash.as_str(), ino, mtime), ("h", -1, -1));
+        // And on a fresh database.
+        let p2 = d.path().join("fresh.db");
+        let c = open_db(&p2).unwrap();
+        c.execute(
+            "INSERT INTO index_state (source, kind, updated, ino, size, mtime_ns, ctime_ns)
+             VALUES ('a', 'file', 1, 2, 3, 4, 5)",
+            [],
+        )
+        .unwrap();
     }
 
     #[test]

@@ -1,16 +1,31 @@
 //! Indexers: a workspace's Markdown notes (`files/MEMORY.md`, `files/memory/**/*.md`) and its
 //! session transcripts, brought into its memory incrementally.
 //!
-//! **Files.** `files/` is the agent-writable `/workspace`, so everything under it is hostile:
-//! every path is opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` relative to a
+//! **Files.** `files/` is the agent-writable `/workspace`, so everything under it is hostile.
+//! Every path is resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` relative to a
 //! descriptor of `files/` (a symlink anywhere in the path, a `..` escape or a magic link
-//! fails), only regular files are read (checked with `fstat` on the opened descriptor), and
-//! there are caps on file size ([`MAX_FILE_BYTES`]), file count ([`MAX_FILES`]) and depth
-//! ([`MAX_DEPTH`]). Text that is not UTF-8 is read lossily. A file's source is its path
-//! relative to `files/` (`MEMORY.md`, `memory/notes/a.md`); its content hash is kept in the
-//! `index_state` table, so an unchanged file is not read into memory again, a changed one
-//! replaces its chunks (chunks whose text did not change keep their ids and vectors) and a
-//! file that is gone (deleted, or replaced by a symlink) loses its chunks.
+//! fails). A note is first opened `O_PATH` (which opens nothing: a FIFO or a device is never
+//! opened) and `fstat`ed; only a regular file is then opened for reading (`O_NONBLOCK |
+//! O_NOFOLLOW`, checked again with `fstat` to be the same file). FIFOs, devices and sockets
+//! the directory entry already names are skipped without a lookup.
+//!
+//! The work of one pass is bounded and streamed: one note at a time is read (at most
+//! [`MAX_FILE_BYTES`]), hashed, chunked, written and dropped, so memory holds one note, never
+//! the tree. A note whose identity (inode, size, mtime, ctime) is what the last pass recorded
+//! in `index_state` is not read at all; one changed in the last second before it was read
+//! is read again next time (its timestamps may not show a second write in the same tick).
+//! Caps: [`MAX_FILES`] notes, [`MAX_DEPTH`] levels, `[memory] index_max_dir_entries`
+//! entries per directory and `[memory] index_max_bytes_per_pass` bytes read per pass
+//! ([`IndexLimits`]). Everything past a cap is reported in [`IndexReport::skipped`]: a note
+//! past the byte budget keeps its chunks and is read on a later pass; past the file or entry
+//! cap, nothing is removed from the index in that pass (what was not looked at may still
+//! be there).
+//!
+//! Text that is not UTF-8 is read lossily, and NUL bytes are dropped (they are not text; a
+//! sparse file reads as them). A note's source is its path relative to `files/` (`MEMORY.md`,
+//! `memory/notes/a.md`); a changed note replaces its chunks (chunks whose text did not change
+//! keep their ids and vectors) and a note that is gone (deleted, or replaced by a symlink or
+//! anything not a regular file) loses its chunks.
 //!
 //! **Sessions.** Each transcript becomes source `session:<sid>`: its user and assistant
 //! messages and compaction summaries. A session is (re-)indexed when, since its last index,
@@ -18,7 +33,7 @@
 //! [`SessionThresholds::min_messages`] messages, or a compaction was appended; only the
 //! appended tail is scanned to decide. A removed session loses its chunks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,14 +42,16 @@ use std::path::Path;
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstat, SFlag};
+use nix::sys::stat::{fstat, FileStat, SFlag};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::{sha256_hex, Memory, MAX_STORE_BYTES};
+pub use crate::config::IndexLimits;
 use crate::error::{Error, Result};
 use crate::platform::Workspace;
 use crate::sessions::Event;
+use crate::util::text::safe_line;
 
 /// Largest note file indexed; larger ones are skipped.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -48,15 +65,8 @@ pub const MAX_DEPTH: usize = 16;
 /// Source prefix of session transcripts.
 pub const SESSION_PREFIX: &str = "session:";
 
-/// The table of what was indexed (created on first use; independent of the chunk schema).
-const STATE_SQL: &str = "CREATE TABLE IF NOT EXISTS index_state (
-    source      TEXT PRIMARY KEY,
-    kind        TEXT NOT NULL,          -- 'file' or 'session'
-    hash        TEXT NOT NULL DEFAULT '',
-    bytes       INTEGER NOT NULL DEFAULT 0,
-    messages    INTEGER NOT NULL DEFAULT 0,
-    updated     INTEGER NOT NULL
-) WITHOUT ROWID";
+/// A note whose ctime is this close to the time it was looked at is read again next pass.
+const RACY_NS: i64 = 1_000_000_000;
 
 /// When a session is indexed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +95,10 @@ pub struct IndexReport {
     pub unchanged: usize,
     /// Sources whose chunks were dropped (the file or session is gone).
     pub removed: usize,
+    /// Notes read in this pass (the others were unchanged by their identity, or skipped).
+    pub files_read: usize,
+    /// Bytes of notes read in this pass.
+    pub bytes_read: u64,
     /// Paths not indexed, with the reason.
     pub skipped: Vec<(String, String)>,
 }
@@ -94,24 +108,61 @@ impl IndexReport {
         self.indexed += o.indexed;
         self.unchanged += o.unchanged;
         self.removed += o.removed;
+        self.files_read += o.files_read;
+        self.bytes_read += o.bytes_read;
         self.skipped.extend(o.skipped);
+    }
+}
+
+/// A file's identity as `fstat` gives it: when all four are what the last pass recorded,
+/// the note is not read again. `-1` everywhere: unknown (read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: i64,
+    size: i64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Stamp {
+    const UNKNOWN: Stamp = Stamp {
+        ino: -1,
+        size: -1,
+        mtime_ns: -1,
+        ctime_ns: -1,
+    };
+
+    #[allow(clippy::unnecessary_cast)] // the stat field types differ between targets
+    fn of(st: &FileStat) -> Stamp {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Stamp {
+            // The bits of the inode number: only compared for equality.
+            ino: st.st_ino as i64,
+            size: st.st_size as i64,
+            mtime_ns: ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+
+    fn known(&self) -> bool {
+        *self != Stamp::UNKNOWN
     }
 }
 
 struct StateRow {
     hash: String,
     bytes: u64,
+    stamp: Stamp,
 }
 
 impl Memory {
-    fn ensure_state(&self) -> Result<()> {
-        self.conn.execute_batch(STATE_SQL).map_err(|e| self.err(e))
-    }
-
     fn state_rows(&self, kind: &str) -> Result<BTreeMap<String, StateRow>> {
         let mut st = self
             .conn
-            .prepare("SELECT source, hash, bytes FROM index_state WHERE kind = ?1")
+            .prepare(
+                "SELECT source, hash, bytes, ino, size, mtime_ns, ctime_ns
+                 FROM index_state WHERE kind = ?1",
+            )
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([kind], |r| {
@@ -119,7 +170,13 @@ impl Memory {
                     r.get::<_, String>(0)?,
                     StateRow {
                         hash: r.get(1)?,
-                        bytes: r.get::<_, i64>(2)? as u64,
+                        bytes: r.get::<_, i64>(2)?.max(0) as u64,
+                        stamp: Stamp {
+                            ino: r.get(3)?,
+                            size: r.get(4)?,
+                            mtime_ns: r.get(5)?,
+                            ctime_ns: r.get(6)?,
+                        },
                     },
                 ))
             })
@@ -129,12 +186,47 @@ impl Memory {
         Ok(rows)
     }
 
-    fn set_state(&self, source: &str, kind: &str, hash: &str, bytes: u64) -> Result<()> {
+    fn set_state(
+        &self,
+        source: &str,
+        kind: &str,
+        hash: &str,
+        bytes: u64,
+        stamp: Stamp,
+    ) -> Result<()> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO index_state (source, kind, hash, bytes, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![source, kind, hash, bytes as i64, super::now_ms()],
+                "INSERT OR REPLACE INTO index_state
+                     (source, kind, hash, bytes, updated, ino, size, mtime_ns, ctime_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    source,
+                    kind,
+                    hash,
+                    i64::try_from(bytes).unwrap_or(i64::MAX),
+                    super::now_ms(),
+                    stamp.ino,
+                    stamp.size,
+                    stamp.mtime_ns,
+                    stamp.ctime_ns
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn set_stamp(&self, source: &str, stamp: Stamp) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE index_state SET ino = ?2, size = ?3, mtime_ns = ?4, ctime_ns = ?5
+                 WHERE source = ?1",
+                params![
+                    source,
+                    stamp.ino,
+                    stamp.size,
+                    stamp.mtime_ns,
+                    stamp.ctime_ns
+                ],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
@@ -197,6 +289,17 @@ fn how(flags: OFlag) -> OpenHow {
         )
 }
 
+/// `O_PATH` takes no other flags than these (openat2 refuses the rest).
+fn how_path() -> OpenHow {
+    OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        )
+}
+
 fn errno_reason(e: Errno) -> String {
     match e {
         Errno::ELOOP => "a symlink (not followed)".into(),
@@ -206,57 +309,87 @@ fn errno_reason(e: Errno) -> String {
     }
 }
 
-/// A file found by the walk.
-enum Found {
-    Text(String),
+/// Why a file of type `mode` (`st_mode`) is not read; `None` for a regular file.
+fn not_regular(mode: u32) -> Option<&'static str> {
+    let t = SFlag::from_bits_truncate(mode) & SFlag::S_IFMT;
+    Some(match t {
+        t if t == SFlag::S_IFREG => return None,
+        t if t == SFlag::S_IFLNK => "a symlink (not followed)",
+        t if t == SFlag::S_IFIFO => "a fifo (not opened)",
+        t if t == SFlag::S_IFCHR || t == SFlag::S_IFBLK => "a device (not opened)",
+        t if t == SFlag::S_IFSOCK => "a socket (not opened)",
+        t if t == SFlag::S_IFDIR => "a directory",
+        _ => "not a regular file",
+    })
+}
+
+/// Removes the NUL bytes of `buf` in place. Block by block, with the slice primitives
+/// (memcmp, memchr, memmove), so a sparse megabyte costs microseconds even unoptimized.
+fn drop_nuls(buf: &mut Vec<u8>) {
+    const BLOCK: usize = 4096;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut out = 0;
+    let mut at = 0;
+    while at < buf.len() {
+        let end = (at + BLOCK).min(buf.len());
+        let block = &buf[at..end];
+        if block == &ZEROS[..block.len()] {
+            // A hole: nothing to keep.
+        } else if !block.contains(&0) {
+            buf.copy_within(at..end, out);
+            out += end - at;
+        } else {
+            for i in at..end {
+                let b = buf[i];
+                if b != 0 {
+                    buf[out] = b;
+                    out += 1;
+                }
+            }
+        }
+        at = end;
+    }
+    buf.truncate(out);
+}
+
+/// What looking at one note came to.
+enum Note {
+    /// Read (indexed or unchanged), or unchanged by its identity.
+    Done,
+    /// Not there (removed meanwhile, or no `MEMORY.md`).
+    Missing,
+    /// Not indexed; its old chunks go.
     Skip(String),
+    /// Not read in this pass; its old chunks stay.
+    Later(String),
 }
 
-/// Reads the regular file `rel` beneath `root`, never following a symlink.
-fn read_note(root: &OwnedFd, rel: &str) -> Found {
-    let fd = match openat2(root.as_fd(), rel, how(OFlag::O_RDONLY)) {
-        Ok(fd) => fd,
-        Err(e) => return Found::Skip(errno_reason(e)),
-    };
-    let st = match fstat(&fd) {
-        Ok(s) => s,
-        Err(e) => return Found::Skip(errno_reason(e)),
-    };
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return Found::Skip("not a regular file".into());
-    }
-    if st.st_size as u64 > MAX_FILE_BYTES {
-        return Found::Skip(format!(
-            "too large: {} bytes (at most {MAX_FILE_BYTES})",
-            st.st_size
-        ));
-    }
-    let mut buf = Vec::new();
-    if let Err(e) = File::from(fd)
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut buf)
-    {
-        return Found::Skip(format!("cannot read: {e}"));
-    }
-    if buf.len() as u64 > MAX_FILE_BYTES {
-        return Found::Skip(format!("too large: more than {MAX_FILE_BYTES} bytes"));
-    }
-    Found::Text(String::from_utf8_lossy(&buf).into_owned())
-}
-
-struct Walk<'a> {
+/// One pass over the notes: the walk and what it found so far.
+struct Pass<'a> {
     root: &'a OwnedFd,
-    found: Vec<(String, Found)>,
-    skipped: Vec<(String, String)>,
+    mem: &'a Memory,
+    limits: IndexLimits,
+    old: BTreeMap<String, StateRow>,
+    /// Sources that are still there (their chunks stay).
+    seen: BTreeSet<String>,
+    rep: IndexReport,
+    /// Notes looked at.
+    files: usize,
+    /// The file cap was reached: the walk stops.
     capped: bool,
+    /// Something was not looked at: nothing is removed in this pass.
+    incomplete: bool,
+    /// The one note in memory.
+    buf: Vec<u8>,
 }
 
-impl Walk<'_> {
-    fn dir(&mut self, rel: &str, depth: usize) {
+impl Pass<'_> {
+    fn dir(&mut self, rel: &str, depth: usize) -> Result<()> {
         if depth > MAX_DEPTH {
-            self.skipped
+            self.rep
+                .skipped
                 .push((rel.to_string(), format!("deeper than {MAX_DEPTH} levels")));
-            return;
+            return Ok(());
         }
         let fd = match openat2(
             self.root.as_fd(),
@@ -264,7 +397,7 @@ impl Walk<'_> {
             how(OFlag::O_RDONLY | OFlag::O_DIRECTORY),
         ) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT) => return,
+            Err(Errno::ENOENT) => return Ok(()),
             Err(e) => {
                 // With O_DIRECTORY a symlink is ENOTDIR: ask again without, to say why.
                 let e = match e {
@@ -278,59 +411,209 @@ impl Walk<'_> {
                     }
                     e => e,
                 };
-                self.skipped.push((rel.to_string(), errno_reason(e)));
-                return;
+                self.rep.skipped.push((rel.to_string(), errno_reason(e)));
+                return Ok(());
             }
         };
         let mut d = match Dir::from_fd(fd) {
             Ok(d) => d,
             Err(e) => {
-                self.skipped.push((rel.to_string(), errno_reason(e)));
-                return;
+                self.rep.skipped.push((rel.to_string(), errno_reason(e)));
+                return Ok(());
             }
         };
-        let mut entries: Vec<(String, Option<Type>)> = d
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                (n != "." && n != "..").then(|| (n, e.file_type()))
-            })
-            .collect();
+        let cap = self.limits.max_dir_entries;
+        let mut entries: Vec<(String, Option<Type>)> = Vec::new();
+        for e in d.iter().filter_map(|e| e.ok()) {
+            let name = e.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            if entries.len() >= cap {
+                self.incomplete = true;
+                self.rep.skipped.push((
+                    rel.to_string(),
+                    format!(
+                        "more than {cap} entries: only {cap} looked at \
+                         (raise [memory] index_max_dir_entries, or split the directory)"
+                    ),
+                ));
+                break;
+            }
+            let Ok(name) = String::from_utf8(name.to_vec()) else {
+                // The source is a path string: a name that is not UTF-8 cannot be one.
+                let lossy = String::from_utf8_lossy(name);
+                self.rep
+                    .skipped
+                    .push((format!("{rel}/{lossy}"), "name is not UTF-8".into()));
+                continue;
+            };
+            entries.push((name, e.file_type()));
+        }
+        drop(d);
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, ty) in entries {
             if self.capped {
-                return;
+                break;
             }
             let path = format!("{rel}/{name}");
+            let note = name.ends_with(".md");
             match ty {
-                Some(Type::Directory) => self.dir(&path, depth + 1),
-                Some(Type::Symlink) => self.skipped.push((path, "a symlink (not followed)".into())),
-                Some(Type::File) | None if name.ends_with(".md") => self.file(path),
+                Some(Type::Directory) => self.dir(&path, depth + 1)?,
+                Some(Type::Symlink) => self
+                    .rep
+                    .skipped
+                    .push((path, "a symlink (not followed)".into())),
+                Some(Type::File) | None if note => self.file(path)?,
+                // Named by the directory entry: not even looked up.
+                Some(Type::Fifo) if note => {
+                    self.rep.skipped.push((path, "a fifo (not opened)".into()))
+                }
+                Some(Type::CharacterDevice | Type::BlockDevice) if note => self
+                    .rep
+                    .skipped
+                    .push((path, "a device (not opened)".into())),
+                Some(Type::Socket) if note => self
+                    .rep
+                    .skipped
+                    .push((path, "a socket (not opened)".into())),
                 // Unknown type: a directory is descended into (opened with O_DIRECTORY,
-                // so anything else fails harmlessly).
-                None => self.dir(&path, depth + 1),
+                // which fails before opening anything else).
+                None => self.dir(&path, depth + 1)?,
                 _ => {}
             }
         }
+        Ok(())
     }
 
-    fn file(&mut self, rel: String) {
-        if self.found.len() >= MAX_FILES {
+    fn file(&mut self, rel: String) -> Result<()> {
+        if self.files >= MAX_FILES {
             self.capped = true;
-            self.skipped
-                .push((rel, format!("more than {MAX_FILES} files: not looked at")));
-            return;
+            self.incomplete = true;
+            self.rep.skipped.push((
+                rel,
+                format!("more than {MAX_FILES} notes: this one and the rest not looked at"),
+            ));
+            return Ok(());
         }
-        let f = read_note(self.root, &rel);
-        self.found.push((rel, f));
+        match self.note(&rel)? {
+            Note::Done => {
+                self.files += 1;
+                self.seen.insert(rel);
+            }
+            Note::Missing => {}
+            Note::Skip(why) => {
+                self.files += 1;
+                self.rep.skipped.push((rel, why));
+            }
+            Note::Later(why) => {
+                self.files += 1;
+                self.rep.skipped.push((rel.clone(), why));
+                self.seen.insert(rel);
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks at the note `rel`: skips it by its identity when unchanged, else reads,
+    /// hashes, chunks and stores it.
+    fn note(&mut self, rel: &str) -> Result<Note> {
+        // O_PATH opens nothing: a FIFO or device named like a note is only stat'ed.
+        let path_fd = match openat2(self.root.as_fd(), rel, how_path()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(Note::Missing),
+            Err(e) => return Ok(Note::Skip(errno_reason(e))),
+        };
+        let st = match fstat(&path_fd) {
+            Ok(s) => s,
+            Err(e) => return Ok(Note::Skip(errno_reason(e))),
+        };
+        drop(path_fd);
+        if let Some(why) = not_regular(st.st_mode) {
+            return Ok(Note::Skip(why.into()));
+        }
+        let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
+        if size > MAX_FILE_BYTES {
+            return Ok(Note::Skip(format!(
+                "too large: {size} bytes (at most {MAX_FILE_BYTES})"
+            )));
+        }
+        let stamp = Stamp::of(&st);
+        let old = self.old.get(rel);
+        if old.is_some_and(|o| o.stamp.known() && o.stamp == stamp) {
+            self.rep.unchanged += 1;
+            return Ok(Note::Done);
+        }
+        let budget = self.limits.max_bytes_per_pass;
+        if self.rep.bytes_read.saturating_add(size) > budget {
+            return Ok(Note::Later(format!(
+                "not read in this pass: its budget of {budget} bytes is spent \
+                 ([memory] index_max_bytes_per_pass); read on a later pass"
+            )));
+        }
+        let fd = match openat2(self.root.as_fd(), rel, how(OFlag::O_RDONLY)) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(Note::Missing),
+            Err(e) => return Ok(Note::Skip(errno_reason(e))),
+        };
+        let st = match fstat(&fd) {
+            Ok(s) => s,
+            Err(e) => return Ok(Note::Skip(errno_reason(e))),
+        };
+        if let Some(why) = not_regular(st.st_mode) {
+            return Ok(Note::Skip(why.into()));
+        }
+        let stamp2 = Stamp::of(&st);
+        if stamp2.ino != stamp.ino {
+            return Ok(Note::Later(
+                "replaced while being looked at; read on a later pass".into(),
+            ));
+        }
+        self.buf.clear();
+        let read = File::from(fd)
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut self.buf);
+        self.rep.bytes_read = self.rep.bytes_read.saturating_add(self.buf.len() as u64);
+        self.rep.files_read += 1;
+        if let Err(e) = read {
+            return Ok(Note::Skip(format!("cannot read: {e}")));
+        }
+        if self.buf.len() as u64 > MAX_FILE_BYTES {
+            return Ok(Note::Skip(format!(
+                "too large: more than {MAX_FILE_BYTES} bytes"
+            )));
+        }
+        // Changed in the last second: its timestamps may not show a second write within
+        // the same tick, so the next pass reads it again (and finds it unchanged by hash).
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let keep = if stamp2.ctime_ns > now_ns.saturating_sub(RACY_NS)
+            || stamp2.mtime_ns > now_ns.saturating_sub(RACY_NS)
+        {
+            Stamp::UNKNOWN
+        } else {
+            stamp2
+        };
+        drop_nuls(&mut self.buf);
+        let text = String::from_utf8_lossy(&self.buf);
+        let hash = sha256_hex(&text);
+        if old.is_some_and(|o| o.hash == hash) {
+            self.mem.set_stamp(rel, keep)?;
+            self.rep.unchanged += 1;
+            return Ok(Note::Done);
+        }
+        self.mem.replace_source(rel, &text)?;
+        self.mem
+            .set_state(rel, "file", &hash, text.len() as u64, keep)?;
+        self.rep.indexed += 1;
+        Ok(Note::Done)
     }
 }
 
-/// Indexes `files/MEMORY.md` and `files/memory/**/*.md` of `ws` into `mem` (see the module
-/// documentation for the rules).
-pub fn index_files(ws: &Workspace, mem: &Memory) -> Result<IndexReport> {
-    mem.ensure_state()?;
+/// Indexes `files/MEMORY.md` and `files/memory/**/*.md` of `ws` into `mem` within `limits`
+/// (see the module documentation for the rules).
+pub fn index_files(ws: &Workspace, mem: &Memory, limits: IndexLimits) -> Result<IndexReport> {
     let files = ws.files_dir();
     let root = match nix::fcntl::open(
         &files,
@@ -341,46 +624,37 @@ pub fn index_files(ws: &Workspace, mem: &Memory) -> Result<IndexReport> {
         Err(Errno::ENOENT) => None,
         Err(e) => return Err(Error::io(&files, std::io::Error::from(e))),
     };
-    let mut walk_found = Vec::new();
-    let mut rep = IndexReport::default();
-    let mut capped = false;
-    if let Some(root) = &root {
-        let mut w = Walk {
-            root,
-            found: Vec::new(),
-            skipped: Vec::new(),
-            capped: false,
-        };
-        match read_note(root, "MEMORY.md") {
-            Found::Skip(r) if r.starts_with("cannot open: No such file") => {}
-            f => w.found.push(("MEMORY.md".into(), f)),
-        }
-        w.dir("memory", 1);
-        walk_found = w.found;
-        rep.skipped = w.skipped;
-        capped = w.capped;
-    }
     let old = mem.state_rows("file")?;
-    let mut seen = std::collections::BTreeSet::new();
-    for (rel, f) in walk_found {
-        let text = match f {
-            Found::Text(t) => t,
-            Found::Skip(reason) => {
-                rep.skipped.push((rel, reason));
-                continue;
-            }
-        };
-        seen.insert(rel.clone());
-        let hash = sha256_hex(&text);
-        if old.get(&rel).is_some_and(|o| o.hash == hash) {
-            rep.unchanged += 1;
-            continue;
+    let Some(root) = &root else {
+        let mut rep = IndexReport::default();
+        for src in old.keys() {
+            mem.drop_source(src)?;
+            rep.removed += 1;
         }
-        mem.replace_source(&rel, &text)?;
-        mem.set_state(&rel, "file", &hash, text.len() as u64)?;
-        rep.indexed += 1;
-    }
-    if !capped {
+        return Ok(rep);
+    };
+    let mut pass = Pass {
+        root,
+        mem,
+        limits,
+        old,
+        seen: BTreeSet::new(),
+        rep: IndexReport::default(),
+        files: 0,
+        capped: false,
+        incomplete: false,
+        buf: Vec::with_capacity(MAX_FILE_BYTES as usize + 1),
+    };
+    pass.file("MEMORY.md".into())?;
+    pass.dir("memory", 1)?;
+    let Pass {
+        old,
+        seen,
+        mut rep,
+        incomplete,
+        ..
+    } = pass;
+    if !incomplete {
         for src in old.keys().filter(|s| !seen.contains(*s)) {
             mem.drop_source(src)?;
             rep.removed += 1;
@@ -442,7 +716,6 @@ pub fn session_text(events: &[Event]) -> String {
 /// Indexes the session transcripts of `ws` into `mem` as `session:<sid>`, each when past
 /// `th` since its last index or after a compaction.
 pub fn index_sessions(ws: &Workspace, mem: &Memory, th: SessionThresholds) -> Result<IndexReport> {
-    mem.ensure_state()?;
     let sessions = ws.sessions();
     let list = sessions.list()?;
     let old = mem.state_rows("session")?;
@@ -479,7 +752,13 @@ pub fn index_sessions(ws: &Workspace, mem: &Memory, th: SessionThresholds) -> Re
         };
         let text = session_text(&t.events);
         mem.replace_source(&source, &text)?;
-        mem.set_state(&source, "session", &sha256_hex(&text), t.size_bytes)?;
+        mem.set_state(
+            &source,
+            "session",
+            &sha256_hex(&text),
+            t.size_bytes,
+            Stamp::UNKNOWN,
+        )?;
         rep.indexed += 1;
     }
     for src in old.keys().filter(|s| !seen.contains(*s)) {
@@ -490,8 +769,13 @@ pub fn index_sessions(ws: &Workspace, mem: &Memory, th: SessionThresholds) -> Re
 }
 
 /// [`index_files`] then [`index_sessions`], one report.
-pub fn index_all(ws: &Workspace, mem: &Memory, th: SessionThresholds) -> Result<IndexReport> {
-    let mut rep = index_files(ws, mem)?;
+pub fn index_all(
+    ws: &Workspace,
+    mem: &Memory,
+    th: SessionThresholds,
+    limits: IndexLimits,
+) -> Result<IndexReport> {
+    let mut rep = index_files(ws, mem, limits)?;
     rep.add(index_sessions(ws, mem, th)?);
     Ok(rep)
 }
@@ -528,18 +812,26 @@ fn print_report(r: &IndexReport, json: bool) -> Result<()> {
             .collect();
         return say(serde_json::json!({
             "indexed": r.indexed, "unchanged": r.unchanged, "removed": r.removed,
+            "files_read": r.files_read, "bytes_read": r.bytes_read,
             "skipped": skipped,
         }));
     }
     say(format_args!(
-        "indexed {}, unchanged {}, removed {}, skipped {}",
+        "indexed {}, unchanged {}, removed {}, skipped {} (read {} notes, {} bytes)",
         r.indexed,
         r.unchanged,
         r.removed,
-        r.skipped.len()
+        r.skipped.len(),
+        r.files_read,
+        r.bytes_read
     ))?;
+    // Paths are the tenant's: escaped, so a name cannot drive the operator's terminal.
     for (p, why) in &r.skipped {
-        say(format_args!("skipped\t{p}\t{why}"))?;
+        say(format_args!(
+            "skipped\t{}\t{}",
+            safe_line(p),
+            safe_line(why)
+        ))?;
     }
     Ok(())
 }
@@ -552,17 +844,40 @@ pub fn run_cli(p: &crate::platform::Platform, a: IndexArgs, json: bool) -> Resul
         min_bytes: a.session_min_bytes,
         min_messages: a.session_min_messages,
     };
-    let r = index_all(&ws, &mem, th)?;
+    let limits = ws.platform_config()?.index;
+    let r = index_all(&ws, &mem, th, limits)?;
     print_report(&r, json)?;
     if a.watch {
         let every = std::time::Duration::from_secs_f64(a.interval.clamp(0.1, 3600.0));
         loop {
             std::thread::sleep(every);
-            let r = index_all(&ws, &mem, th)?;
+            let r = index_all(&ws, &mem, th, limits)?;
             if r.indexed + r.removed > 0 {
                 print_report(&r, json)?;
             }
         }
     }
     Ok(crate::error::exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_bytes_are_dropped_whatever_the_layout() {
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0; 10_000],
+            b"plain text".to_vec(),
+            [b"head".as_slice(), &[0; 9000], b"tail\0x"].concat(),
+            (0..20_000u32).map(|i| (i % 7) as u8).collect(),
+        ];
+        for c in cases {
+            let mut b = c.clone();
+            drop_nuls(&mut b);
+            let want: Vec<u8> = c.into_iter().filter(|&x| x != 0).collect();
+            assert_eq!(b, want);
+        }
+    }
 }

@@ -30,9 +30,10 @@
 //!    the client's socket is `MSG_DONTWAIT`, and waiting is `poll(2)` with a deadline (never
 //!    a retry loop).
 //! 7. One JSON line per connection goes to `<workspace>/net-audit.log` ([`AuditLog`]), and a
-//!    `log` line at info (allowed) or warn (denied, failed). Refusals are written at most
-//!    [`AUDIT_REFUSALS_PER_SEC`] a second per workspace; the rest of that second are counted
-//!    in one summary line, so a tenant cannot rotate its own history away quickly.
+//!    `log` line at info (allowed) or warn (denied, failed). At most
+//!    [`AUDIT_ALLOWED_PER_SEC`] allowed and [`AUDIT_REFUSALS_PER_SEC`] refused connections
+//!    a second, and at most a daily byte budget, are written one by one per workspace; the
+//!    rest are counted in summary lines, so a tenant cannot rotate its own history away.
 //!
 //! Caps: a workspace's connection cap (its `max_connections`, at most the operator's
 //! `max_connections_ceiling`), its bandwidth limiters and its audit-log writer are shared by
@@ -85,6 +86,12 @@ const RELAY_BUF: usize = 128 * 1024;
 /// Refusals (denied and failed connections) written to a workspace's audit log per second at
 /// most; the others of that second are counted and written as one summary line.
 pub const AUDIT_REFUSALS_PER_SEC: u32 = 10;
+/// Allowed connections written to a workspace's audit log per second at most; the others of
+/// that second are counted and written as one summary line.
+pub const AUDIT_ALLOWED_PER_SEC: u32 = 10;
+/// While a workspace is past its audit log's daily budget, summary lines are written at most
+/// this often.
+pub const AUDIT_OVER_BUDGET_SUMMARY: Duration = Duration::from_secs(600);
 /// The audit log's rate window.
 const AUDIT_WINDOW: Duration = Duration::from_secs(1);
 /// Longest a `400`/`403`/`503` answer may take to write.
@@ -309,8 +316,8 @@ pub struct ConnRecord {
     pub bytes_down: u64,
     /// From accept to close, in milliseconds.
     pub duration_ms: u64,
-    /// A summary line: this many refusals of one second were not written one by one (see
-    /// [`AUDIT_REFUSALS_PER_SEC`]); `decision` says which kind. Absent on connection lines.
+    /// A summary line: this many connections were not written one by one (see
+    /// [`AuditLog`]); `decision` says which kind. Absent on connection lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
 }
@@ -318,27 +325,91 @@ pub struct ConnRecord {
 /// The audit log of one workspace: one JSON line per connection, appended (`O_APPEND`, one
 /// write per line), rotated past a size to `<file>.1` (one previous file kept).
 ///
-/// Allowed connections are always written. Refusals (denied, failed) are written at most
-/// [`AUDIT_REFUSALS_PER_SEC`] per second: the others of that second are counted and written
-/// as one summary line (`"suppressed": N`, reason `N more denied connections suppressed`)
-/// when the next line is written after the second ended, or when the log is closed.
+/// A tenant decides how many connections it makes, so it must not decide how fast its own
+/// history is pushed out by rotation. Two limits, for allowed and refused connections
+/// alike:
+/// - a rate: at most [`AUDIT_REFUSALS_PER_SEC`] refusals (denied, failed) and
+///   [`AUDIT_ALLOWED_PER_SEC`] allowed connections are written per second; the others of
+///   that second are counted and written as one summary line per kind (`"suppressed": N`,
+///   reason `N more denied connections suppressed`; an allowed summary carries their bytes),
+///   when the next line is written after the second ended, or when the log is closed;
+/// - a daily budget: at most [`AuditLog::day_budget`] bytes of connection lines per UTC day
+///   (by default half the rotation size, counting what the files already hold of today when
+///   opened); past it connections are only counted, and their summary lines are written at
+///   most once per [`AUDIT_OVER_BUDGET_SUMMARY`].
+///
+/// A line is rotated away only after the rotation size has been written after it, so at the
+/// default sizes a line stays at least two days (`AUDIT_MAX_BYTES` / budget), whatever the
+/// tenant does. Totals ([`audit_totals`]) stay exact: summaries count what they stand for.
+/// The limits are per process, like the connection caps.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
     inner: Mutex<AuditInner>,
 }
 
+#[derive(Debug, Default)]
+struct Suppressed {
+    count: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+}
+
 #[derive(Debug)]
 struct AuditInner {
     file: RotatingFile,
-    /// Start of the current rate window (the first refusal in it).
+    /// Start of the current rate window (the first line in it).
     window: Option<Instant>,
     /// Refusals written in the window.
     written: u32,
-    suppressed_denied: u64,
-    suppressed_failed: u64,
+    /// Allowed connections written in the window.
+    written_allowed: u32,
+    /// Counted, not written: allowed, denied, failed.
+    suppressed: [Suppressed; 3],
     /// Workspace of the suppressed records.
     workspace: String,
+    /// The UTC day (`YYYY-MM-DD`) `day_bytes` counts.
+    day: String,
+    /// Bytes of lines written on `day`.
+    day_bytes: u64,
+    /// Most bytes of lines per day.
+    budget: u64,
+    /// A line of `day` was refused for the budget.
+    over: bool,
+    /// When summaries were last written while over the day's budget.
+    over_summary: Option<Instant>,
+}
+
+fn kind_index(d: Decision) -> usize {
+    match d {
+        Decision::Allowed => 0,
+        Decision::Denied => 1,
+        Decision::Failed => 2,
+    }
+}
+
+/// `YYYY-MM-DD` of an RFC 3339 timestamp.
+fn day_of(ts: &str) -> &str {
+    ts.get(..10).unwrap_or(ts)
+}
+
+/// Bytes of the lines of `day` in the audit files at `path` (the previous one, then the
+/// current one).
+fn bytes_of_day(path: &Path, day: &str) -> u64 {
+    let mut n = 0u64;
+    for p in [rotated(path), path.to_path_buf()] {
+        let Ok(text) = std::fs::read(&p) else {
+            continue;
+        };
+        for line in text.split(|b| *b == b'\n') {
+            if let Ok(r) = serde_json::from_slice::<ConnRecord>(line) {
+                if day_of(&r.ts) == day {
+                    n = n.saturating_add(line.len() as u64 + 1);
+                }
+            }
+        }
+    }
+    n
 }
 
 impl AuditLog {
@@ -347,24 +418,43 @@ impl AuditLog {
         Self::open_with(path, AUDIT_MAX_BYTES)
     }
 
-    /// Opens `path` for appending, rotated past `max_bytes`.
+    /// Opens `path` for appending, rotated past `max_bytes`, with a daily budget of half
+    /// that.
     pub fn open_with(path: impl Into<PathBuf>, max_bytes: u64) -> Result<AuditLog> {
         let path = path.into();
         let file = RotatingFile::open(path.clone(), max_bytes, 1).map_err(|e| Error::Io {
             path: path.clone(),
             source: e,
         })?;
+        let day = day_of(&crate::sessions::timestamp_now()).to_string();
+        let day_bytes = bytes_of_day(&path, &day);
         Ok(AuditLog {
             path,
             inner: Mutex::new(AuditInner {
                 file,
                 window: None,
                 written: 0,
-                suppressed_denied: 0,
-                suppressed_failed: 0,
+                written_allowed: 0,
+                suppressed: Default::default(),
                 workspace: String::new(),
+                day,
+                day_bytes,
+                budget: max_bytes / 2,
+                over: false,
+                over_summary: None,
             }),
         })
+    }
+
+    /// Sets the daily budget in bytes (see [`AuditLog`]).
+    pub fn with_day_budget(self, bytes: u64) -> AuditLog {
+        lock(&self.inner).budget = bytes;
+        self
+    }
+
+    /// The daily budget in bytes.
+    pub fn day_budget(&self) -> u64 {
+        lock(&self.inner).budget
     }
 
     /// The file.
@@ -373,18 +463,18 @@ impl AuditLog {
     }
 
     /// Appends one record (a failure is logged, never fatal to the connection). Returns
-    /// whether it was written: a refusal past [`AUDIT_REFUSALS_PER_SEC`] in the current
-    /// second is only counted, for the summary line.
+    /// whether it was written: past the rate or the day's budget it is only counted, for
+    /// a summary line.
     pub fn append(&self, r: &ConnRecord) -> bool {
         self.append_at(r, Instant::now())
     }
 
-    /// Writes the summary line of a rate window that has ended, if refusals were suppressed
-    /// in it (otherwise written with the next line, or when the log is closed).
+    /// Writes the summary lines of a rate window that has ended, if connections were
+    /// suppressed in it (otherwise written with the next line, or when the log is closed).
     pub fn flush_suppressed(&self) {
         let mut g = lock(&self.inner);
         if g.window.is_some_and(|w| w.elapsed() >= AUDIT_WINDOW) {
-            end_window(&self.path, &mut g);
+            end_window(&self.path, &mut g, Instant::now(), false);
         }
     }
 
@@ -393,44 +483,84 @@ impl AuditLog {
         if g.window
             .is_some_and(|w| now.saturating_duration_since(w) >= AUDIT_WINDOW)
         {
-            end_window(&self.path, &mut g);
+            end_window(&self.path, &mut g, now, false);
         }
-        if r.decision != Decision::Allowed {
-            g.window.get_or_insert(now);
-            if g.written >= AUDIT_REFUSALS_PER_SEC {
-                match r.decision {
-                    Decision::Failed => g.suppressed_failed += 1,
-                    _ => g.suppressed_denied += 1,
-                }
-                if g.workspace != r.workspace {
-                    g.workspace = r.workspace.clone();
-                }
-                return false;
+        let today = crate::sessions::timestamp_now();
+        if day_of(&today) != g.day {
+            g.day = day_of(&today).to_string();
+            g.day_bytes = 0;
+            g.over = false;
+            g.over_summary = None;
+        }
+        g.window.get_or_insert(now);
+        let mut line = serde_json::to_vec(r).unwrap_or_default();
+        line.push(b'\n');
+        let over_rate = match r.decision {
+            Decision::Allowed => g.written_allowed >= AUDIT_ALLOWED_PER_SEC,
+            _ => g.written >= AUDIT_REFUSALS_PER_SEC,
+        };
+        let over_budget = g.day_bytes.saturating_add(line.len() as u64) > g.budget;
+        if over_budget {
+            g.over = true;
+        }
+        if over_rate || over_budget {
+            let s = &mut g.suppressed[kind_index(r.decision)];
+            s.count += 1;
+            s.bytes_up = s.bytes_up.saturating_add(r.bytes_up);
+            s.bytes_down = s.bytes_down.saturating_add(r.bytes_down);
+            if g.workspace != r.workspace {
+                g.workspace = r.workspace.clone();
             }
-            g.written += 1;
+            return false;
         }
-        write_line(&self.path, &mut g.file, r);
+        match r.decision {
+            Decision::Allowed => g.written_allowed += 1,
+            _ => g.written += 1,
+        }
+        g.day_bytes = g.day_bytes.saturating_add(line.len() as u64);
+        write_raw(&self.path, &mut g.file, &line, &r.workspace);
         true
     }
 }
 
-/// Closes the rate window: one summary line per kind of refusal suppressed in it.
-fn end_window(path: &Path, g: &mut AuditInner) {
+/// Closes the rate window: one summary line per kind of connection suppressed in it. While
+/// over the day's budget the counts are kept and written at most once per
+/// [`AUDIT_OVER_BUDGET_SUMMARY`], unless `last` (the log is closing).
+fn end_window(path: &Path, g: &mut AuditInner, now: Instant, last: bool) {
     g.window = None;
     g.written = 0;
-    let counts = [
-        (Decision::Denied, std::mem::take(&mut g.suppressed_denied)),
-        (Decision::Failed, std::mem::take(&mut g.suppressed_failed)),
-    ];
-    for (decision, n) in counts {
-        if n == 0 {
+    g.written_allowed = 0;
+    if g.suppressed.iter().all(|s| s.count == 0) {
+        return;
+    }
+    let over_budget = g.over;
+    if over_budget && !last {
+        if g.over_summary
+            .is_some_and(|t| now.saturating_duration_since(t) < AUDIT_OVER_BUDGET_SUMMARY)
+        {
+            return;
+        }
+        g.over_summary = Some(now);
+    }
+    let why = if over_budget {
+        format!(
+            "past {AUDIT_ALLOWED_PER_SEC} allowed and {AUDIT_REFUSALS_PER_SEC} refused a second, \
+             or past the day's audit budget of {} bytes: only counted",
+            g.budget
+        )
+    } else {
+        format!(
+            "past {AUDIT_ALLOWED_PER_SEC} allowed and {AUDIT_REFUSALS_PER_SEC} refused a second: \
+             only counted"
+        )
+    };
+    for decision in [Decision::Allowed, Decision::Denied, Decision::Failed] {
+        let s = std::mem::take(&mut g.suppressed[kind_index(decision)]);
+        if s.count == 0 {
             continue;
         }
+        let n = s.count;
         let kind = decision.as_str();
-        let reason = format!(
-            "suppressed: {n} more {kind} connections suppressed \
-             (past {AUDIT_REFUSALS_PER_SEC} a second, refusals are only counted)"
-        );
         let rec = ConnRecord {
             ts: crate::sessions::timestamp_now(),
             workspace: g.workspace.clone(),
@@ -438,35 +568,38 @@ fn end_window(path: &Path, g: &mut AuditInner) {
             port: 0,
             method: "-".into(),
             decision,
-            reason: Some(reason),
+            reason: Some(format!(
+                "suppressed: {n} more {kind} connections suppressed ({why})"
+            )),
             status: None,
             addr: None,
-            bytes_up: 0,
-            bytes_down: 0,
+            bytes_up: s.bytes_up,
+            bytes_down: s.bytes_down,
             duration_ms: 0,
             suppressed: Some(n),
         };
         log::warn!(target: "egress", workspace = g.workspace.as_str(); "{n} more {kind} egress connections not logged one by one");
-        write_line(path, &mut g.file, &rec);
+        let mut line = serde_json::to_vec(&rec).unwrap_or_default();
+        line.push(b'\n');
+        g.day_bytes = g.day_bytes.saturating_add(line.len() as u64);
+        write_raw(path, &mut g.file, &line, &rec.workspace);
     }
 }
 
-fn write_line(path: &Path, f: &mut RotatingFile, r: &ConnRecord) {
-    let mut line = serde_json::to_vec(r).unwrap_or_default();
-    line.push(b'\n');
-    if let Err(e) = f.write_all(&line) {
-        log::warn!(target: "egress", workspace = r.workspace.as_str(); "cannot append to {}: {e}", path.display());
+fn write_raw(path: &Path, f: &mut RotatingFile, line: &[u8], workspace: &str) {
+    if let Err(e) = f.write_all(line) {
+        log::warn!(target: "egress", workspace = workspace; "cannot append to {}: {e}", path.display());
     }
 }
 
 impl Drop for AuditLog {
-    /// Writes the summary of the last rate window.
+    /// Writes the summaries still counted.
     fn drop(&mut self) {
         let inner = match self.inner.get_mut() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        end_window(&self.path, inner);
+        end_window(&self.path, inner, Instant::now(), true);
     }
 }
 
@@ -590,8 +723,10 @@ impl Limiters {
     /// not reset them); none when unlimited.
     fn for_rate(&self, rate: Option<u64>) -> LimiterPair {
         let mut slot = lock(&self.slot);
+        // No rate: none for this context. The pair in force stays: another context of the
+        // workspace (its sandbox, while a skill runs) may use it, and a context that comes
+        // back to the same rate must not get a fresh budget.
         let Some(rate) = rate else {
-            *slot = None;
             return (None, None);
         };
         match &*slot {
@@ -666,6 +801,17 @@ impl WorkspaceShared {
         });
         map.insert(key, Arc::downgrade(&shared));
         Ok(shared)
+    }
+}
+
+/// A skill's policy inside its workspace's limits: the skill's allowlist, the lower of the
+/// two connection caps, and the workspace's bandwidth (the same rate, so the skill's
+/// connections take from the workspace's shared limiters, never from a pair of their own).
+fn within_workspace(skill: &NetworkPolicy, workspace: &NetworkPolicy) -> NetworkPolicy {
+    NetworkPolicy {
+        allow: skill.allow.clone(),
+        max_connections: Some(skill.max_connections().min(workspace.max_connections())),
+        bandwidth_bytes_per_sec: workspace.bandwidth_bytes_per_sec,
     }
 }
 
@@ -780,13 +926,17 @@ impl ProxyContext {
     }
 
     /// The context of a skill run in workspace `ws`: the skill's own allowlist (`network`,
-    /// with the platform's `[network]` rules on top), and the workspace's connection
-    /// counters, bandwidth limiters and audit log, so a skill's connections count against
-    /// the workspace's caps and appear in `bulkhead workspace net <ws> log` under
-    /// `label` (e.g. `acme/skill:github`).
+    /// with the platform's `[network]` rules on top) inside the workspace's limits: its
+    /// bandwidth and `max_connections` as `workspace.json` has them now (the lower cap where
+    /// `network` names its own), and the workspace's connection counters, bandwidth
+    /// limiters and audit log, so a skill's connections count against the workspace's caps
+    /// and appear in `bulkhead workspace net <ws> log` under `label` (e.g.
+    /// `acme/skill:github`).
     pub fn for_skill(ws: &Workspace, label: &str, network: &NetworkPolicy) -> Result<ProxyContext> {
-        let shared = WorkspaceShared::of(ws)?;
-        ProxyContext::build(label, network, ws.operator_network(), Some(shared))
+        let ws = ws.reload()?;
+        let shared = WorkspaceShared::of(&ws)?;
+        let inside = within_workspace(network, ws.network());
+        ProxyContext::build(label, &inside, ws.operator_network(), Some(shared))
     }
 
     /// The context of workspace `id` of `platform`: see [`ProxyContext::from_workspace`].
@@ -968,7 +1118,9 @@ impl ProxyContext {
         };
         let reason = rec.reason.as_deref().unwrap_or("");
         let addr = rec.addr.as_deref().unwrap_or("");
-        if rec.decision == Decision::Allowed {
+        if !written {
+            // Counted in the audit log's summary line, which logs a warning of its own.
+        } else if rec.decision == Decision::Allowed {
             log::info!(
                 target: "egress",
                 workspace = rec.workspace.as_str(),
@@ -982,7 +1134,7 @@ impl ProxyContext {
                 duration_ms = rec.duration_ms;
                 "egress connection"
             );
-        } else if written {
+        } else {
             log::warn!(
                 target: "egress",
                 workspace = rec.workspace.as_str(),
@@ -2172,7 +2324,10 @@ mod tests {
     fn audit_log_rotates_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(AUDIT_LOG_NAME);
-        let log = AuditLog::open_with(&path, 4096).unwrap();
+        let log = AuditLog::open_with(&path, 4096)
+            .unwrap()
+            .with_day_budget(u64::MAX);
+        let t0 = Instant::now();
         let mut rec = ConnRecord {
             ts: "2026-01-01T00:00:00.000Z".into(),
             workspace: "acme".into(),
@@ -2188,9 +2343,9 @@ mod tests {
             duration_ms: 5,
             suppressed: None,
         };
-        for i in 0..100 {
-            rec.duration_ms = i;
-            log.append(&rec);
+        for i in 0..100u32 {
+            rec.duration_ms = u64::from(i);
+            log.append_at(&rec, t0 + AUDIT_WINDOW * i);
         }
         assert!(std::fs::metadata(&path).unwrap().len() <= 4096);
         assert!(rotated(&path).exists());
@@ -2233,7 +2388,8 @@ mod tests {
     }
 
     /// A burst of refusals writes AUDIT_REFUSALS_PER_SEC lines, then one summary line per
-    /// kind when the second is over; allowed lines are always written; totals stay exact.
+    /// kind when the second is over; allowed lines have a rate of their own; totals stay
+    /// exact.
     #[test]
     fn refusals_are_rate_limited_in_the_audit_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -2305,5 +2461,82 @@ mod tests {
         let (c, _) = l.for_rate(Some(8192));
         assert!(!Arc::ptr_eq(a.as_ref().unwrap(), c.as_ref().unwrap()));
         assert!(l.for_rate(None).0.is_none());
+        // An unlimited context (a skill's, before it took the workspace's rate) does not
+        // clear the pair in force: the same rate gets the same limiters again.
+        let (d, _) = l.for_rate(Some(8192));
+        assert!(Arc::ptr_eq(c.as_ref().unwrap(), d.as_ref().unwrap()));
+    }
+
+    #[test]
+    fn a_skill_gets_the_workspace_caps() {
+        let skill = NetworkPolicy::allowing(&["api.test".to_string()]).unwrap();
+        let ws = NetworkPolicy {
+            allow: vec![],
+            max_connections: Some(2),
+            bandwidth_bytes_per_sec: Some(1000),
+        };
+        let p = within_workspace(&skill, &ws);
+        assert_eq!(p.allow, skill.allow);
+        assert_eq!(p.max_connections, Some(2));
+        assert_eq!(p.bandwidth_bytes_per_sec, Some(1000));
+        // A skill asking for less keeps its lower connection cap.
+        let mut tight = skill.clone();
+        tight.max_connections = Some(1);
+        assert_eq!(within_workspace(&tight, &ws).max_connections, Some(1));
+        // An unlimited workspace leaves the skill unlimited in bandwidth, default cap.
+        let p = within_workspace(&skill, &NetworkPolicy::default());
+        assert_eq!(p.bandwidth_bytes_per_sec, None);
+        assert_eq!(
+            p.max_connections(),
+            NetworkPolicy::default().max_connections()
+        );
+    }
+
+    /// Allowed lines past the rate and past the day's budget are counted, never written:
+    /// the first lines of a flood stay, the totals stay exact.
+    #[test]
+    fn allowed_connections_are_rate_limited_and_budgeted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_LOG_NAME);
+        let log = AuditLog::open_with(&path, 4096).unwrap();
+        assert_eq!(log.day_budget(), 2048);
+        let t0 = Instant::now();
+        // The proxy stamps records with the time they end: today.
+        let today = crate::sessions::timestamp_now();
+        let mut first = record(Decision::Allowed, 1);
+        first.ts = today.clone();
+        first.bytes_down = 7;
+        assert!(log.append_at(&first, t0));
+        let mut written = 1;
+        // 1000 seconds of a flood, 50 a second.
+        for sec in 0..1000u32 {
+            for i in 0..50u64 {
+                let mut r = record(Decision::Allowed, 10 + i);
+                r.ts = today.clone();
+                r.bytes_down = 7;
+                written += log.append_at(&r, t0 + AUDIT_WINDOW * sec) as u64;
+            }
+        }
+        assert!(written < 20, "{written} lines written one by one");
+        drop(log);
+        assert!(!rotated(&path).exists(), "the flood rotated the log");
+        let lines = read_audit_log(&path, None).unwrap();
+        assert_eq!(lines[0].duration_ms, 1, "{:?}", lines[0]);
+        let t = audit_totals(&path).unwrap();
+        assert_eq!((t.connections, t.allowed), (50_001, 50_001));
+        assert_eq!(t.bytes_down, 7 * 50_001);
+        let summaries: Vec<_> = lines.iter().filter(|r| r.suppressed.is_some()).collect();
+        assert!(
+            summaries[0]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("more allowed connections suppressed"),
+            "{:?}",
+            summaries[0]
+        );
+        // Reopened the same day: what the file holds of today counts against the budget.
+        let log = AuditLog::open_with(&path, 4096).unwrap();
+        assert!(!log.append(&record(Decision::Allowed, 99)));
     }
 }

@@ -13,7 +13,8 @@
 //!    `<PREFIX>_API_KEY_32` (gaps allowed).
 //!
 //! The environment is read through a function given by the caller, so tests never touch the
-//! process environment. Every key found is registered as a secret for the log redactor.
+//! process environment. Every key from the environment is registered as an operator secret;
+//! a stored key stays the workspace's (see [`ApiKey::of_workspace`]).
 //!
 //! A [`KeyRing`] hands out one key at a time; on a rate-limit, quota/billing or auth failure
 //! the key is put in cooldown and the next one is used. Providers that need no key (Ollama,
@@ -86,7 +87,13 @@ pub fn resolve_keys(
     let mut push = |value: &str, source: KeySource| {
         let v = value.trim();
         if !v.is_empty() && !out.iter().any(|(k, _)| k.expose_secret() == v) {
-            out.push((ApiKey::new(v), source));
+            // A stored key is the workspace's secret (its run redacts it); a key from the
+            // environment is the operator's (redacted everywhere).
+            let key = match source {
+                KeySource::Credentials { .. } => ApiKey::of_workspace(v),
+                _ => ApiKey::new(v),
+            };
+            out.push((key, source));
         }
     };
 

@@ -1026,6 +1026,22 @@ impl Run<'_> {
     fn finish(mut self, outcome: Result<RunOutcome>) -> Result<RunResult> {
         self.sandbox.shutdown();
         self.drain_notes();
+        // Provider messages are scrubbed of the key and the operator's secrets only; the
+        // workspace's own secrets (a model server echoing a request) go here, before the
+        // attempts reach the result, the error or the caller.
+        let redact_attempts = |r: &crate::logging::Redactor, list: &mut [super::Attempt]| {
+            for m in list.iter_mut().filter_map(|a| a.message.as_mut()) {
+                *m = r.redact(m);
+            }
+        };
+        redact_attempts(&self.redactor, &mut self.caller.attempts);
+        let outcome = outcome.map_err(|e| match e {
+            Error::AllModelsFailed { mut attempts } => {
+                redact_attempts(&self.redactor, &mut attempts);
+                Error::AllModelsFailed { attempts }
+            }
+            e => e,
+        });
         let (state, error_kind) = match &outcome {
             Ok(o) => (*o, None),
             Err(Error::AllModelsFailed { .. }) => (RunOutcome::Failed, Some("llm")),

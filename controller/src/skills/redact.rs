@@ -42,20 +42,20 @@ const MIN_BASE64_INNER: usize = 4;
 
 /// RFC 3986 unreserved characters kept (Python `quote(safe="")`, Go `QueryEscape` but for
 /// the space).
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
 /// JavaScript `encodeURIComponent`.
-const URI_COMPONENT: &AsciiSet = &UNRESERVED
+pub const URI_COMPONENT: &AsciiSet = &UNRESERVED
     .remove(b'!')
     .remove(b'*')
     .remove(b'\'')
     .remove(b'(')
     .remove(b')');
 /// JavaScript `encodeURI`.
-const URI: &AsciiSet = &URI_COMPONENT
+pub const URI: &AsciiSet = &URI_COMPONENT
     .remove(b';')
     .remove(b',')
     .remove(b'/')
@@ -68,15 +68,15 @@ const URI: &AsciiSet = &URI_COMPONENT
     .remove(b'$')
     .remove(b'#');
 /// Python `quote` with its default `safe="/"`, curl's `--data-urlencode` path style.
-const KEEP_SLASH: &AsciiSet = &UNRESERVED.remove(b'/');
+pub const KEEP_SLASH: &AsciiSet = &UNRESERVED.remove(b'/');
 /// `application/x-www-form-urlencoded` (WHATWG URL; the space becomes `+` in the `+` variant).
-const FORM: &AsciiSet = &NON_ALPHANUMERIC
+pub const FORM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'*')
     .remove(b'-')
     .remove(b'.')
     .remove(b'_');
 /// Every byte encoded.
-const EVERYTHING: &AsciiSet = &AsciiSet::EMPTY.complement();
+pub const EVERYTHING: &AsciiSet = &AsciiSet::EMPTY.complement();
 
 /// The percent-encoding of `data` with `set`; `lower` writes the hex digits in lower case,
 /// `plus` writes a space as `+`.

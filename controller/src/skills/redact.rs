@@ -172,11 +172,14 @@ fn forms_of(s: &str) -> Vec<String> {
     forms
 }
 
-/// Replaces secrets in text.
+/// Replaces secrets in text. While it lives, its values are also kept out of log lines
+/// (a [`crate::logging::LiveGuard`]), never redacted from other workspaces' output.
 #[derive(Clone, Default)]
 pub struct Redactor {
     /// Every form of every secret, longest first (zeroized on drop).
     forms: Vec<Zeroizing<String>>,
+    /// The plain values, live in the log redactor until the last clone is dropped.
+    _live: Option<std::sync::Arc<crate::logging::LiveGuard>>,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -229,8 +232,10 @@ impl Redactor {
         }
         forms.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         forms.dedup();
+        let live = crate::logging::Redactor::new(secrets.iter().map(AsRef::as_ref)).live();
         Redactor {
             forms: forms.into_iter().map(Zeroizing::new).collect(),
+            _live: Some(std::sync::Arc::new(live)),
         }
     }
 
@@ -483,10 +488,10 @@ mod tests {
         let (o, e) = r.redact_streams(out, b"warn", &order);
         assert_eq!((o.as_str(), e.as_str()), ("[[REDACTED]]", "warn"));
         // Base64 split across the streams.
-        let b = STANDARD.encode("Summer2024!x");
+        let b = STANDARD.encode("Summer2024!x").into_bytes();
         let (o, e) = r.redact_streams(
-            b[..7].as_bytes(),
-            b[7..].as_bytes(),
+            &b[..7],
+            &b[7..],
             &[(Stream::Stdout, 7), (Stream::Stderr, b.len() - 7)],
         );
         assert_eq!((o.as_str(), e.as_str()), (MARKER, MARKER));

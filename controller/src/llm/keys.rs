@@ -369,6 +369,34 @@ mod tests {
     }
 
     #[test]
+    fn stored_keys_stay_the_workspaces_and_env_keys_are_the_operators() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = crate::CredentialKey::new("test passphrase");
+        let opts =
+            crate::CredentialOptions::default().with_kdf(crate::KdfParams::insecure_for_tests(10));
+        let mut store = CredentialStore::open(dir.path(), "tenant", &ck, opts).unwrap();
+        let mut set = std::collections::BTreeMap::new();
+        set.insert("api_key".to_string(), "sk-ant-tenant-only-5555".into());
+        store.set("anthropic", set).unwrap();
+        // Reopened: decrypting registers nothing process-wide.
+        let store = CredentialStore::open(dir.path(), "tenant", &ck, opts).unwrap();
+        let env = env_of(&[("ANTHROPIC_API_KEY", "sk-ant-operator-6666")]);
+        let keys = resolve_keys("anthropic", Some(&store), &env);
+        assert_eq!(
+            values(&keys),
+            vec!["sk-ant-tenant-only-5555", "sk-ant-operator-6666"]
+        );
+        let text = "sk-ant-tenant-only-5555 sk-ant-operator-6666";
+        // Another tenant's output (operator secrets only) keeps the tenant's key...
+        assert_eq!(
+            crate::logging::redact_operator(text),
+            "sk-ant-tenant-only-5555 [redacted]"
+        );
+        // ...and the tenant's own run redacts it.
+        assert_eq!(store.redactor().redact(text), "[redacted] [redacted]");
+    }
+
+    #[test]
     fn credential_store_comes_first() {
         let dir = tempfile::tempdir().unwrap();
         let ck = crate::CredentialKey::new("test passphrase");

@@ -18,6 +18,7 @@ mod memory_index;
 mod memory_local;
 mod mock_llm;
 mod neighbours_kernel;
+mod redaction;
 mod rootless;
 mod rpc;
 mod sessions;

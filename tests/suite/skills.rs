@@ -84,15 +84,14 @@ fn append_config(env: &TestEnv, extra: &str) {
 }
 
 fn b64(data: &[u8], url: bool, pad: bool) -> String {
-    bulkhead::skills::redact::base64(
-        data,
-        if url {
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-        } else {
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-        },
-        pad,
-    )
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    match (url, pad) {
+        (false, true) => STANDARD.encode(data),
+        (false, false) => STANDARD_NO_PAD.encode(data),
+        (true, true) => URL_SAFE.encode(data),
+        (true, false) => URL_SAFE_NO_PAD.encode(data),
+    }
 }
 
 #[test]
@@ -138,7 +137,12 @@ print("leak to stderr", t, file=sys.stderr)
         b64(TOKEN.as_bytes(), false, true),
         b64(TOKEN.as_bytes(), false, false),
         b64(TOKEN.as_bytes(), true, true),
-        bulkhead::skills::redact::percent_encode(TOKEN.as_bytes(), true, false),
+        bulkhead::skills::redact::percent(
+            TOKEN.as_bytes(),
+            bulkhead::skills::redact::UNRESERVED,
+            false,
+            false,
+        ),
         "Sk1llT0ken".to_string(),
     ];
     for f in &forms {
@@ -166,6 +170,96 @@ print("leak to stderr", t, file=sys.stderr)
     assert_eq!(v["ok"], true, "{}", show(&o));
     assert!(v["output"].as_str().unwrap().contains("plain [REDACTED]"));
     assert!(!text(&o.stdout).contains("Sk1llT0ken"));
+}
+
+/// A secret written in pieces to stdout and stderr (each stream alone holds no whole copy),
+/// and in the encodings real clients use at every alignment: base64 inside a Basic auth
+/// header (the secret at offsets 1 and 2 of the encoded input), hex, `encodeURIComponent`
+/// and `quote` keeping `/`. None of it survives, on stdout or in the logged stderr.
+#[test]
+fn skills_split_and_encoded_secrets_are_redacted() {
+    if !sandbox_or_skip("skills_split_and_encoded_secrets_are_redacted") {
+        return;
+    }
+    const SPLIT: &str = "Split/S3cret!Value(x)";
+    let env = TestEnv::new();
+    env.create("acme");
+    let o = bh(
+        &env,
+        &["cred", "set", "acme", "svc", &format!("token={SPLIT}")],
+    );
+    assert!(o.status.success(), "cred set: {}", show(&o));
+    skill(
+        &env,
+        "split",
+        "name = \"split\"\ndescription = \"prints its token in pieces\"\ncredentials = [\"svc\"]",
+        "execute.py",
+        r#"import base64, os, re, sys, time, urllib.parse
+t = os.environ["SVC_TOKEN"]
+json_in = sys.stdin.read()
+def out(s):
+    sys.stdout.write(s); sys.stdout.flush(); time.sleep(0.3)
+def err(s):
+    sys.stderr.write(s); sys.stderr.flush(); time.sleep(0.3)
+out("split x " + t[:6])
+err(t[6:13])
+out(t[13:] + " y\n")
+for label, prefix in [("basic0", ""), ("basic1", "u"), ("basic2", "us"), ("basic5", "user:")]:
+    print(label, base64.b64encode((prefix + t).encode()).decode())
+    print(label + "url", base64.urlsafe_b64encode((prefix + t + "!").encode()).decode().rstrip("="))
+print("hex", t.encode().hex())
+print("HEX", t.encode().hex().upper())
+print("uric", urllib.parse.quote(t, safe="!'()*~"))
+print("slash", urllib.parse.quote(t))
+print("form", re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), urllib.parse.quote_plus(t)))
+sys.stdout.flush()
+"#,
+    );
+    enable(&env, "acme", "split");
+    let o = cmd(&env)
+        .env("BULKHEAD_LOG_LEVEL", "info")
+        .args(["--json", "skill", "run", "acme", "split", "--params", "{}"])
+        .output()
+        .expect("run bulkhead");
+    assert!(o.status.success(), "{}", show(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let out = v["output"].as_str().unwrap_or_default().to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"split x [REDACTED] y"), "{}", show(&o));
+    let labels = [
+        "basic0",
+        "basic0url",
+        "basic1",
+        "basic1url",
+        "basic2",
+        "basic2url",
+        "basic5",
+        "basic5url",
+        "hex",
+        "HEX",
+        "uric",
+        "slash",
+        "form",
+    ];
+    for label in labels {
+        let line = lines
+            .iter()
+            .find(|l| l.split(' ').next() == Some(label))
+            .unwrap_or_else(|| panic!("no {label} line in {out}"));
+        let rest = &line[label.len() + 1..];
+        assert!(rest.contains("[REDACTED]"), "{label} not redacted: {line}");
+        // What is left is the encoding of the few bytes around the secret, never a run of
+        // characters that could carry part of it.
+        let left = rest.replace("[REDACTED]", "");
+        assert!(left.len() <= 10, "{label} left too much: {line}");
+    }
+    // The stderr piece, logged by the controller, is redacted as part of the whole.
+    let log = text(&o.stderr);
+    assert!(log.contains("[REDACTED]"), "stderr was logged: {log}");
+    for piece in ["S3cret", "Split/", "Value(x)"] {
+        assert!(!out.contains(piece), "{piece} in the output: {out}");
+        assert!(!log.contains(piece), "{piece} in the log: {log}");
+    }
 }
 
 #[test]

@@ -75,6 +75,12 @@ struct Run<'a> {
     env: &'a (dyn Fn(&str) -> Option<String> + Sync + 'a),
     /// Children started under the top-level run.
     budget: ChildBudget,
+    /// This workspace's secrets (plus the operator's, when redacting): every event,
+    /// transcript line and hook payload of the run is redacted with it, and no other
+    /// workspace's secret is (one tenant's output never changes with another's secrets).
+    redactor: crate::logging::Redactor,
+    /// Keeps the workspace's secrets out of log lines for as long as the run lives.
+    _live: crate::logging::LiveGuard,
     /// The request named its tools (children get the same registry).
     custom_tools: bool,
 }
@@ -186,6 +192,11 @@ impl Setup<'_> {
                 KeyRing::resolve(&s.model.provider, store.as_ref(), &|n| env(n))
             });
         }
+        let redactor = store
+            .as_ref()
+            .map(crate::creds::CredentialStore::redactor)
+            .unwrap_or_default();
+        let live = redactor.live();
         drop(store);
 
         // 3. The session, locked for the whole run.
@@ -261,6 +272,8 @@ impl Setup<'_> {
             env,
             budget,
             custom_tools,
+            redactor,
+            _live: live,
             req,
         };
         let history_messages = run.msgs.len();
@@ -331,16 +344,13 @@ fn system_prompt(ws: &Workspace, req: &RunRequest, tools: &ToolRegistry) -> Stri
     s
 }
 
-/// Removes every registered secret from a reply: a model that somehow saw a key (it never
-/// should) cannot write it into the transcript, an event or a tool's arguments.
-fn redact_response(resp: &mut ChatResponse) {
-    resp.text = crate::logging::redact(&resp.text);
+/// Removes the run's secrets from a reply: a model that somehow saw a key (it never should)
+/// cannot write it into the transcript, an event or a tool's arguments. The arguments are
+/// redacted value by value, before serialization.
+fn redact_response(resp: &mut ChatResponse, r: &crate::logging::Redactor) {
+    resp.text = r.redact(&resp.text);
     for c in &mut resp.tool_calls {
-        let raw = c.arguments.to_string();
-        let clean = crate::logging::redact(&raw);
-        if clean != raw {
-            c.arguments = serde_json::from_str(&clean).unwrap_or(Value::String(clean));
-        }
+        r.redact_json(&mut c.arguments);
     }
 }
 
@@ -355,11 +365,13 @@ fn stop_error(e: CallError, attempts: &[super::Attempt], deadline_secs: f64) -> 
 }
 
 impl Run<'_> {
-    fn emit(&mut self, e: RunEvent) {
+    fn emit(&mut self, mut e: RunEvent) {
+        e.redact(&self.redactor);
         (self.on_event)(&e);
     }
 
-    fn hook_event(&self, kind: HookEventKind, data: Value) -> HookEvent {
+    fn hook_event(&self, kind: HookEventKind, mut data: Value) -> HookEvent {
+        self.redactor.redact_json(&mut data);
         HookEvent {
             event: kind,
             workspace: self.ws.id().to_string(),
@@ -421,7 +433,7 @@ impl Run<'_> {
         match gate {
             Gate::Run(args) => Ok(args),
             Gate::Refuse(msg) => {
-                let msg = crate::logging::redact(&msg);
+                let msg = self.redactor.redact(&msg);
                 log::warn!(target: "hooks", workspace = self.ws.id(), session = self.sid.as_str(); "tool call {} ({}) {msg}", call.id, call.name);
                 if let Err(e) = self.push(Event::error(msg.clone(), "hook")) {
                     log::warn!(target: "agent", "transcript: {e}");
@@ -635,14 +647,15 @@ impl Run<'_> {
             self.check_stop()?;
             let req = self.request(&self.tools.clone(), self.req.stream);
             let n_msgs = self.msgs.len();
-            let on_event = &mut *self.on_event;
-            let r = self
-                .caller
-                .call(step, &req, &exclude, &mut |e| on_event(&e));
+            let (on_event, red) = (&mut *self.on_event, &self.redactor);
+            let r = self.caller.call(step, &req, &exclude, &mut |mut e| {
+                e.redact(red);
+                on_event(&e)
+            });
             self.drain_notes();
             match r {
                 Ok((mut resp, slot)) => {
-                    redact_response(&mut resp);
+                    redact_response(&mut resp, &self.redactor);
                     self.account(&resp, slot);
                     self.reported = Some((n_msgs, resp.usage.input_tokens));
                     self.answered_by = self.caller.slots[slot].model.to_string();
@@ -689,8 +702,11 @@ impl Run<'_> {
                 text: MEMORY_FLUSH_PROMPT.into(),
             }),
         }
-        let on_event = &mut *self.on_event;
-        let r = self.caller.call(0, &req, &[], &mut |e| on_event(&e));
+        let (on_event, red) = (&mut *self.on_event, &self.redactor);
+        let r = self.caller.call(0, &req, &[], &mut |mut e| {
+            e.redact(red);
+            on_event(&e)
+        });
         self.drain_notes();
         let (resp, slot) = match r {
             Ok(ok) => ok,
@@ -706,7 +722,7 @@ impl Run<'_> {
             }
         };
         let mut resp = resp;
-        redact_response(&mut resp);
+        redact_response(&mut resp, &self.redactor);
         self.account(&resp, slot);
         let mut n = 0;
         // The flush is one turn outside the conversation: its calls run, their results
@@ -768,8 +784,11 @@ impl Run<'_> {
             temperature: None,
             stream: false,
         };
-        let on_event = &mut *self.on_event;
-        let r = self.caller.call(0, &sreq, &[], &mut |e| on_event(&e));
+        let (on_event, red) = (&mut *self.on_event, &self.redactor);
+        let r = self.caller.call(0, &sreq, &[], &mut |mut e| {
+            e.redact(red);
+            on_event(&e)
+        });
         self.drain_notes();
         let (resp, rslot) = match r {
             Ok(ok) => ok,
@@ -777,7 +796,7 @@ impl Run<'_> {
             Err(e) => return Err(stop_error(e, &self.caller.attempts, self.run_secs())),
         };
         self.account(&resp, rslot);
-        let text = crate::logging::redact(resp.text.trim());
+        let text = self.redactor.redact(resp.text.trim());
         if text.is_empty() {
             return Ok(false);
         }
@@ -819,7 +838,7 @@ impl Run<'_> {
         tools: &ToolRegistry,
     ) -> Result<(ToolOutput, bool)> {
         let out = self.exec_tool_inner(call, tools)?;
-        let content = crate::logging::redact(&out.content);
+        let content = self.redactor.redact(&out.content);
         let (content, truncated) =
             truncate_middle(&content, self.req.context.tool_result_max_chars);
         Ok((
@@ -914,8 +933,12 @@ impl Run<'_> {
             cooldowns: self.cooldowns,
             env: self.env,
         };
-        let on_event = &mut *self.on_event;
-        let (out, usage) = super::subagents::run_tool(&parent, args, &mut |e| on_event(e));
+        let (on_event, red) = (&mut *self.on_event, &self.redactor);
+        let (out, usage) = super::subagents::run_tool(&parent, args, &mut |e| {
+            let mut e = e.clone();
+            e.redact(red);
+            on_event(&e)
+        });
         add_usage(&mut self.usage, &usage);
         out
     }
@@ -1003,6 +1026,22 @@ impl Run<'_> {
     fn finish(mut self, outcome: Result<RunOutcome>) -> Result<RunResult> {
         self.sandbox.shutdown();
         self.drain_notes();
+        // Provider messages are scrubbed of the key and the operator's secrets only; the
+        // workspace's own secrets (a model server echoing a request) go here, before the
+        // attempts reach the result, the error or the caller.
+        let redact_attempts = |r: &crate::logging::Redactor, list: &mut [super::Attempt]| {
+            for m in list.iter_mut().filter_map(|a| a.message.as_mut()) {
+                *m = r.redact(m);
+            }
+        };
+        redact_attempts(&self.redactor, &mut self.caller.attempts);
+        let outcome = outcome.map_err(|e| match e {
+            Error::AllModelsFailed { mut attempts } => {
+                redact_attempts(&self.redactor, &mut attempts);
+                Error::AllModelsFailed { attempts }
+            }
+            e => e,
+        });
         let (state, error_kind) = match &outcome {
             Ok(o) => (*o, None),
             Err(Error::AllModelsFailed { .. }) => (RunOutcome::Failed, Some("llm")),
@@ -1010,12 +1049,15 @@ impl Run<'_> {
             Err(Error::RunTimedOut(_)) => (RunOutcome::TimedOut, Some("timeout")),
             Err(_) => (RunOutcome::Failed, Some("run")),
         };
-        let error = outcome.as_ref().err().map(|e| e.to_string());
+        let error = outcome
+            .as_ref()
+            .err()
+            .map(|e| self.redactor.redact(&e.to_string()));
         if let (Some(msg), Some(kind)) = (&error, error_kind) {
             let _ = self.push(Event::error(msg.clone(), kind));
             self.fire(
                 HookEventKind::OnError,
-                serde_json::json!({ "kind": kind, "message": crate::logging::redact(msg) }),
+                serde_json::json!({ "kind": kind, "message": msg }),
             );
         }
         self.fire(

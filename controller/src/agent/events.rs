@@ -388,6 +388,43 @@ pub enum RunEvent {
 }
 
 impl RunEvent {
+    /// Replaces the secrets `r` knows (the run's workspace's and the operator's) in every
+    /// field that carries free text: model text, tool arguments and output, hook reasons,
+    /// provider messages, errors. (A secret cut between two `text_delta` events is caught
+    /// in the `assistant_message` that follows, not in the deltas.)
+    pub fn redact(&mut self, r: &crate::logging::Redactor) {
+        let text = |s: &mut String| {
+            let red = r.redact(s);
+            if red != *s {
+                *s = red;
+            }
+        };
+        match self {
+            RunEvent::Hook { reason, .. } => reason.iter_mut().for_each(text),
+            RunEvent::Warning { message } | RunEvent::Retry { message, .. } => text(message),
+            RunEvent::TextDelta { text: t, .. } | RunEvent::AssistantMessage { text: t, .. } => {
+                text(t)
+            }
+            RunEvent::ToolCall { arguments, .. } => r.redact_json(arguments),
+            RunEvent::ToolResult { output, .. } => text(output),
+            RunEvent::Fallback { reason, .. } => text(reason),
+            RunEvent::SubagentEnd { error, .. } => error.iter_mut().for_each(text),
+            RunEvent::RunEnd {
+                response, error, ..
+            } => {
+                text(response);
+                error.iter_mut().for_each(text);
+            }
+            RunEvent::RunStart { .. }
+            | RunEvent::ModelAttempt { .. }
+            | RunEvent::KeyRotation { .. }
+            | RunEvent::ContextPruned { .. }
+            | RunEvent::MemoryFlush { .. }
+            | RunEvent::Compaction { .. }
+            | RunEvent::SubagentStart { .. } => {}
+        }
+    }
+
     /// The `type` tag.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -467,7 +467,8 @@ fn make_report(
         hook: e.name.clone(),
         event,
         decision: decision.into(),
-        reason: reason.map(|r| crate::logging::redact(&r)),
+        // The run redacts its workspace's secrets from the event this becomes.
+        reason: reason.map(|r| crate::logging::redact_operator(&r)),
         duration_ms: t0.elapsed().as_millis() as u64,
     }
 }

@@ -34,8 +34,10 @@
 //!    [`RunRequest::credential_key`] is given (the CLI gives it when `--credential-key-file`
 //!    or `$BULKHEAD_CREDENTIAL_KEY` is set, and skips the store silently otherwise), then the
 //!    environment ([`crate::llm::keys`]). Keys stay in the controller: the sandbox's
-//!    environment is an allowlist, tool output is passed through the log redactor (every key
-//!    is registered as a secret) before the model, the transcript or an event sees it.
+//!    environment is an allowlist. The run's [`crate::logging::Redactor`] holds the
+//!    workspace's decrypted credentials (and redacts the operator's keys and passphrase too):
+//!    tool output, model replies, events, hook payloads and errors pass through it before the
+//!    model, the transcript or an event sees them. No other workspace's secret is in it.
 //! 3. **Session.** The transcript `sessions/<sid>.jsonl` is opened with
 //!    [`RunRequest::lock`] — by default [`LockMode::FailFast`]: a second run of a busy session
 //!    fails at once with [`Error::SessionBusy`] (CLI exit 8) instead of queueing silently;

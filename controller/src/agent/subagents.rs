@@ -534,7 +534,9 @@ fn run_one(
     let (outcome, usage) = end.unwrap_or((RunOutcome::Failed, Usage::default()));
     let (response, error) = match r {
         Ok(res) => (Some(res.response), None),
-        Err(e) => (None, Some(crate::logging::redact(&e.to_string()))),
+        // The child redacted its own events; this message reaches the parent's model through
+        // the tool result, which the parent's run redacts with the same workspace's secrets.
+        Err(e) => (None, Some(crate::logging::redact_operator(&e.to_string()))),
     };
     SubResult {
         index,

@@ -70,8 +70,11 @@
 //! The key is derived once per process for each (passphrase, salt, iteration count) and
 //! cached; the cache is keyed by an HMAC of the passphrase under a per-process random key.
 //! Derived keys, passphrases, plaintext buffers and [`SecretString`]s are zeroized on drop.
-//! Decrypted values and the passphrase are registered with
-//! [`crate::logging::register_secret`], so no log line can carry them.
+//! The passphrase is registered with [`crate::logging::register_operator_secret`]. Decrypted
+//! values are never registered globally: [`CredentialStore::redactor`] hands them to a
+//! [`crate::logging::Redactor`] owned by the run or request that decrypted them, so one
+//! workspace's values never change what another workspace sees, and they are gone (zeroized)
+//! once that run ends, after `cred rm` or when the workspace is deleted.
 
 pub mod cli;
 mod envelope;
@@ -266,7 +269,7 @@ impl CredentialKey {
 
     fn with_source(passphrase: Zeroizing<Vec<u8>>, source: &str) -> CredentialKey {
         if let Ok(s) = std::str::from_utf8(&passphrase) {
-            crate::logging::register_secret(s);
+            crate::logging::register_operator_secret(s);
         }
         CredentialKey(Arc::new(KeyInner {
             fingerprint: envelope::fingerprint(&passphrase),
@@ -650,7 +653,7 @@ fn wrong_key(path: &Path, detail: impl Into<String>) -> Error {
 const AUTH_FAILED: &str = "authentication failed: the key is wrong, or the file was altered, \
      truncated or copied from another workspace";
 
-/// Decrypts file bytes under `key` (registering the values as log secrets).
+/// Decrypts file bytes under `key`.
 fn decrypt(
     path: &Path,
     data: &[u8],
@@ -671,11 +674,6 @@ fn decrypt(
         path: path.to_path_buf(),
         detail: format!("credential payload: {detail}"),
     })?;
-    for set in sets.values() {
-        for v in set.values() {
-            crate::logging::register_secret(v.expose_secret());
-        }
-    }
     Ok((
         FileParams {
             cipher: header.cipher,
@@ -752,6 +750,21 @@ impl CredentialStore {
     /// The set `name`, if present.
     pub fn get(&self, name: impl AsRef<str>) -> Option<&BTreeMap<String, SecretString>> {
         self.sets.get(name.as_ref())
+    }
+
+    /// A redactor holding every value of every set (this workspace's secrets only; the
+    /// operator's are added when it redacts). Hold it, and a [`Redactor::live`] guard for log
+    /// lines, for as long as the values may appear in output.
+    ///
+    /// [`Redactor::live`]: crate::logging::Redactor::live
+    pub fn redactor(&self) -> crate::logging::Redactor {
+        crate::logging::Redactor::new(
+            self.sets
+                .values()
+                .flat_map(|s| s.values())
+                // Keys are read trimmed (llm::keys): redact both forms.
+                .flat_map(|v| [v.expose_secret(), v.expose_secret().trim()]),
+        )
     }
 
     /// Names and keys of every set, sorted (never values).

@@ -13,7 +13,8 @@
 //!    `<PREFIX>_API_KEY_32` (gaps allowed).
 //!
 //! The environment is read through a function given by the caller, so tests never touch the
-//! process environment. Every key found is registered as a secret for the log redactor.
+//! process environment. Every key from the environment is registered as an operator secret;
+//! a stored key stays the workspace's (see [`ApiKey::of_workspace`]).
 //!
 //! A [`KeyRing`] hands out one key at a time; on a rate-limit, quota/billing or auth failure
 //! the key is put in cooldown and the next one is used. Providers that need no key (Ollama,
@@ -86,7 +87,13 @@ pub fn resolve_keys(
     let mut push = |value: &str, source: KeySource| {
         let v = value.trim();
         if !v.is_empty() && !out.iter().any(|(k, _)| k.expose_secret() == v) {
-            out.push((ApiKey::new(v), source));
+            // A stored key is the workspace's secret (its run redacts it); a key from the
+            // environment is the operator's (redacted everywhere).
+            let key = match source {
+                KeySource::Credentials { .. } => ApiKey::of_workspace(v),
+                _ => ApiKey::new(v),
+            };
+            out.push((key, source));
         }
     };
 
@@ -359,6 +366,34 @@ mod tests {
                 vec!["g-gem-1111", "g-gem-2222", "g-gem-3333", "g-google-1111"]
             );
         }
+    }
+
+    #[test]
+    fn stored_keys_stay_the_workspaces_and_env_keys_are_the_operators() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = crate::CredentialKey::new("test passphrase");
+        let opts =
+            crate::CredentialOptions::default().with_kdf(crate::KdfParams::insecure_for_tests(10));
+        let mut store = CredentialStore::open(dir.path(), "tenant", &ck, opts).unwrap();
+        let mut set = std::collections::BTreeMap::new();
+        set.insert("api_key".to_string(), "sk-ant-tenant-only-5555".into());
+        store.set("anthropic", set).unwrap();
+        // Reopened: decrypting registers nothing process-wide.
+        let store = CredentialStore::open(dir.path(), "tenant", &ck, opts).unwrap();
+        let env = env_of(&[("ANTHROPIC_API_KEY", "sk-ant-operator-6666")]);
+        let keys = resolve_keys("anthropic", Some(&store), &env);
+        assert_eq!(
+            values(&keys),
+            vec!["sk-ant-tenant-only-5555", "sk-ant-operator-6666"]
+        );
+        let text = "sk-ant-tenant-only-5555 sk-ant-operator-6666";
+        // Another tenant's output (operator secrets only) keeps the tenant's key...
+        assert_eq!(
+            crate::logging::redact_operator(text),
+            "sk-ant-tenant-only-5555 [redacted]"
+        );
+        // ...and the tenant's own run redacts it.
+        assert_eq!(store.redactor().redact(text), "[redacted] [redacted]");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! Every call is blocking (`ureq`; one thread per active run, no async runtime) and runs in the
 //! controller: no API key ever enters a sandbox. A key lives in an [`ApiKey`], whose `Debug`
-//! is redacted and whose value is registered with [`crate::logging::register_secret`] when it
-//! is made, so it never reaches a log line; every [`ProviderError`] message is scrubbed of it.
+//! is redacted. A key of the operator (the environment) is registered with
+//! [`crate::logging::register_operator_secret`] when it is made; a key from a workspace's
+//! credential store is that workspace's secret and is redacted by its run's
+//! [`crate::logging::Redactor`] only. Every [`ProviderError`] message is scrubbed of the key.
 //!
 //! The pieces, for the agent loop:
 //! - [`models`]: `provider/model` strings ([`ModelRef`]), the provider table ([`ProviderSpec`]),
@@ -357,7 +359,9 @@ impl std::error::Error for ProviderError {}
 
 const MAX_MESSAGE_CHARS: usize = 2000;
 
-/// `text` without `key`, without any registered secret, capped in length.
+/// `text` without `key`, without the operator's secrets, capped in length. (Not the live
+/// secrets of other runs: a tenant pointing its run at its own server could read them off
+/// what is redacted; the run redacts its own workspace's secrets from what it emits.)
 pub(crate) fn scrub(text: &str, key: Option<&ApiKey>) -> String {
     let mut s = text.to_string();
     if let Some(k) = key {
@@ -366,25 +370,34 @@ pub(crate) fn scrub(text: &str, key: Option<&ApiKey>) -> String {
             s = s.replace(v, crate::logging::REDACTED);
         }
     }
-    let mut s = crate::logging::redact(&s);
+    let mut s = crate::logging::redact_operator(&s);
     if s.chars().count() > MAX_MESSAGE_CHARS {
         s = s.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
     }
     s
 }
 
-/// An API key. `Debug` prints `[redacted]`; there is no `Display`. Made with [`ApiKey::new`],
-/// which registers the value with [`crate::logging::register_secret`] so no log line shows it.
+/// An API key. `Debug` prints `[redacted]`; there is no `Display`. Made with [`ApiKey::new`]
+/// (an operator's key, registered with [`crate::logging::register_operator_secret`] so no log
+/// line or output shows it) or [`ApiKey::of_workspace`] (a tenant's key, redacted by its
+/// run's redactor).
 /// An empty key means "send no credentials" (local servers such as Ollama).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ApiKey(SecretString);
 
 impl ApiKey {
-    /// Wraps a key and registers it as a secret.
+    /// Wraps an operator's key and registers it as an operator secret.
     pub fn new(value: impl Into<String>) -> Self {
         let value: String = value.into();
-        crate::logging::register_secret(&value);
+        crate::logging::register_operator_secret(&value);
         ApiKey(SecretString::new(value))
+    }
+
+    /// Wraps a key read from a workspace's credential store. It is not registered
+    /// process-wide (another tenant's output must not be redacted of it): the run that
+    /// decrypted the store redacts it with its own [`crate::logging::Redactor`].
+    pub fn of_workspace(value: impl Into<String>) -> Self {
+        ApiKey(SecretString::new(value.into()))
     }
 
     /// No key (for providers that need none).
@@ -424,7 +437,7 @@ impl fmt::Debug for ApiKey {
 
 impl From<SecretString> for ApiKey {
     fn from(s: SecretString) -> Self {
-        crate::logging::register_secret(s.expose_secret());
+        crate::logging::register_operator_secret(s.expose_secret());
         ApiKey(s)
     }
 }

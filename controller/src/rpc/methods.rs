@@ -1237,7 +1237,6 @@ fn h_cred_set(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     crate::creds::validate_name(&name)?;
     let mut values = BTreeMap::new();
     let mut add = |k: &str, v: &str| -> Result<(), RpcError> {
-        crate::logging::register_secret(v);
         if values
             .insert(k.to_string(), SecretString::from(v))
             .is_some()
@@ -1273,6 +1272,10 @@ fn h_cred_set(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
         ));
     }
     let keys: Vec<String> = values.keys().cloned().collect();
+    // Kept from log lines while this request handles them, then dropped: never registered
+    // process-wide, where they would be redacted from other tenants' output.
+    let _live =
+        crate::logging::Redactor::new(values.values().map(SecretString::expose_secret)).live();
     ws.credentials(&key(ctx)?)?.set(&name, values)?;
     Ok(json!({"workspace": id, "name": name, "keys": keys}))
 }

@@ -37,7 +37,9 @@
 //!
 //! See [`code`]: the standard codes, and application codes derived from the library's
 //! [`Error`] with `data.exit_code`, the CLI's exit code for the same failure.
-//! Messages go through the log redactor, so no registered secret appears in them.
+//! Messages are redacted of the operator's secrets (never of other tenants' live ones, which
+//! would tell the caller what they are); a run redacts its own workspace's secrets from its
+//! errors before they get here.
 
 pub mod cli;
 pub mod methods;
@@ -159,7 +161,7 @@ impl RpcError {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
         RpcError {
             code,
-            message: crate::logging::redact(&message.into()),
+            message: crate::logging::redact_operator(&message.into()),
             data: None,
         }
     }
@@ -232,7 +234,7 @@ impl From<Error> for RpcError {
                 .map(|a| {
                     let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
                     if let Some(m) = v.get("message").and_then(Value::as_str) {
-                        v["message"] = json!(crate::logging::redact(m));
+                        v["message"] = json!(crate::logging::redact_operator(m));
                     }
                     v
                 })

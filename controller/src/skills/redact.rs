@@ -1,63 +1,130 @@
 //! Redaction of secret values from what a skill prints.
 //!
-//! Every secret value is replaced by [`MARKER`] in these forms: as is; standard base64 with
-//! and without padding; base64url with and without padding; URL-encoded (percent-encoding of
-//! every byte but `A-Za-z0-9-._~`, upper- and lower-case hex, each also in the form variant with
-//! `+` for space); JSON-string-escaped (as serde_json and as Python's `json.dumps` with
-//! `ensure_ascii` write it). Longest forms are replaced first. Values shorter than [`MIN_SECRET_LEN`]
-//! bytes are not searched for (replacing every `a` or `42` in the output would destroy it and
-//! hide nothing worth hiding); the run logs a warning naming the set and key, never the value.
+//! Every secret value is replaced by [`MARKER`] in these forms:
+//! - as is;
+//! - base64, standard and URL-safe, padded and not (the `base64` crate's engines), as the
+//!   whole encoding and as the *stable inner part* at each alignment: a secret that starts
+//!   at byte offset 1 or 2 of a larger encoded input (`user:token` in a Basic auth header, a
+//!   JSON body) encodes to characters that depend on the neighbouring bytes only at its two
+//!   ends; the characters in between depend on the secret alone and are searched for;
+//! - percent-encoded (the `percent-encoding` crate) with the sets real encoders use: RFC 3986
+//!   unreserved kept (`A-Za-z0-9-._~`), JavaScript's `encodeURIComponent` (also `!'()*`
+//!   kept), `encodeURI`, Python's `quote` (also `/` kept), HTML forms
+//!   (`application/x-www-form-urlencoded`: `*-._` kept), and every byte encoded; each with
+//!   upper- and lower-case hex, and each also with `+` for a space;
+//! - hex of the bytes, lower- and upper-case;
+//! - JSON-string-escaped (as serde_json and as Python's `json.dumps` with `ensure_ascii`).
+//!
+//! Stdout and stderr are redacted together ([`Redactor::redact_streams`]): a secret whose
+//! bytes were written partly to one and partly to the other (interleaved writes) is found in
+//! the two streams in the order their chunks arrived, and its bytes are replaced in both.
+//!
+//! This catches accidents (a tool that logs its request, an error that echoes a header),
+//! not a skill that hides a secret on purpose (reversed, XORed, split by other output, one
+//! byte per line): a skill given a credential is trusted with it.
+//!
+//! Values shorter than [`MIN_SECRET_LEN`] bytes are not searched for (replacing every `a` or
+//! `42` in the output would destroy it and hide nothing worth hiding); the run logs a warning
+//! naming the set and key, never the value.
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bulkhead_shared::Stream;
+use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use zeroize::Zeroizing;
 
 /// What a secret is replaced with.
 pub const MARKER: &str = "[REDACTED]";
 /// Shortest value searched for.
 pub const MIN_SECRET_LEN: usize = 4;
+/// Shortest inner base64 part searched for (shorter ones match ordinary text).
+const MIN_BASE64_INNER: usize = 4;
 
-const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// RFC 3986 unreserved characters kept (Python `quote(safe="")`, Go `QueryEscape` but for
+/// the space).
+pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// JavaScript `encodeURIComponent`.
+pub const URI_COMPONENT: &AsciiSet = &UNRESERVED
+    .remove(b'!')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+/// JavaScript `encodeURI`.
+pub const URI: &AsciiSet = &URI_COMPONENT
+    .remove(b';')
+    .remove(b',')
+    .remove(b'/')
+    .remove(b'?')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'&')
+    .remove(b'=')
+    .remove(b'+')
+    .remove(b'$')
+    .remove(b'#');
+/// Python `quote` with its default `safe="/"`, curl's `--data-urlencode` path style.
+pub const KEEP_SLASH: &AsciiSet = &UNRESERVED.remove(b'/');
+/// `application/x-www-form-urlencoded` (WHATWG URL; the space becomes `+` in the `+` variant).
+pub const FORM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
+/// Every byte encoded.
+pub const EVERYTHING: &AsciiSet = &AsciiSet::EMPTY.complement();
 
-/// Base64 of `data` with `alphabet`, padded or not.
-pub fn base64(data: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..4 {
-            if i < chars {
-                out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else if pad {
-                out.push('=');
+/// The percent-encoding of `data` with `set`; `lower` writes the hex digits in lower case,
+/// `plus` writes a space as `+`.
+pub fn percent(data: &[u8], set: &'static AsciiSet, lower: bool, plus: bool) -> String {
+    let enc = percent_encode(data, set).to_string();
+    // The encoder only writes `%` before two hex digits (a literal `%` is itself encoded), so
+    // these rewrites touch nothing else.
+    let enc = if plus { enc.replace("%20", "+") } else { enc };
+    if !lower {
+        return enc;
+    }
+    let mut out = String::with_capacity(enc.len());
+    let mut hex_left = 0;
+    for c in enc.chars() {
+        if c == '%' {
+            hex_left = 2;
+            out.push(c);
+        } else if hex_left > 0 {
+            hex_left -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every base64 form of `v`: the whole encoding (padded and not) and the stable inner part
+/// at offsets 0, 1 and 2, for the standard and URL-safe alphabets.
+fn base64_forms(v: &[u8], out: &mut Vec<String>) {
+    for (pad, nopad) in [(STANDARD, STANDARD_NO_PAD), (URL_SAFE, URL_SAFE_NO_PAD)] {
+        out.push(pad.encode(v));
+        out.push(nopad.encode(v));
+        for k in 0..3usize {
+            // `k` bytes before the secret: character i covers bits [6i, 6i+6) of the input;
+            // it depends on the secret alone when 6i >= 8k and 6i + 6 <= 8(k + n).
+            let mut buf = vec![0u8; k];
+            buf.extend_from_slice(v);
+            let enc = nopad.encode(&buf);
+            let start = (8 * k).div_ceil(6);
+            let end = (8 * buf.len()) / 6;
+            if end >= start + MIN_BASE64_INNER {
+                if let Some(s) = enc.get(start..end) {
+                    out.push(s.to_string());
+                }
             }
         }
     }
-    out
-}
-
-/// Standard base64, padded.
-pub fn base64_std(data: &[u8]) -> String {
-    base64(data, STD, true)
-}
-
-/// Percent-encoding of every byte outside `A-Za-z0-9-._~`.
-pub fn percent_encode(data: &[u8], upper: bool, plus_for_space: bool) -> String {
-    let mut out = String::with_capacity(data.len() * 3);
-    for &b in data {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else if b == b' ' && plus_for_space {
-            out.push('+');
-        } else if upper {
-            out.push_str(&format!("%{b:02X}"));
-        } else {
-            out.push_str(&format!("%{b:02x}"));
-        }
-    }
-    out
 }
 
 /// `s` as inside a JSON string with every non-ASCII character as `\uXXXX` (Python's
@@ -80,11 +147,39 @@ fn json_ascii(s: &str) -> String {
     out
 }
 
-/// Replaces secrets in text.
+/// Every form searched for of one value (see the module docs).
+fn forms_of(s: &str) -> Vec<String> {
+    let v = s.as_bytes();
+    let mut forms = vec![s.to_string()];
+    base64_forms(v, &mut forms);
+    for set in [UNRESERVED, URI_COMPONENT, URI, KEEP_SLASH, FORM, EVERYTHING] {
+        for lower in [false, true] {
+            for plus in [false, true] {
+                forms.push(percent(v, set, lower, plus));
+            }
+        }
+    }
+    let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+    forms.push(hex.to_ascii_uppercase());
+    forms.push(hex);
+    // Inside a JSON string (quotes, backslashes, control and, with ensure_ascii encoders,
+    // non-ASCII characters escaped).
+    let json = serde_json::to_string(s).unwrap_or_default();
+    if let Some(inner) = json.get(1..json.len().saturating_sub(1)) {
+        forms.push(inner.to_string());
+    }
+    forms.push(json_ascii(s));
+    forms
+}
+
+/// Replaces secrets in text. While it lives, its values are also kept out of log lines
+/// (a [`crate::logging::LiveGuard`]), never redacted from other workspaces' output.
 #[derive(Clone, Default)]
 pub struct Redactor {
-    /// Every form of every secret, longest first.
-    forms: Vec<String>,
+    /// Every form of every secret, longest first (zeroized on drop).
+    forms: Vec<Zeroizing<String>>,
+    /// The plain values, live in the log redactor until the last clone is dropped.
+    _live: Option<std::sync::Arc<crate::logging::LiveGuard>>,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -93,33 +188,55 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
+/// Calls `hit` with the start of every occurrence of `needle` in `hay`.
+fn find_all(hay: &[u8], needle: &[u8], mut hit: impl FnMut(usize)) {
+    let Some((&first, _)) = needle.split_first() else {
+        return;
+    };
+    if hay.len() < needle.len() {
+        return;
+    }
+    for i in 0..=hay.len() - needle.len() {
+        if hay[i] == first && hay[i..].starts_with(needle) {
+            hit(i);
+        }
+    }
+}
+
+/// `data` with every run of masked bytes replaced by one [`MARKER`].
+fn apply_mask(data: &[u8], mask: &[bool]) -> String {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if mask[i] {
+            out.extend_from_slice(MARKER.as_bytes());
+            while i < data.len() && mask[i] {
+                i += 1;
+            }
+        } else {
+            out.push(data[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Redactor {
     /// A redactor for these values (those shorter than [`MIN_SECRET_LEN`] are ignored).
     pub fn new<S: AsRef<str>>(secrets: &[S]) -> Redactor {
-        let mut forms = vec![];
+        let mut forms: Vec<String> = Vec::new();
         for s in secrets {
-            let v = s.as_ref().as_bytes();
-            if v.len() < MIN_SECRET_LEN {
-                continue;
+            if s.as_ref().len() >= MIN_SECRET_LEN {
+                forms.extend(forms_of(s.as_ref()));
             }
-            forms.push(s.as_ref().to_string());
-            forms.push(base64(v, STD, true));
-            forms.push(base64(v, STD, false));
-            forms.push(base64(v, URL, true));
-            forms.push(base64(v, URL, false));
-            forms.push(percent_encode(v, true, false));
-            forms.push(percent_encode(v, false, false));
-            forms.push(percent_encode(v, true, true));
-            forms.push(percent_encode(v, false, true));
-            // Inside a JSON string (quotes, backslashes, control and, with ensure_ascii
-            // encoders, non-ASCII characters escaped).
-            let json = serde_json::to_string(s.as_ref()).unwrap_or_default();
-            forms.push(json[1..json.len() - 1].to_string());
-            forms.push(json_ascii(s.as_ref()));
         }
         forms.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         forms.dedup();
-        Redactor { forms }
+        let live = crate::logging::Redactor::new(secrets.iter().map(AsRef::as_ref)).live();
+        Redactor {
+            forms: forms.into_iter().map(Zeroizing::new).collect(),
+            _live: Some(std::sync::Arc::new(live)),
+        }
     }
 
     /// Whether there is nothing to redact.
@@ -136,6 +253,58 @@ impl Redactor {
             }
         }
         out
+    }
+
+    /// Stdout and stderr of one run, redacted together: `order` lists the chunks as they
+    /// arrived (stream, length), so a form whose bytes were split between the streams is
+    /// found in their interleaving and replaced in both. Forms whole in one stream are found
+    /// there too, even when chunks of the other stream arrived between their bytes.
+    pub fn redact_streams(
+        &self,
+        stdout: &[u8],
+        stderr: &[u8],
+        order: &[(Stream, usize)],
+    ) -> (String, String) {
+        let mut mask_out = vec![false; stdout.len()];
+        let mut mask_err = vec![false; stderr.len()];
+        if !self.is_empty() {
+            // The interleaving: for each byte, its stream and its index there.
+            let mut combined: Vec<u8> = Vec::with_capacity(stdout.len() + stderr.len());
+            let mut at: Vec<(bool, usize)> = Vec::with_capacity(combined.capacity());
+            let (mut o, mut e) = (0usize, 0usize);
+            let mut take = |is_err: bool, n: usize, combined: &mut Vec<u8>| {
+                let (data, pos) = if is_err {
+                    (stderr, &mut e)
+                } else {
+                    (stdout, &mut o)
+                };
+                let end = pos.saturating_add(n).min(data.len());
+                combined.extend_from_slice(&data[*pos..end]);
+                at.extend((*pos..end).map(|i| (is_err, i)));
+                *pos = end;
+            };
+            for &(stream, n) in order {
+                take(matches!(stream, Stream::Stderr), n, &mut combined);
+            }
+            // Bytes `order` did not account for (it should account for all) go last.
+            take(false, usize::MAX, &mut combined);
+            take(true, usize::MAX, &mut combined);
+            for f in &self.forms {
+                let f = f.as_bytes();
+                find_all(&combined, f, |i| {
+                    for &(is_err, j) in &at[i..i + f.len()] {
+                        if is_err {
+                            mask_err[j] = true;
+                        } else {
+                            mask_out[j] = true;
+                        }
+                    }
+                });
+                find_all(stdout, f, |i| mask_out[i..i + f.len()].fill(true));
+                find_all(stderr, f, |i| mask_err[i..i + f.len()].fill(true));
+            }
+        }
+        (apply_mask(stdout, &mask_out), apply_mask(stderr, &mask_err))
     }
 
     /// Like [`Redactor::redact`], for output that was cut off: also removes a tail that is
@@ -170,34 +339,98 @@ impl Redactor {
 mod tests {
     use super::*;
 
-    #[test]
-    fn skills_base64_matches_known_vectors() {
-        assert_eq!(base64(b"", STD, true), "");
-        assert_eq!(base64(b"f", STD, true), "Zg==");
-        assert_eq!(base64(b"fo", STD, true), "Zm8=");
-        assert_eq!(base64(b"foo", STD, true), "Zm9v");
-        assert_eq!(base64(b"foob", STD, false), "Zm9vYg");
-        assert_eq!(base64(&[0xfb, 0xff], URL, false), "-_8");
-        assert_eq!(base64(&[0xfb, 0xff], STD, true), "+/8=");
+    const SECRET: &str = "s3cr et/+?=tok!'()*~ä";
+
+    /// `prefix + SECRET + suffix` encoded with `engine` must come out with no trace of the
+    /// secret's stable part: the text left is at most the encoding of the prefix and suffix
+    /// plus the two boundary characters.
+    fn assert_base64_hidden(engine: &base64::engine::GeneralPurpose, prefix: &[u8]) {
+        let r = Redactor::new(&[SECRET]);
+        for suffix in [&b""[..], b"x", b"yz", b"\"}"] {
+            let mut input = prefix.to_vec();
+            input.extend_from_slice(SECRET.as_bytes());
+            input.extend_from_slice(suffix);
+            let enc = engine.encode(&input);
+            let out = r.redact(&format!("Authorization: Basic {enc}\n"));
+            assert!(
+                out.contains(MARKER),
+                "offset {} suffix {suffix:?}: {out}",
+                prefix.len()
+            );
+            // What is left of the encoding is the prefix's and suffix's few characters.
+            let left = out.replace("Authorization: Basic ", "").replace(MARKER, "");
+            assert!(
+                left.trim_end().len() <= prefix.len() * 2 + suffix.len() * 2 + 6,
+                "offset {}: {out}",
+                prefix.len()
+            );
+        }
     }
 
     #[test]
-    fn skills_redacts_every_form() {
-        let secret = "s3cr et/+?=tok";
+    fn skills_base64_every_alphabet_padding_and_alignment() {
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            for prefix in [&b""[..], b"u", b"us", b"use", b"user:", b"{\"token\":\""] {
+                assert_base64_hidden(engine, prefix);
+            }
+        }
+    }
+
+    #[test]
+    fn skills_base64_offsets_1_and_2_are_caught() {
+        // The bug this fixes: `x` + secret and `xy` + secret encode to strings sharing no
+        // substring with the secret's own encoding.
+        let secret = "Summer2024!x";
         let r = Redactor::new(&[secret]);
-        let text = format!(
-            "a {secret} b {} c {} d {} e {} f {}",
-            base64(secret.as_bytes(), STD, true),
-            base64(secret.as_bytes(), STD, false),
-            base64(secret.as_bytes(), URL, false),
-            percent_encode(secret.as_bytes(), true, false),
-            percent_encode(secret.as_bytes(), false, true),
-        );
-        let out = r.redact(&text);
-        assert_eq!(
-            out,
-            "a [REDACTED] b [REDACTED] c [REDACTED] d [REDACTED] e [REDACTED] f [REDACTED]"
-        );
+        for prefix in ["a", "ab"] {
+            let enc = STANDARD.encode(format!("{prefix}{secret}"));
+            assert!(
+                !enc.contains(&STANDARD_NO_PAD.encode(secret)),
+                "the whole-secret form alone would miss {enc}"
+            );
+            let out = r.redact(&enc);
+            assert!(out.contains(MARKER), "{prefix}: {enc} -> {out}");
+            assert!(out.len() < MARKER.len() + 8, "{prefix}: {out}");
+        }
+    }
+
+    #[test]
+    fn skills_percent_encoding_variants() {
+        let r = Redactor::new(&[SECRET]);
+        let v = SECRET.as_bytes();
+        for set in [UNRESERVED, URI_COMPONENT, URI, KEEP_SLASH, FORM, EVERYTHING] {
+            for lower in [false, true] {
+                for plus in [false, true] {
+                    let enc = percent(v, set, lower, plus);
+                    assert_eq!(r.redact(&format!("q={enc}&n=1")), "q=[REDACTED]&n=1");
+                }
+            }
+        }
+        // Spot checks against what real encoders write.
+        // encodeURIComponent("s3cr et/+?=tok!'()*~ä")
+        let js = "s3cr%20et%2F%2B%3F%3Dtok!'()*~%C3%A4";
+        assert_eq!(percent(v, URI_COMPONENT, false, false), js);
+        assert_eq!(r.redact(js), MARKER);
+        // urllib.parse.quote(s) (keeps `/`) and quote_plus(s)
+        let py = "s3cr%20et/%2B%3F%3Dtok%21%27%28%29%2A~%C3%A4";
+        assert_eq!(r.redact(py), MARKER);
+        let py_plus = "s3cr+et%2F%2B%3F%3Dtok%21%27%28%29%2A~%C3%A4";
+        assert_eq!(r.redact(py_plus), MARKER);
+        // An HTML form (lower-case hex, as some clients write it).
+        let form = "s3cr+et%2f%2b%3f%3dtok%21%27%28%29*%7e%c3%a4";
+        assert_eq!(percent(v, FORM, true, true), form);
+        assert_eq!(r.redact(form), MARKER);
+        // Every byte encoded.
+        let all: String = v.iter().map(|b| format!("%{b:02X}")).collect();
+        assert_eq!(r.redact(&all), MARKER);
+    }
+
+    #[test]
+    fn skills_hex_lower_and_upper() {
+        let r = Redactor::new(&["hunter2!"]);
+        assert_eq!(r.redact("k=68756e74657232 21"), "k=68756e74657232 21");
+        assert_eq!(r.redact("k=68756e7465723221."), "k=[REDACTED].");
+        assert_eq!(r.redact("k=68756E7465723221."), "k=[REDACTED].");
     }
 
     #[test]
@@ -224,5 +457,52 @@ mod tests {
         let r = Redactor::new(&["supersecret"]);
         assert_eq!(r.redact_truncated("x supersec"), "x [REDACTED]");
         assert_eq!(r.redact_truncated("x supersecret y"), "x [REDACTED] y");
+    }
+
+    #[test]
+    fn skills_a_secret_split_between_stdout_and_stderr_is_caught() {
+        let r = Redactor::new(&["Summer2024!x"]);
+        // `printf 'a Summ'; printf 'er20' >&2; printf '24!x b'`: every stream alone is
+        // innocent, the interleaving spells the secret.
+        let out = b"a Summ24!x b";
+        let err = b"er20";
+        let order = [
+            (Stream::Stdout, 6),
+            (Stream::Stderr, 4),
+            (Stream::Stdout, 6),
+        ];
+        let (o, e) = r.redact_streams(out, err, &order);
+        assert_eq!(o, "a [REDACTED] b");
+        assert_eq!(e, "[REDACTED]");
+        // The same bytes in another order spell nothing: nothing is removed.
+        let order = [(Stream::Stderr, 4), (Stream::Stdout, 12)];
+        let (o, e) = r.redact_streams(out, err, &order);
+        assert_eq!((o.as_str(), e.as_str()), ("a Summ24!x b", "er20"));
+        // A secret whole in stdout while stderr chunks arrived between its bytes.
+        let out = b"[Summer2024!x]";
+        let order = [
+            (Stream::Stdout, 5),
+            (Stream::Stderr, 4),
+            (Stream::Stdout, 9),
+        ];
+        let (o, e) = r.redact_streams(out, b"warn", &order);
+        assert_eq!((o.as_str(), e.as_str()), ("[[REDACTED]]", "warn"));
+        // Base64 split across the streams.
+        let b = STANDARD.encode("Summer2024!x").into_bytes();
+        let (o, e) = r.redact_streams(
+            &b[..7],
+            &b[7..],
+            &[(Stream::Stdout, 7), (Stream::Stderr, b.len() - 7)],
+        );
+        assert_eq!((o.as_str(), e.as_str()), (MARKER, MARKER));
+    }
+
+    #[test]
+    fn skills_streams_with_an_inconsistent_order_lose_no_byte() {
+        let r = Redactor::new(&["Summer2024!x"]);
+        let (o, e) = r.redact_streams(b"hello", b"world", &[(Stream::Stdout, 99)]);
+        assert_eq!((o.as_str(), e.as_str()), ("hello", "world"));
+        let (o, e) = r.redact_streams(b"", b"", &[]);
+        assert_eq!((o.as_str(), e.as_str()), ("", ""));
     }
 }

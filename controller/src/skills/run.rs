@@ -621,10 +621,15 @@ pub fn run_skill_with(
     };
     let mut out = Vec::new();
     let mut err = Vec::new();
+    // The order chunks arrived in, so stdout and stderr are redacted together.
+    let mut order: Vec<(Stream, usize)> = Vec::new();
     let outcome = prepare_sandbox(sb, &secret_files).and_then(|()| {
-        sb.exec(req, &mut |stream, data| match stream {
-            Stream::Stdout => out.extend_from_slice(data),
-            Stream::Stderr => err.extend_from_slice(data),
+        sb.exec(req, &mut |stream, data| {
+            order.push((stream, data.len()));
+            match stream {
+                Stream::Stdout => out.extend_from_slice(data),
+                Stream::Stderr => err.extend_from_slice(data),
+            }
         })
     });
     drop(cancel_hook);
@@ -649,10 +654,10 @@ pub fn run_skill_with(
         }
     };
 
-    // Stdout: redact, then cap (a secret cut by the cap is cut from the tail too).
-    let text = String::from_utf8_lossy(&out);
+    // Stdout: redact (together with stderr: a secret split between them is caught), then
+    // cap (a secret cut by the cap is cut from the tail too).
+    let (redacted, etext) = redactor.redact_streams(&out, &err, &order);
     let worker_cut = r.truncated && r.stdout_bytes > out.len() as u64;
-    let redacted = redactor.redact(&text);
     let (capped, cut) = cap_utf8(&redacted, MAX_RESULT_BYTES);
     let truncated = cut || worker_cut;
     let final_text = if truncated {
@@ -669,7 +674,6 @@ pub fn run_skill_with(
         }
     };
 
-    let etext = redactor.redact(&String::from_utf8_lossy(&err));
     if !etext.is_empty() {
         let (e, cut) = cap_utf8(&etext, MAX_STDERR_LOG_BYTES);
         let e = if cut {

@@ -227,7 +227,8 @@ impl Setup<'_> {
         };
         let system = system_prompt(ws, &req, &tools);
         let limits = req.limits.clone();
-        let hooks = HookSet::new(&req.hooks, &cfg.hooks);
+        let mut hooks = HookSet::new(&req.hooks, &cfg.hooks);
+        hooks.set_deadline(deadline);
         let mut run = Run {
             ws,
             tools,
@@ -886,7 +887,9 @@ impl Run<'_> {
                     | Error::Attestation(_)
                     | Error::Launcher(_)
                     | Error::Cancelled(_) => Err(e),
-                    Error::SandboxGone(_) | Error::Protocol(_) => {
+                    Error::SandboxGone(_)
+                    | Error::Protocol(_)
+                    | Error::SandboxTimedOut(_) => {
                         self.sandbox.discard();
                         Ok(ToolOutput::error(format!(
                             "{e}; a new sandbox will be started for the next call (files in /workspace are kept)"
@@ -1003,6 +1006,11 @@ impl Run<'_> {
     fn finish(mut self, outcome: Result<RunOutcome>) -> Result<RunResult> {
         self.sandbox.shutdown();
         self.drain_notes();
+        if let Some(d) = self.deadline {
+            // The end-of-run hooks still run after a timeout, for a bounded while.
+            self.hooks
+                .set_deadline(Some(d.max(Instant::now()) + super::hooks::END_OF_RUN_GRACE));
+        }
         let (state, error_kind) = match &outcome {
             Ok(o) => (*o, None),
             Err(Error::AllModelsFailed { .. }) => (RunOutcome::Failed, Some("llm")),

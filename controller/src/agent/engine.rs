@@ -547,6 +547,7 @@ impl Run<'_> {
             max_tokens: self.req.context.max_output_tokens,
             temperature: None,
             stream,
+            deadline: None,
         }
     }
 
@@ -768,6 +769,7 @@ impl Run<'_> {
             max_tokens: 2048.min(self.req.context.max_output_tokens.max(512)),
             temperature: None,
             stream: false,
+            deadline: None,
         };
         let on_event = &mut *self.on_event;
         let r = self.caller.call(0, &sreq, &[], &mut |e| on_event(&e));

@@ -464,7 +464,9 @@ impl Sandbox {
     fn deadline_for(&self, body: &Request, now: Instant) -> Option<Instant> {
         let own = match body {
             Request::Exec(e) if e.timeout_ms == 0 => None,
-            Request::Exec(e) => Some(Duration::from_millis(e.timeout_ms).saturating_add(REPLY_GRACE)),
+            Request::Exec(e) => {
+                Some(Duration::from_millis(e.timeout_ms).saturating_add(REPLY_GRACE))
+            }
             Request::Read { .. }
             | Request::Write { .. }
             | Request::Edit { .. }
@@ -602,7 +604,10 @@ impl Sandbox {
     /// worker that ignores the request is killed after [`STOP_GRACE`]).
     pub fn shutdown(mut self) -> Result<SandboxExit> {
         // A worker that stopped reading cannot block the request to exit.
-        let _ = self.end.socket().set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = self
+            .end
+            .socket()
+            .set_write_timeout(Some(Duration::from_secs(1)));
         let _ = self.end.shutdown();
         let _ = self.end.socket().shutdown(std::net::Shutdown::Write);
         self.finish()
@@ -627,10 +632,8 @@ impl Sandbox {
                 log::warn!(target: "sandbox", "the sandbox's launcher (pid {}) did not exit within {}s; sending {sig}", self.child.id(), STOP_GRACE.as_secs());
                 // The launcher is our unreaped child until `finish` waits for it: the pid
                 // cannot have been reused.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(self.child.id() as i32),
-                    sig,
-                );
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
                 deadline = Instant::now() + STOP_GRACE;
                 continue;
             }

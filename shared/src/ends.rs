@@ -265,9 +265,7 @@ mod tests {
     fn recv_until_gives_up_at_the_deadline_when_the_peer_is_silent() {
         let (mut end, _peer) = pair();
         let t0 = Instant::now();
-        let e = end
-            .recv_until(t0 + Duration::from_millis(300))
-            .unwrap_err();
+        let e = end.recv_until(t0 + Duration::from_millis(300)).unwrap_err();
         let took = t0.elapsed();
         assert!(e.is_timeout(), "{e}");
         assert!(
@@ -298,9 +296,7 @@ mod tests {
             std::thread::sleep(Duration::from_secs(3));
         });
         let t0 = Instant::now();
-        let e = end
-            .recv_until(t0 + Duration::from_millis(400))
-            .unwrap_err();
+        let e = end.recv_until(t0 + Duration::from_millis(400)).unwrap_err();
         let took = t0.elapsed();
         assert!(e.is_timeout(), "{e}");
         assert!(took < Duration::from_millis(1200), "{took:?}");

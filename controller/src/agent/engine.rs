@@ -889,9 +889,7 @@ impl Run<'_> {
                     | Error::Attestation(_)
                     | Error::Launcher(_)
                     | Error::Cancelled(_) => Err(e),
-                    Error::SandboxGone(_)
-                    | Error::Protocol(_)
-                    | Error::SandboxTimedOut(_) => {
+                    Error::SandboxGone(_) | Error::Protocol(_) | Error::SandboxTimedOut(_) => {
                         self.sandbox.discard();
                         Ok(ToolOutput::error(format!(
                             "{e}; a new sandbox will be started for the next call (files in /workspace are kept)"

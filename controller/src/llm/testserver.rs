@@ -490,9 +490,7 @@ mod tests {
             let mut r = req(model, stream);
             let t0 = Instant::now();
             r.deadline = Some(t0 + Duration::from_millis(700));
-            let e = p
-                .chat(&r, &ApiKey::new(CANARY), &mut |_| {})
-                .unwrap_err();
+            let e = p.chat(&r, &ApiKey::new(CANARY), &mut |_| {}).unwrap_err();
             let took = t0.elapsed();
             assert_eq!(e.reason, FailoverReason::Timeout, "{name}: {e}");
             assert!(e.message.contains("time limit"), "{name}: {}", e.message);

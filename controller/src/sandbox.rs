@@ -483,8 +483,10 @@ impl Sandbox {
 
     /// The worker did not answer by `deadline`: stop the sandbox, say how long it had.
     fn timed_out(&mut self, sent: Instant, deadline: Instant) -> Error {
+        let e = Error::SandboxTimedOut(deadline.saturating_duration_since(sent));
+        log::warn!(target: "sandbox", "worker pid {} (launcher {}): {e}", self.info.worker_pid, self.info.launcher_pid);
         self.kill();
-        Error::SandboxTimedOut(deadline.saturating_duration_since(sent))
+        e
     }
 
     fn recv_checked(&mut self, sent: Instant, deadline: Option<Instant>) -> Result<WorkerMsg> {

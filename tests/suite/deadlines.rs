@@ -4,7 +4,8 @@
 //!   put beside a copy of the launcher): the tool call fails at its deadline (its timeout
 //!   plus the grace), the next call gets a fresh sandbox, the run ends at its `timeout_secs`,
 //!   and afterwards the same `serve` process runs the same session with the real worker and
-//!   shuts down at once (no request left in flight).
+//!   shuts down at once (no request left in flight). `bulkhead exec --timeout` fails the same
+//!   way.
 //! - A model call that hangs (a delayed reply, a stalled stream) is cut at `run --timeout`.
 //! - A hook executable that sleeps is killed at the run's deadline.
 //!
@@ -369,4 +370,41 @@ fn a_hook_that_sleeps_is_killed_at_the_run_deadline() {
         "the hook (pid {pid}) is still running"
     );
     assert_recorded_timeout(&env, "hooked");
+}
+
+#[test]
+fn exec_with_a_timeout_fails_when_the_worker_never_answers() {
+    if !sandbox_or_skip("deadlines exec_with_a_timeout_fails_when_the_worker_never_answers") {
+        return;
+    }
+    let env = TestEnv::new();
+    env.create("ex");
+    let launcher = stub_launcher(&env);
+    let t0 = Instant::now();
+    let out = cmd(&env)
+        .env("BULKHEAD_LAUNCH", &launcher)
+        .args(["exec", "ex", "--timeout", "1", "--", "true"])
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("the sandbox did not answer within 6s; it was stopped"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    let run_dir = env.state().join("workspaces/ex/run");
+    assert_eq!(std::fs::read_dir(&run_dir).map_or(0, |d| d.count()), 0);
+    // The same command with the real worker answers at once.
+    use_real_worker(&launcher);
+    let out = cmd(&env)
+        .env("BULKHEAD_LAUNCH", &launcher)
+        .args(["exec", "ex", "--timeout", "1", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
 }

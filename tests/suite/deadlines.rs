@@ -6,6 +6,9 @@
 //!   and afterwards the same `serve` process runs the same session with the real worker and
 //!   shuts down at once (no request left in flight). `bulkhead exec --timeout` fails the same
 //!   way.
+//! - Through the library: a request capped by `Sandbox::set_deadline_cap` fails at the cap
+//!   and kills the worker; a worker that ignores the request to exit is stopped after
+//!   `STOP_GRACE`.
 //! - A model call that hangs (a delayed reply, a stalled stream) is cut at `run --timeout`.
 //! - A hook executable that sleeps is killed at the run's deadline.
 //!
@@ -407,4 +410,77 @@ fn exec_with_a_timeout_fails_when_the_worker_never_answers() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", show(&out));
+}
+
+/// A workspace's launch spec, through the library, with the stub launcher.
+fn stub_sandbox_spec(env: &TestEnv, id: &str) -> (PathBuf, bulkhead_shared::LaunchSpec) {
+    use bulkhead::{LimitsConfig, Platform, PlatformConfig, WorkspaceConfig};
+    let launcher = stub_launcher(env);
+    let platform = Platform::open(PlatformConfig {
+        state_dir: env.state(),
+        launcher: Some(launcher.clone()),
+    })
+    .expect("open platform");
+    let ws = platform
+        .create_workspace(id, WorkspaceConfig::default())
+        .expect("create workspace");
+    let spec = ws
+        .launch_spec(&LimitsConfig::default())
+        .expect("launch spec");
+    (launcher, spec)
+}
+
+#[test]
+fn the_library_sandbox_caps_requests_and_bounds_its_stop() {
+    use bulkhead::Sandbox;
+    use bulkhead_shared::Request;
+    if !sandbox_or_skip("deadlines the_library_sandbox_caps_requests_and_bounds_its_stop") {
+        return;
+    }
+    let env = TestEnv::new();
+    let (launcher, spec) = stub_sandbox_spec(&env, "lib");
+
+    // A file request (own deadline 30 s) capped at 1 s from now.
+    let mut sb = Sandbox::start(&launcher, &spec).expect("start the stub sandbox");
+    let worker = sb.info().worker_pid;
+    let t0 = Instant::now();
+    sb.set_deadline_cap(Some(t0 + Duration::from_secs(1)));
+    let e = sb
+        .request(Request::Ls { path: ".".into() }, &mut |_, _| {})
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(e, bulkhead::Error::SandboxTimedOut(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "the sandbox did not answer within 1s; it was stopped"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{worker}")).exists(),
+        "the worker (pid {worker}) outlived its deadline"
+    );
+    // The sandbox is stopped: the next request fails at once.
+    let t0 = Instant::now();
+    let e = sb.request(Request::Ping, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(e, bulkhead::Error::SandboxGone(_)), "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+
+    // A worker that ignores the request to exit is stopped after the grace.
+    std::fs::write(env.files("lib").join("stub-ignores-eof"), "").unwrap();
+    let sb = Sandbox::start(&launcher, &spec).expect("start the stub sandbox");
+    let worker = sb.info().worker_pid;
+    let t0 = Instant::now();
+    sb.shutdown().expect("shutdown");
+    let took = t0.elapsed();
+    assert!(
+        took >= bulkhead::sandbox::STOP_GRACE && took < Duration::from_secs(10),
+        "shutdown took {took:?}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{worker}")).exists(),
+        "the worker (pid {worker}) outlived the shutdown"
+    );
 }

@@ -8,7 +8,9 @@
 //! Run by the launcher as pid 1 of a real sandbox, it reads its attestation with the real
 //! worker's code (so the controller's checks pass only inside a real sandbox), sends
 //! `Hello`, then reads and drops every frame, answering none, until the controller closes
-//! the connection or the sandbox is killed.
+//! the connection or the sandbox is killed. When the workspace holds a file named
+//! `stub-ignores-eof` (written by the test on the host), it does not exit at end of file
+//! either: only killing the sandbox ends it.
 
 // The real worker's modules, compiled in as they are; only some of their functions are used.
 #[allow(dead_code)]
@@ -51,10 +53,16 @@ fn main() -> ExitCode {
     let mut buf = [0u8; 64 * 1024];
     loop {
         match reader.read(&mut buf) {
-            Ok(0) => return ExitCode::SUCCESS,
+            Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return ExitCode::SUCCESS,
+            Err(_) => break,
         }
     }
+    if std::path::Path::new("/workspace/stub-ignores-eof").exists() {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -501,6 +501,23 @@ fn call(
     }
 }
 
+/// How long after a hook exits (or is killed) the threads feeding and draining its pipes
+/// may take to finish.
+const PIPE_GRACE: Duration = Duration::from_secs(1);
+
+/// The thread's result if it finishes by `until`; else `None`, and it is left to end on its
+/// own (when the last holder of the pipe goes).
+fn join_by<T>(h: std::thread::JoinHandle<T>, until: Instant) -> Option<T> {
+    while !h.is_finished() {
+        if Instant::now() >= until {
+            log::warn!(target: "hooks", "a hook's pipe is still held open by a process it started; not waiting for it");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.join().ok()
+}
+
 /// Runs a hook executable on `ev`.
 #[cfg(test)]
 pub(crate) fn run_exec(
@@ -578,13 +595,16 @@ pub(crate) fn run_exec_until(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     );
+    // A process that left the group (setsid) may still hold the pipes: the threads feeding
+    // and draining them get a short grace, then are left behind rather than waited for.
+    let grace = Instant::now() + PIPE_GRACE;
     let status = match status {
         Some(s) => s,
         None => {
             let _ = child.wait();
-            let _ = writer.join();
-            let _ = reader.join();
-            let _ = err_reader.join();
+            let _ = join_by(writer, grace);
+            let _ = join_by(reader, grace);
+            let _ = join_by(err_reader, grace);
             return Err(if by_run {
                 "stopped at the run's time limit".to_string()
             } else {
@@ -592,9 +612,12 @@ pub(crate) fn run_exec_until(
             });
         }
     };
-    let _ = writer.join();
-    let out = reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
+    let _ = join_by(writer, grace);
+    let (Some(out), Some(err)) = (join_by(reader, grace), join_by(err_reader, grace)) else {
+        return Err(
+            "a process the hook started outside its process group kept its output open".into(),
+        );
+    };
     if !err.is_empty() {
         log::info!(target: "hooks", hook = spec.path.display().to_string().as_str(); "stderr: {}", crate::logging::redact(String::from_utf8_lossy(&err).trim()));
     }
@@ -803,6 +826,40 @@ mod tests {
         );
         assert!(matches!(g, Gate::Refuse(m) if m.contains("panicked")));
         assert_eq!(reports[0].decision, "failed");
+    }
+
+    #[test]
+    fn executables_stop_at_the_run_deadline_and_never_wait_on_escaped_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let e = ev(HookEventKind::BeforeToolCall, json!({"tool": "bash"}));
+        // Its own timeout is 60 s; the run's deadline comes first.
+        let slow = script(d, "slow.sh", "sleep 30");
+        let mut s = spec(slow, HookEventKind::BeforeToolCall);
+        s.timeout_secs = Some(60);
+        let t0 = Instant::now();
+        let r = run_exec_until(&s, &e, Some(t0 + Duration::from_millis(800))).unwrap_err();
+        assert_eq!(r, "stopped at the run's time limit");
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // Past the deadline it does not start.
+        let r = run_exec_until(&s, &e, Some(Instant::now())).unwrap_err();
+        assert!(r.contains("not started"), "{r}");
+        // A process that left the hook's group keeps its stdout open: not waited for.
+        let escaped = script(
+            d,
+            "escaped.sh",
+            "setsid sleep 5 &\nsleep 0.3\necho '{\"decision\":\"allow\"}'",
+        );
+        let mut s = spec(escaped, HookEventKind::BeforeToolCall);
+        s.timeout_secs = Some(60);
+        let t0 = Instant::now();
+        let r = run_exec_until(&s, &e, None).unwrap_err();
+        assert!(r.contains("kept its output open"), "{r}");
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     }
 
     #[test]

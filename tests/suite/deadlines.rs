@@ -80,7 +80,7 @@ fn a_stalled_worker_fails_its_tool_call_then_the_run_at_its_timeout_and_frees_th
     env.create("stall");
     let launcher = stub_launcher(&env);
     // Two bash calls: the first with a 1 s timeout (its reply is due 1 + 5 s later), the
-    // second with the default timeout, capped by what is left of the run's 12 s.
+    // second with the default timeout, capped by what is left of the run's 20 s.
     let mock = MockLlm::start(
         Script::new()
             .reply(Reply::tool_call(
@@ -100,7 +100,7 @@ fn a_stalled_worker_fails_its_tool_call_then_the_run_at_its_timeout_and_frees_th
     let id = s.request(
         "run",
         json!({"workspace": "stall", "message": "run two commands", "model": MODEL,
-               "base_url": mock.base_url(), "session": "s", "timeout_secs": 12, "retries": 0}),
+               "base_url": mock.base_url(), "session": "s", "timeout_secs": 20, "retries": 0}),
     );
     let (r, notes) = s.response(&json!(id), Duration::from_secs(60));
     let took = t0.elapsed();
@@ -112,11 +112,11 @@ fn a_stalled_worker_fails_its_tool_call_then_the_run_at_its_timeout_and_frees_th
         r["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("timed out after 12s"),
+            .contains("timed out after 20s"),
         "{r}"
     );
     assert!(
-        took >= Duration::from_secs(12) && took < Duration::from_secs(17),
+        took >= Duration::from_secs(20) && took < Duration::from_secs(26),
         "the run took {took:?}"
     );
 
@@ -131,8 +131,10 @@ fn a_stalled_worker_fails_its_tool_call_then_the_run_at_its_timeout_and_frees_th
             && out.contains("a new sandbox will be started for the next call"),
         "{out}"
     );
+    // Its duration includes starting the sandbox (well under a second unless the host is
+    // very busy).
     let ms = first["duration_ms"].as_u64().unwrap();
-    assert!((6000..9500).contains(&ms), "the first call took {ms} ms");
+    assert!((6000..12_000).contains(&ms), "the first call took {ms} ms");
     let reqs = mock.requests();
     assert_eq!(reqs.len(), 2, "{reqs:#?}");
     assert!(
@@ -294,7 +296,7 @@ fn a_model_call_that_hangs_is_cut_at_the_run_timeout() {
             show(&out)
         );
         assert!(
-            took >= Duration::from_secs(3) && took < Duration::from_secs(7),
+            took >= Duration::from_secs(3) && took < Duration::from_secs(9),
             "{extra:?}: took {took:?}"
         );
         assert_recorded_timeout(&env, "hang");
@@ -343,7 +345,7 @@ fn a_hook_that_sleeps_is_killed_at_the_run_deadline() {
     let (out, took) = run_timed(&env, "hooked", &mock, "3", &[]);
     assert_eq!(out.status.code(), Some(124), "{}", show(&out));
     assert!(
-        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        took >= Duration::from_secs(3) && took < Duration::from_secs(9),
         "took {took:?}"
     );
     // The hook failed closed (the call never ran) because it was stopped at the deadline.
@@ -397,7 +399,7 @@ fn exec_with_a_timeout_fails_when_the_worker_never_answers() {
         show(&out)
     );
     assert!(
-        took >= Duration::from_secs(6) && took < Duration::from_secs(10),
+        took >= Duration::from_secs(6) && took < Duration::from_secs(12),
         "took {took:?}"
     );
     let run_dir = env.state().join("workspaces/ex/run");

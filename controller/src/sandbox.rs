@@ -544,6 +544,11 @@ impl Sandbox {
         let mut seen: u64 = 0;
         let sent = Instant::now();
         let deadline = self.deadline_for(&body, sent);
+        if deadline.is_none() {
+            // No timeout left over from an earlier request may cut this one short.
+            let _ = self.end.socket().set_read_timeout(None);
+            let _ = self.end.socket().set_write_timeout(None);
+        }
         let wrote = match deadline {
             Some(d) => self.end.request_until(id, &body, d),
             None => self.end.request(id, &body),

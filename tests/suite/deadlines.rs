@@ -486,3 +486,38 @@ fn the_library_sandbox_caps_requests_and_bounds_its_stop() {
         "the worker (pid {worker}) outlived the shutdown"
     );
 }
+
+#[test]
+fn a_request_without_a_deadline_is_not_cut_by_an_earlier_ones_timeout() {
+    use bulkhead::Sandbox;
+    use bulkhead_shared::{Command as WireCommand, ExecRequest, Request};
+    if !sandbox_or_skip("deadlines a_request_without_a_deadline_is_not_cut_by_an_earlier_ones") {
+        return;
+    }
+    let env = TestEnv::new();
+    let (_, spec) = stub_sandbox_spec(&env, "mixed");
+    // The real worker this time.
+    let mut sb = Sandbox::start(&bin("bulkhead-launch"), &spec).expect("start a sandbox");
+    sb.set_deadline_cap(Some(Instant::now() + Duration::from_millis(300)));
+    sb.request(Request::Ping, &mut |_, _| {})
+        .expect("ping")
+        .expect("pong");
+    sb.set_deadline_cap(None);
+    // An exec without a timeout, longer than the earlier request's deadline left.
+    let out = sb
+        .exec(
+            ExecRequest {
+                command: WireCommand::Argv(vec!["sleep".into(), "1".into()]),
+                cwd: "/workspace".into(),
+                env: Vec::new(),
+                stdin: Vec::new(),
+                timeout_ms: 0,
+                output_cap: 1024,
+                kill_stragglers: true,
+            },
+            &mut |_, _| {},
+        )
+        .expect("an exec without a deadline waits for its command");
+    assert!(!out.result.timed_out, "{:?}", out.result);
+    sb.shutdown().expect("shutdown");
+}

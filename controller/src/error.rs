@@ -98,6 +98,9 @@ pub enum Error {
     /// The sandbox is gone.
     #[error("sandbox ended unexpectedly: {0}")]
     SandboxGone(String),
+    /// The worker did not answer a request by its deadline; the sandbox was killed.
+    #[error("the sandbox did not answer within {}; it was stopped", crate::error::secs(*.0))]
+    SandboxTimedOut(std::time::Duration),
     /// A tool request failed inside the sandbox.
     #[error("{0}")]
     Tool(bulkhead_shared::ToolError),
@@ -163,6 +166,16 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// `12s`, `1.5s`: a duration for a message.
+pub(crate) fn secs(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if (s - s.round()).abs() < 0.05 {
+        format!("{s:.0}s")
+    } else {
+        format!("{s:.1}s")
     }
 }
 

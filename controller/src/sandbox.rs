@@ -3,6 +3,13 @@
 //! frames are capped and rate-limited, output is bounded by the request's cap, and anything
 //! unexpected kills the sandbox.
 //!
+//! Every request has a deadline ([`Sandbox::request`]): an exec's own timeout plus
+//! [`REPLY_GRACE`], [`FILE_REQUEST_TIMEOUT`] for the file requests, both capped by
+//! [`Sandbox::set_deadline_cap`] (a run's deadline). A worker that has not answered by then
+//! is treated as hostile: the sandbox is killed and the request fails with
+//! [`Error::SandboxTimedOut`]. Stopping a sandbox is bounded too: the launcher gets
+//! [`STOP_GRACE`] to report, then SIGTERM, then SIGKILL.
+//!
 //! With [`LaunchOptions::egress`] the sandbox also gets an egress channel: a second
 //! socketpair (`AF_UNIX`, `SOCK_SEQPACKET`), passed to the launcher as fd
 //! [`EGRESS_FD`](bulkhead_shared::EGRESS_FD), over which the worker hands over every
@@ -14,7 +21,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command as ProcCommand, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bulkhead_shared::frame::{decode_payload, read_payload, FrameError};
 use bulkhead_shared::{
@@ -30,6 +37,18 @@ pub mod freeze;
 
 /// How long the launcher may take to bring a sandbox up.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long after an exec's own timeout the worker may take to report it (the worker kills
+/// the command at its timeout, reaps it and flushes its output well within this).
+pub const REPLY_GRACE: Duration = Duration::from_secs(5);
+
+/// Deadline of a `read`, `write`, `edit`, `ls`, `stat` or `ping` request (the worker caps
+/// what each may touch, so an honest worker answers in far less).
+pub const FILE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stopping sandbox's launcher may take to report its exit before it is sent
+/// SIGTERM (and, after as long again, SIGKILL).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Where the .deb and .rpm install the (setuid-root) launcher.
 pub const PACKAGED_LAUNCHER: &str = "/usr/libexec/bulkhead/bulkhead-launch";
@@ -151,6 +170,8 @@ pub struct Sandbox {
     dead: bool,
     /// The controller's end of the egress channel, until taken.
     egress: Option<OwnedFd>,
+    /// No request waits past this (a run's deadline).
+    deadline_cap: Option<Instant>,
 }
 
 fn read_report(r: &mut ChildStdout) -> Result<LauncherReport> {
@@ -365,6 +386,7 @@ impl Sandbox {
             limiter,
             dead: false,
             egress,
+            deadline_cap: None,
         };
         sb.info.launcher_pid = sb.child.id();
         match sb.handshake(spec, options) {
@@ -491,14 +513,58 @@ impl Sandbox {
         e
     }
 
-    fn recv_checked(&mut self) -> Result<WorkerMsg> {
-        let msg = match self.end.recv() {
+    /// No request from now on waits past `cap` (`None`: only the requests' own deadlines).
+    /// A run sets its deadline here, so a stalled worker cannot outlast `run --timeout`.
+    pub fn set_deadline_cap(&mut self, cap: Option<Instant>) {
+        self.deadline_cap = cap;
+    }
+
+    /// When the reply to `body`, sent now, is due: an exec's timeout plus [`REPLY_GRACE`]
+    /// (none for an exec without a timeout), [`FILE_REQUEST_TIMEOUT`] for the rest; never
+    /// after the cap.
+    fn deadline_for(&self, body: &Request, now: Instant) -> Option<Instant> {
+        let own = match body {
+            Request::Exec(e) if e.timeout_ms == 0 => None,
+            Request::Exec(e) => {
+                Some(Duration::from_millis(e.timeout_ms).saturating_add(REPLY_GRACE))
+            }
+            Request::Read { .. }
+            | Request::Write { .. }
+            | Request::Edit { .. }
+            | Request::Ls { .. }
+            | Request::Stat { .. }
+            | Request::Ping => Some(FILE_REQUEST_TIMEOUT),
+        }
+        .and_then(|d| now.checked_add(d));
+        match (own, self.deadline_cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The worker did not answer by `deadline`: stop the sandbox, say how long it had.
+    fn timed_out(&mut self, sent: Instant, deadline: Instant) -> Error {
+        let e = Error::SandboxTimedOut(deadline.saturating_duration_since(sent));
+        log::warn!(target: "sandbox", "worker pid {} (launcher {}): {e}", self.info.worker_pid, self.info.launcher_pid);
+        self.kill();
+        e
+    }
+
+    fn recv_checked(&mut self, sent: Instant, deadline: Option<Instant>) -> Result<WorkerMsg> {
+        let got = match deadline {
+            Some(d) => self.end.recv_until(d),
+            None => self.end.recv(),
+        };
+        let msg = match got {
             Ok(m) => m,
             Err(FrameError::Disconnected) => {
                 self.kill();
                 return Err(Error::SandboxGone(
                     "the worker closed its connection".into(),
                 ));
+            }
+            Err(e) if e.is_timeout() => {
+                return Err(self.timed_out(sent, deadline.unwrap_or(sent)));
             }
             Err(e) => return Err(self.fail(Error::Protocol(e.to_string()))),
         };
@@ -515,6 +581,11 @@ impl Sandbox {
     }
 
     /// Sends `body` and waits for its reply; `on_output` receives exec output as it comes.
+    ///
+    /// The reply is due by the request's deadline (see the module documentation); past it
+    /// the sandbox is killed and the result is [`Error::SandboxTimedOut`]. Only an exec
+    /// without a timeout (`timeout_ms == 0`, the operator's `bulkhead exec` without
+    /// `--timeout`) and without a cap waits as long as its command runs.
     pub fn request(
         &mut self,
         body: Request,
@@ -532,11 +603,28 @@ impl Sandbox {
         // Output beyond the cap plus the marker is a protocol violation.
         let allowance = cap.saturating_add(256);
         let mut seen: u64 = 0;
-        if let Err(e) = self.end.request(id, &body) {
-            return Err(self.fail(Error::SandboxGone(format!("sending request: {e}"))));
+        let sent = Instant::now();
+        let deadline = self.deadline_for(&body, sent);
+        if deadline.is_none() {
+            // No timeout left over from an earlier request may cut this one short.
+            let _ = self.end.socket().set_read_timeout(None);
+            let _ = self.end.socket().set_write_timeout(None);
+        }
+        let wrote = match deadline {
+            Some(d) => self.end.request_until(id, &body, d),
+            None => self.end.request(id, &body),
+        };
+        match wrote {
+            Ok(()) => {}
+            Err(e) if e.is_timeout() => {
+                return Err(self.timed_out(sent, deadline.unwrap_or(sent)));
+            }
+            Err(e) => {
+                return Err(self.fail(Error::SandboxGone(format!("sending request: {e}"))));
+            }
         }
         loop {
-            match self.recv_checked()? {
+            match self.recv_checked(sent, deadline)? {
                 WorkerMsg::Output {
                     id: oid,
                     stream,
@@ -580,19 +668,85 @@ impl Sandbox {
         }
     }
 
-    /// Stops the sandbox: asks the worker to exit, waits for the launcher's report.
+    /// Stops the sandbox: asks the worker to exit, waits for the launcher's report (a
+    /// worker that ignores the request is killed after [`STOP_GRACE`]).
     pub fn shutdown(mut self) -> Result<SandboxExit> {
+        // A worker that stopped reading cannot block the request to exit.
+        let _ = self
+            .end
+            .socket()
+            .set_write_timeout(Some(Duration::from_secs(1)));
         let _ = self.end.shutdown();
         let _ = self.end.socket().shutdown(std::net::Shutdown::Write);
         self.finish()
+    }
+
+    /// Reads the launcher's report pipe to end of file, which comes when the launcher exits.
+    /// It gets [`STOP_GRACE`]; then SIGTERM (it kills the worker and removes the cgroup),
+    /// [`STOP_GRACE`] again, then SIGKILL (the worker dies with it: `PR_SET_PDEATHSIG`).
+    fn drain_report(&mut self) -> Vec<u8> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use nix::sys::signal::Signal;
+        use std::os::fd::AsFd;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut signals = [Signal::SIGTERM, Signal::SIGKILL].into_iter();
+        let mut deadline = Instant::now() + STOP_GRACE;
+        let mut eof = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let Some(sig) = signals.next() else { break };
+                log::warn!(target: "sandbox", "the sandbox's launcher (pid {}) did not exit within {}s; sending {sig}", self.child.id(), STOP_GRACE.as_secs());
+                // The launcher is our unreaped child until `finish` waits for it: the pid
+                // cannot have been reused.
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+                deadline = Instant::now() + STOP_GRACE;
+                continue;
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let ready = {
+                let mut fds = [PollFd::new(self.report.as_fd(), PollFlags::POLLIN)];
+                poll(&mut fds, PollTimeout::from(ms))
+            };
+            match ready {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            match self.report.read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    // The launcher writes two small frames; anything past a frame's cap is
+                    // not a report.
+                    if buf.len() + n > 2 * bulkhead_shared::MAX_FRAME_BYTES {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if !eof {
+            // Given up on the report: make sure the launcher is gone before it is reaped.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                Signal::SIGKILL,
+            );
+        }
+        buf
     }
 
     fn finish(&mut self) -> Result<SandboxExit> {
         self.dead = true;
         let mut exit = SandboxExit::default();
         // Drain the report pipe until EOF: Exited comes last.
-        let mut buf = Vec::new();
-        let _ = self.report.read_to_end(&mut buf);
+        let buf = self.drain_report();
         let mut rest: &[u8] = &buf;
         while let Ok(m) = {
             let mut p = Vec::new();

@@ -45,6 +45,14 @@ pub enum FrameError {
     Io(io::Error),
 }
 
+impl FrameError {
+    /// The transport gave up at a deadline ([`crate::ControllerEnd::recv_until`],
+    /// [`crate::ControllerEnd::request_until`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, FrameError::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+    }
+}
+
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

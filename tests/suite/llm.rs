@@ -67,6 +67,7 @@ fn request(model: &str, messages: Vec<Message>, stream: bool) -> ChatRequest {
         max_tokens: 256,
         temperature: Some(0.0),
         stream,
+        deadline: None,
     }
 }
 

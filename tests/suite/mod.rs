@@ -2,6 +2,7 @@ mod agent;
 mod cli;
 mod config;
 mod creds;
+mod deadlines;
 mod docs;
 mod egress_e2e;
 mod egress_proxy;

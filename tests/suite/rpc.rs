@@ -13,13 +13,13 @@ use bulkhead_tests::mock_llm::{Fault, MockLlm, Reply, Script, Step};
 use bulkhead_tests::{bin, must_run, sandbox_or_skip, text, TestEnv};
 use serde_json::{json, Value};
 
-const KEY: &str = "sk-ant-rpc-test-0123456789abcdef";
-const MODEL: &str = "anthropic/claude-sonnet-4-5";
+pub(super) const KEY: &str = "sk-ant-rpc-test-0123456789abcdef";
+pub(super) const MODEL: &str = "anthropic/claude-sonnet-4-5";
 const CANCELLED: i64 = -32800;
 
 /// A `bulkhead` command against `env`'s state dir with only PATH and the test key in its
 /// environment.
-fn cmd(env: &TestEnv) -> Command {
+pub(super) fn cmd(env: &TestEnv) -> Command {
     let mut c = env.cmd();
     c.env_clear();
     c.env("PATH", std::env::var_os("PATH").unwrap_or_default());
@@ -27,8 +27,9 @@ fn cmd(env: &TestEnv) -> Command {
     c
 }
 
-/// A running `bulkhead serve --stdio` and the lines it printed.
-struct Server {
+/// A running `bulkhead serve --stdio` and the lines it printed (also used by
+/// `deadlines.rs`).
+pub(super) struct Server {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<Value>,
@@ -39,12 +40,12 @@ struct Server {
 
 impl Server {
     /// `bulkhead serve --stdio EXTRA…` against `env`.
-    fn start(env: &TestEnv, extra: &[&str]) -> Server {
+    pub(super) fn start(env: &TestEnv, extra: &[&str]) -> Server {
         Server::start_with(cmd(env), extra)
     }
 
     /// `c serve --stdio EXTRA…` (`c` carries the global flags).
-    fn start_with(mut c: Command, extra: &[&str]) -> Server {
+    pub(super) fn start_with(mut c: Command, extra: &[&str]) -> Server {
         let mut child = c
             .args(["serve", "--stdio"])
             .args(extra)
@@ -88,7 +89,7 @@ impl Server {
     }
 
     /// Sends a request; returns its id.
-    fn request(&mut self, method: &str, params: Value) -> u64 {
+    pub(super) fn request(&mut self, method: &str, params: Value) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
@@ -97,7 +98,7 @@ impl Server {
 
     /// Receives lines until the answer to `id` (`Value::Null` for an id-null error), keeping
     /// the others; returns the answer and every notification received before it.
-    fn response(&mut self, id: &Value, timeout: Duration) -> (Value, Vec<Value>) {
+    pub(super) fn response(&mut self, id: &Value, timeout: Duration) -> (Value, Vec<Value>) {
         let end = Instant::now() + timeout;
         loop {
             if let Some(i) = self
@@ -131,7 +132,7 @@ impl Server {
     }
 
     /// `method(params)` → its result (panics on an error answer).
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(super) fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.request(method, params);
         let (r, _) = self.response(&json!(id), Duration::from_secs(120));
         assert!(r.get("error").is_none(), "{method}: {r}");
@@ -151,7 +152,7 @@ impl Server {
     }
 
     /// Closes stdin and waits for the exit status (bounded).
-    fn close(&mut self, timeout: Duration) -> i32 {
+    pub(super) fn close(&mut self, timeout: Duration) -> i32 {
         drop(self.stdin.take());
         let end = Instant::now() + timeout;
         loop {

@@ -49,7 +49,8 @@ pub struct RunArgs {
     /// Retries of a failing model before falling back (default 2).
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
-    /// Stop the run after SECS seconds (exit 124).
+    /// Stop the run after SECS seconds (exit 124), also in the middle of a model call, a
+    /// tool call or a hook.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
     /// Ask for whole replies instead of streamed ones.

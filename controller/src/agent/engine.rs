@@ -238,7 +238,8 @@ impl Setup<'_> {
         };
         let system = system_prompt(ws, &req, &tools);
         let limits = req.limits.clone();
-        let hooks = HookSet::new(&req.hooks, &cfg.hooks);
+        let mut hooks = HookSet::new(&req.hooks, &cfg.hooks);
+        hooks.set_deadline(deadline);
         let mut run = Run {
             ws,
             tools,
@@ -558,6 +559,7 @@ impl Run<'_> {
             max_tokens: self.req.context.max_output_tokens,
             temperature: None,
             stream,
+            deadline: None,
         }
     }
 
@@ -783,6 +785,7 @@ impl Run<'_> {
             max_tokens: 2048.min(self.req.context.max_output_tokens.max(512)),
             temperature: None,
             stream: false,
+            deadline: None,
         };
         let (on_event, red) = (&mut *self.on_event, &self.redactor);
         let r = self.caller.call(0, &sreq, &[], &mut |mut e| {
@@ -905,7 +908,7 @@ impl Run<'_> {
                     | Error::Attestation(_)
                     | Error::Launcher(_)
                     | Error::Cancelled(_) => Err(e),
-                    Error::SandboxGone(_) | Error::Protocol(_) => {
+                    Error::SandboxGone(_) | Error::Protocol(_) | Error::SandboxTimedOut(_) => {
                         self.sandbox.discard();
                         Ok(ToolOutput::error(format!(
                             "{e}; a new sandbox will be started for the next call (files in /workspace are kept)"
@@ -1042,6 +1045,11 @@ impl Run<'_> {
             }
             e => e,
         });
+        if let Some(d) = self.deadline {
+            // The end-of-run hooks still run after a timeout, for a bounded while.
+            self.hooks
+                .set_deadline(Some(d.max(Instant::now()) + super::hooks::END_OF_RUN_GRACE));
+        }
         let (state, error_kind) = match &outcome {
             Ok(o) => (*o, None),
             Err(Error::AllModelsFailed { .. }) => (RunOutcome::Failed, Some("llm")),

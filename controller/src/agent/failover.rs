@@ -289,7 +289,8 @@ impl Caller<'_> {
     }
 
     /// One model call, made on a thread of its own so a cancellation or the run's deadline
-    /// returns at once (the abandoned call ends on its own within the HTTP timeouts).
+    /// returns at once (the abandoned call ends on its own: at the run's deadline, which
+    /// bounds the HTTP exchange, else within the HTTP timeouts).
     fn chat(
         &self,
         i: usize,
@@ -304,7 +305,13 @@ impl Caller<'_> {
             let _ = tx_cancel.send(Msg::Cancel);
         });
         let provider = Arc::clone(&self.slots[i].provider);
-        let (req, key) = (req.clone(), key.clone());
+        let (mut req, key) = (req.clone(), key.clone());
+        // The HTTP exchange itself ends at the run's deadline, so the abandoned call does
+        // not outlive the run by the client's own timeouts.
+        req.deadline = match (req.deadline, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let (pname, mname) = (provider.name().to_string(), req.model.clone());
         let spawned = std::thread::Builder::new()
             .name("bulkhead-llm".into())

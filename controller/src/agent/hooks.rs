@@ -21,8 +21,10 @@
 //!    `{"decision":"allow"}`, `{"decision":"veto","reason":"…"}` or
 //!    `{"decision":"rewrite","arguments":{…}}` on stdout (nothing printed: allow). It runs
 //!    with an empty environment (only `PATH=/usr/bin:/bin`), in `/`, in its own process
-//!    group, killed at its timeout ([`DEFAULT_TIMEOUT_SECS`] unless set), stdout capped at
-//!    [`MAX_OUTPUT_BYTES`]. A failure (non-zero exit, timeout, bad JSON, output too long) is
+//!    group, killed at its timeout ([`DEFAULT_TIMEOUT_SECS`] unless set) or at the run's
+//!    deadline (`run --timeout`), whichever comes first, stdout capped at
+//!    [`MAX_OUTPUT_BYTES`]. The end-of-run events of a run that timed out (`on_error`,
+//!    `after_agent_end`, `session_end`) get [`END_OF_RUN_GRACE`] past the deadline. A failure (non-zero exit, timeout, bad JSON, output too long) is
 //!    reported as a `hook` event and a log line; on `before_tool_call` it **fails closed**
 //!    (the call is refused), on other events the run goes on.
 //! 3. Notifications to a host app: `bulkhead serve --stdio` registers an observe-only Rust
@@ -48,6 +50,8 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
 pub const MAX_TIMEOUT_SECS: u64 = 300;
 /// The most a hook executable may print on stdout.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+/// How long past a run's deadline its end-of-run hook executables may still run.
+pub const END_OF_RUN_GRACE: Duration = Duration::from_secs(5);
 /// `after_tool_call` sees at most this many characters of the result (head + tail).
 pub const RESULT_PREVIEW_CHARS: usize = 4000;
 
@@ -355,6 +359,8 @@ struct Entry {
 /// The hooks of one run: the request's callbacks and the workspace's executables, ordered.
 pub(crate) struct HookSet {
     entries: Vec<Entry>,
+    /// Hook executables are killed at this instant (the run's deadline) if not before.
+    deadline: Option<Instant>,
 }
 
 /// What the hooks decided about a tool call.
@@ -386,7 +392,15 @@ impl HookSet {
         }));
         // Stable: ties keep registration order.
         entries.sort_by_key(|e| e.priority);
-        HookSet { entries }
+        HookSet {
+            entries,
+            deadline: None,
+        }
+    }
+
+    /// Kills hook executables still running at `deadline` (`None`: only their own timeouts).
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -403,7 +417,7 @@ impl HookSet {
     pub(crate) fn notify(&self, ev: &HookEvent, report: &mut dyn FnMut(HookReport)) {
         for e in self.for_event(ev.event) {
             let t0 = Instant::now();
-            let r = call(e, ev);
+            let r = call(e, ev, self.deadline);
             report(make_report(e, ev.event, &r, t0));
         }
     }
@@ -414,7 +428,7 @@ impl HookSet {
         let mut ev = ev.clone();
         for e in self.for_event(ev.event) {
             let t0 = Instant::now();
-            let r = call(e, &ev);
+            let r = call(e, &ev, self.deadline);
             let r = match r {
                 Ok(HookDecision::Rewrite { arguments }) if !arguments.is_object() => Err(format!(
                     "rewrite arguments are not a JSON object: {}",
@@ -473,23 +487,58 @@ fn make_report(
     }
 }
 
-fn call(e: &Entry, ev: &HookEvent) -> std::result::Result<HookDecision, String> {
+fn call(
+    e: &Entry,
+    ev: &HookEvent,
+    deadline: Option<Instant>,
+) -> std::result::Result<HookDecision, String> {
     match &e.source {
         Source::Rust(h) => {
             let h = Arc::clone(h);
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.on(ev)))
                 .map_err(|_| "the hook panicked".to_string())
         }
-        Source::Exec(spec) => run_exec(spec, ev),
+        Source::Exec(spec) => run_exec_until(spec, ev, deadline),
     }
 }
 
+/// How long after a hook exits (or is killed) the threads feeding and draining its pipes
+/// may take to finish.
+const PIPE_GRACE: Duration = Duration::from_secs(1);
+
+/// The thread's result if it finishes by `until`; else `None`, and it is left to end on its
+/// own (when the last holder of the pipe goes).
+fn join_by<T>(h: std::thread::JoinHandle<T>, until: Instant) -> Option<T> {
+    while !h.is_finished() {
+        if Instant::now() >= until {
+            log::warn!(target: "hooks", "a hook's pipe is still held open by a process it started; not waiting for it");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.join().ok()
+}
+
 /// Runs a hook executable on `ev`.
+#[cfg(test)]
 pub(crate) fn run_exec(
     spec: &HookSpec,
     ev: &HookEvent,
 ) -> std::result::Result<HookDecision, String> {
+    run_exec_until(spec, ev, None)
+}
+
+/// Runs a hook executable on `ev`, killing it at its timeout or at `deadline` (the run's),
+/// whichever comes first.
+pub(crate) fn run_exec_until(
+    spec: &HookSpec,
+    ev: &HookEvent,
+    deadline: Option<Instant>,
+) -> std::result::Result<HookDecision, String> {
     use std::os::unix::process::CommandExt;
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err("not started: the run's time limit was reached".into());
+    }
     check_executable(&spec.path).map_err(|e| e.to_string())?;
     let payload = serde_json::to_vec(ev).map_err(|e| format!("payload: {e}"))?;
     let mut child = Command::new(&spec.path)
@@ -529,7 +578,11 @@ pub(crate) fn run_exec(
         }
         buf
     });
-    let deadline = Instant::now() + spec.timeout();
+    let own = Instant::now() + spec.timeout();
+    let (deadline, by_run) = match deadline {
+        Some(d) if d < own => (d, true),
+        _ => (own, false),
+    };
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
@@ -543,19 +596,29 @@ pub(crate) fn run_exec(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     );
+    // A process that left the group (setsid) may still hold the pipes: the threads feeding
+    // and draining them get a short grace, then are left behind rather than waited for.
+    let grace = Instant::now() + PIPE_GRACE;
     let status = match status {
         Some(s) => s,
         None => {
             let _ = child.wait();
-            let _ = writer.join();
-            let _ = reader.join();
-            let _ = err_reader.join();
-            return Err(format!("timed out after {}s", spec.timeout().as_secs_f64()));
+            let _ = join_by(writer, grace);
+            let _ = join_by(reader, grace);
+            let _ = join_by(err_reader, grace);
+            return Err(if by_run {
+                "stopped at the run's time limit".to_string()
+            } else {
+                format!("timed out after {}s", spec.timeout().as_secs_f64())
+            });
         }
     };
-    let _ = writer.join();
-    let out = reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
+    let _ = join_by(writer, grace);
+    let (Some(out), Some(err)) = (join_by(reader, grace), join_by(err_reader, grace)) else {
+        return Err(
+            "a process the hook started outside its process group kept its output open".into(),
+        );
+    };
     if !err.is_empty() {
         log::info!(target: "hooks", hook = spec.path.display().to_string().as_str(); "stderr: {}", crate::logging::redact(String::from_utf8_lossy(&err).trim()));
     }
@@ -764,6 +827,40 @@ mod tests {
         );
         assert!(matches!(g, Gate::Refuse(m) if m.contains("panicked")));
         assert_eq!(reports[0].decision, "failed");
+    }
+
+    #[test]
+    fn executables_stop_at_the_run_deadline_and_never_wait_on_escaped_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let e = ev(HookEventKind::BeforeToolCall, json!({"tool": "bash"}));
+        // Its own timeout is 60 s; the run's deadline comes first.
+        let slow = script(d, "slow.sh", "sleep 30");
+        let mut s = spec(slow, HookEventKind::BeforeToolCall);
+        s.timeout_secs = Some(60);
+        let t0 = Instant::now();
+        let r = run_exec_until(&s, &e, Some(t0 + Duration::from_millis(800))).unwrap_err();
+        assert_eq!(r, "stopped at the run's time limit");
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // Past the deadline it does not start.
+        let r = run_exec_until(&s, &e, Some(Instant::now())).unwrap_err();
+        assert!(r.contains("not started"), "{r}");
+        // A process that left the hook's group keeps its stdout open: not waited for.
+        let escaped = script(
+            d,
+            "escaped.sh",
+            "setsid sleep 5 &\nsleep 0.3\necho '{\"decision\":\"allow\"}'",
+        );
+        let mut s = spec(escaped, HookEventKind::BeforeToolCall);
+        s.timeout_secs = Some(60);
+        let t0 = Instant::now();
+        let r = run_exec_until(&s, &e, None).unwrap_err();
+        assert!(r.contains("kept its output open"), "{r}");
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     }
 
     #[test]

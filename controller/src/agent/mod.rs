@@ -142,8 +142,9 @@ pub struct Timeouts {
     pub tool_default: Duration,
     /// The most a `bash` command may ask for.
     pub tool_max: Duration,
-    /// The whole run (`None`: no limit). When it passes, the run ends with
-    /// [`Error::RunTimedOut`] (CLI exit 124).
+    /// The whole run (`None`: no limit). It holds inside a step too: a model call's HTTP
+    /// exchange, a tool call's command and worker reply, and a hook executable all end by
+    /// then. When it passes, the run ends with [`Error::RunTimedOut`] (CLI exit 124).
     pub run: Option<Duration>,
 }
 

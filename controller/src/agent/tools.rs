@@ -328,9 +328,12 @@ impl ToolContext<'_> {
         self.workspace
     }
 
-    /// The run's sandbox, started now if this is the first use.
+    /// The run's sandbox, started now if this is the first use. No request to it waits
+    /// past the run's deadline ([`Sandbox::set_deadline_cap`]).
     pub fn sandbox(&mut self) -> Result<&mut Sandbox> {
-        self.sandbox.get(self.workspace, self.cancel)
+        let sb = self.sandbox.get(self.workspace, self.cancel)?;
+        sb.set_deadline_cap(self.deadline);
+        Ok(sb)
     }
 
     /// The run's cancel token.

@@ -350,6 +350,7 @@ impl Provider for AnthropicProvider {
             provider: "anthropic",
             model: &req.model,
             key,
+            deadline: req.deadline,
         };
         let mut headers = vec![("anthropic-version", ANTHROPIC_VERSION.to_string())];
         if !key.is_empty() {
@@ -437,6 +438,7 @@ pub(crate) mod tests {
             max_tokens: 1024,
             temperature: Some(0.2),
             stream: true,
+            deadline: None,
         }
     }
 
@@ -619,6 +621,7 @@ data: {\"type\":\"message_stop\"}\n\n";
             provider: "anthropic",
             model: "m",
             key: &key,
+            deadline: None,
         };
         let e = call.stream_error("{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}");
         assert_eq!(e.reason, FailoverReason::Overloaded);

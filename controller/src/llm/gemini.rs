@@ -360,6 +360,7 @@ impl Provider for GeminiProvider {
             provider: &self.name,
             model: &req.model,
             key,
+            deadline: req.deadline,
         };
         let url = self.url(&req.model, req.stream).ok_or_else(|| {
             call.format(format!(
@@ -460,6 +461,7 @@ pub(crate) mod tests {
             max_tokens: 256,
             temperature: Some(0.0),
             stream: false,
+            deadline: None,
         };
         let b = build_body(&req);
         assert_eq!(

@@ -274,6 +274,7 @@ fn call_for(key: &ApiKey) -> Call<'_> {
         provider: "vllm",
         model: "local-model",
         key,
+        deadline: None,
     }
 }
 

@@ -26,7 +26,7 @@
 //!   [`FailoverReason::Timeout`].
 
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
@@ -148,9 +148,16 @@ pub(crate) struct Call<'a> {
     pub provider: &'a str,
     pub model: &'a str,
     pub key: &'a ApiKey,
+    /// The call ends by then ([`ChatRequest::deadline`](super::ChatRequest::deadline)).
+    pub deadline: Option<Instant>,
 }
 
 impl Call<'_> {
+    /// The call's deadline has passed.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
     /// A classified error for this call (message scrubbed of the key).
     pub fn err(
         &self,
@@ -402,6 +409,20 @@ impl HttpClient {
         if !stream {
             cb = cb.timeout_recv_body(Some(self.cfg.request_timeout));
         }
+        if let Some(d) = call.deadline {
+            // The run's time limit: end to end, from connecting to the last byte of the
+            // body or stream (ureq checks it on every read of the body too).
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(call.err(
+                    FailoverReason::Timeout,
+                    None,
+                    "the run's time limit was reached before the call",
+                    None,
+                ));
+            }
+            cb = cb.timeout_global(Some(left));
+        }
         log::debug!(target: "llm", provider = call.provider, model = call.model; "POST {}", display_url(url));
         let resp = cb
             .build()
@@ -422,6 +443,14 @@ impl HttpClient {
             return refusal(call, url, refused);
         }
         let shown = display_url(url);
+        if call.deadline_passed() && matches!(e, ureq::Error::Timeout(_) | ureq::Error::Io(_)) {
+            return call.err(
+                FailoverReason::Timeout,
+                None,
+                format!("{shown}: the run's time limit was reached"),
+                None,
+            );
+        }
         match e {
             ureq::Error::Timeout(t) => call.err(
                 FailoverReason::Timeout,
@@ -480,7 +509,14 @@ impl HttpClient {
     }
 
     fn read_error(&self, call: &Call<'_>, e: &std::io::Error) -> ProviderError {
-        if is_timeout(e) {
+        if call.deadline_passed() {
+            call.err(
+                FailoverReason::Timeout,
+                None,
+                "the run's time limit was reached while reading the response",
+                None,
+            )
+        } else if is_timeout(e) {
             call.err(
                 FailoverReason::Timeout,
                 None,
@@ -559,6 +595,12 @@ impl SseStream {
     /// [`FailoverReason::Timeout`]; an oversized one [`FailoverReason::Format`].
     pub fn next(&mut self, call: &Call<'_>) -> Result<Option<super::sse::SseEvent>, ProviderError> {
         self.reader.next_event().map_err(|e| match e {
+            SseError::Io(_) if call.deadline_passed() => call.err(
+                FailoverReason::Timeout,
+                None,
+                "the run's time limit was reached during the stream",
+                None,
+            ),
             SseError::Io(io) if is_timeout(&io) => call.err(
                 FailoverReason::Timeout,
                 None,

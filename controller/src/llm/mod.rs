@@ -38,7 +38,7 @@
 //! ```
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +135,11 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     /// Stream the reply (SSE): text arrives through `on_text_delta` as it is generated.
     pub stream: bool,
+    /// The call ends by then, whatever the client's own timeouts allow: the whole exchange,
+    /// a stream's reads included, is bounded by the time left (the agent sets the run's
+    /// deadline). Not part of the wire request.
+    #[serde(skip)]
+    pub deadline: Option<Instant>,
 }
 
 impl Default for ChatRequest {
@@ -147,6 +152,7 @@ impl Default for ChatRequest {
             max_tokens: 4096,
             temperature: None,
             stream: false,
+            deadline: None,
         }
     }
 }

@@ -349,6 +349,7 @@ impl Provider for OpenAiProvider {
             provider: &self.name,
             model: &req.model,
             key,
+            deadline: req.deadline,
         };
         let mut headers = Vec::new();
         if !key.is_empty() {
@@ -428,6 +429,7 @@ pub(crate) mod tests {
             max_tokens: 500,
             temperature: None,
             stream: true,
+            deadline: None,
         }
     }
 

@@ -243,6 +243,7 @@ mod tests {
             max_tokens: 100,
             temperature: None,
             stream,
+            deadline: None,
         }
     }
 
@@ -464,6 +465,46 @@ mod tests {
             t0.elapsed()
         );
         srv.finish();
+    }
+
+    #[test]
+    fn the_request_deadline_bounds_a_slow_body_and_a_steady_stream() {
+        // A body that starts after 3 s (within the client's own 5 s timeouts) ...
+        let body = r#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"late"}],
+            "stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#;
+        let mut slow = Canned::json(200, body);
+        slow.chunks[0].0 = Duration::from_secs(3);
+        // ... and a stream whose pieces come well within the idle timeout but take 3 s.
+        let steady = Canned::sse(
+            crate::llm::gemini::tests::STREAM,
+            8,
+            Duration::from_millis(100),
+        );
+        for (name, model, stream, canned) in [
+            ("anthropic", "claude-x", false, slow),
+            ("google", "gemini-2.5-flash", true, steady),
+        ] {
+            // One server each: a server answers one connection at a time.
+            let srv = TestServer::start(vec![canned]);
+            let p = provider(name, &srv.url(""), http());
+            let mut r = req(model, stream);
+            let t0 = Instant::now();
+            r.deadline = Some(t0 + Duration::from_millis(700));
+            let e = p.chat(&r, &ApiKey::new(CANARY), &mut |_| {}).unwrap_err();
+            let took = t0.elapsed();
+            assert_eq!(e.reason, FailoverReason::Timeout, "{name}: {e}");
+            assert!(e.message.contains("time limit"), "{name}: {}", e.message);
+            assert!(
+                took >= Duration::from_millis(650) && took < Duration::from_millis(1800),
+                "{name}: took {took:?}"
+            );
+            assert_no_canary(&e);
+            // A deadline already passed: no request at all.
+            r.deadline = Some(Instant::now());
+            let e = p.chat(&r, &ApiKey::new(CANARY), &mut |_| {}).unwrap_err();
+            assert!(e.message.contains("time limit"), "{name}: {}", e.message);
+            assert_eq!(srv.finish().len(), 1, "{name}");
+        }
     }
 
     #[test]

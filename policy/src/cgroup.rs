@@ -707,6 +707,8 @@ mod tests {
             tmp_bytes: 1 << 20,
             shm_bytes: 1 << 20,
             nofile: 1024,
+            disk_bytes: 0,
+            inodes: 0,
         }
     }
 

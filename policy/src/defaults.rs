@@ -42,6 +42,15 @@ pub const HOST_ID_RANGE_START: u32 = 1_200_000_000;
 /// Number of host ids in the range (one per workspace).
 pub const HOST_ID_RANGE_LEN: u32 = 1 << 20;
 
+/// Smallest disk limit of a workspace (its filesystem, journal included, must fit).
+pub const MIN_DISK_BYTES: u64 = 16 << 20;
+/// Largest disk limit of a workspace.
+pub const MAX_DISK_BYTES: u64 = 16 << 40;
+/// Fewest inodes of a workspace filesystem.
+pub const MIN_INODES: u64 = 64;
+/// Most inodes of a workspace filesystem (ext4's limit is 2^32 - 1).
+pub const MAX_INODES: u64 = (1 << 32) - 1;
+
 /// The default limits of a workspace.
 pub fn default_limits() -> Limits {
     Limits {
@@ -54,6 +63,8 @@ pub fn default_limits() -> Limits {
         tmp_bytes: DEFAULT_TMP_BYTES,
         shm_bytes: DEFAULT_SHM_BYTES,
         nofile: DEFAULT_NOFILE,
+        disk_bytes: 0,
+        inodes: 0,
     }
 }
 

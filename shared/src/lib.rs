@@ -29,7 +29,8 @@ pub use ratelimit::{MethodKind, RateLimiter, DEFAULT_RATE_PER_SEC};
 ///
 /// 2: [`ControllerMsg::Launch`] carries [`LaunchOptions`]; [`Attestation::egress_proxy`].
 /// 3: [`LaunchSpec::binds`].
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: [`Limits::disk_bytes`], [`Limits::inodes`], [`Attestation::workspace_fs`].
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// TCP port of the egress proxy endpoint inside a sandbox launched with
 /// [`LaunchOptions::egress`]: the worker listens on `127.0.0.1:PROXY_PORT` (in the sandbox's

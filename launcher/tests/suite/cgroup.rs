@@ -137,6 +137,8 @@ fn sandbox_cgroup_limits_oom_and_teardown() {
         tmp_bytes: 1 << 20,
         shm_bytes: 1 << 20,
         nofile: 1024,
+        disk_bytes: 0,
+        inodes: 0,
     };
     let plan = match imp::plan_for_self(&name, &limits) {
         Ok(plan) => plan,

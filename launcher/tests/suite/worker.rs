@@ -943,6 +943,8 @@ fn a_malformed_frame_makes_the_worker_exit_1() {
             tmp_bytes: 0,
             shm_bytes: 0,
             nofile: 1,
+            disk_bytes: 0,
+            inodes: 0,
         },
         binds: vec![],
     };

@@ -13,6 +13,8 @@
 //! pids = 256
 //! cpu_weight = 100
 //! tmp_size = "256M"
+//! # disk = "10G"                # each new workspace gets a filesystem of its own (root only)
+//! # inodes = 500000
 //!
 //! [sandbox]
 //! launcher = "/usr/libexec/bulkhead/bulkhead-launch"   # BULKHEAD_LAUNCH
@@ -213,6 +215,8 @@ struct FileLimits {
     cpu_weight: Option<u32>,
     cpu_percent: Option<u32>,
     tmp_size: Option<String>,
+    disk: Option<String>,
+    inodes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +328,13 @@ impl Config {
             .as_deref()
             .map(|v| size(origin, "limits.tmp_size", v))
             .transpose()?;
+        cfg.limits.disk_bytes = f
+            .limits
+            .disk
+            .as_deref()
+            .map(|v| size(origin, "limits.disk", v))
+            .transpose()?;
+        cfg.limits.inodes = f.limits.inodes;
         cfg.limits.pids = f.limits.pids;
         cfg.limits.cpu_weight = f.limits.cpu_weight;
         cfg.limits.cpu_percent = f.limits.cpu_percent;
@@ -463,6 +474,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("log.format") && e.contains("xml"), "{e}");
+        let c = Config::parse(
+            "[limits]\ndisk = \"64M\"\ninodes = 5000\n",
+            "/s/config.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.limits.disk_bytes, c.limits.inodes),
+            (Some(64 << 20), Some(5000))
+        );
+        let e = Config::parse("[limits]\ndisk = \"1M\"\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.disk_bytes"), "{e}");
+        let e = Config::parse("[limits]\ninodes = 5000\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inode limit needs a disk limit"), "{e}");
         let e = Config::parse("[limits]\nmemory = \"lots\"\n", "/s/config.toml")
             .unwrap_err()
             .to_string();

@@ -218,18 +218,20 @@ pub fn validate_spec(
         64,
         c.nofile_max.min(MAX_NOFILE).into(),
     )?;
-    check_disk(l, c)
+    check_disk(l, c, spec.workspace_writable)
 }
 
 /// The disk and inode limits: none (0) unless the ceiling is set, else within it and
 /// bulkhead's own bounds; inodes only with a disk limit (they are a property of the
-/// workspace's own filesystem).
+/// workspace's own filesystem). A read-only `/workspace` (a skill's copy of itself) fills
+/// nothing and needs no disk limit under a ceiling.
 fn check_disk(
     l: &bulkhead_shared::Limits,
     c: &crate::launchconf::Ceilings,
+    writable: bool,
 ) -> Result<(), SpecError> {
     if l.disk_bytes == 0 {
-        if let Some(max) = c.disk_max {
+        if let (Some(max), true) = (c.disk_max, writable) {
             return err(
                 "limits.disk_bytes",
                 format!("no disk limit, but the launch rules' ceiling `disk_max` is {} bytes: give the workspace one (bulkhead workspace set ID --disk SIZE)", max.0),
@@ -407,9 +409,15 @@ mod tests {
         s.limits.disk_bytes = (1 << 30) + 1;
         assert_eq!(field(&s, &cfg), Err("limits.disk_bytes"));
         s.limits.disk_bytes = 0;
+        s.limits.inodes = 0;
         let e = validate_spec(&s, SETUID, &cfg).unwrap_err();
         assert_eq!(e.field, "limits.disk_bytes");
         assert!(e.detail.contains("--disk"), "{}", e.detail);
+        // A read-only /workspace (a skill's own copy) fills nothing.
+        let mut ro = s.clone();
+        ro.workspace_writable = false;
+        assert_eq!(field(&ro, &cfg), Ok(()));
+        s.limits.inodes = 100_000;
         s.limits.disk_bytes = 64 << 20;
         s.limits.inodes = 100_001;
         assert_eq!(field(&s, &cfg), Err("limits.inodes"));

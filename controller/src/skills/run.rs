@@ -313,6 +313,9 @@ pub fn run_skill_with(
         WorkspaceAccess::None => {
             spec.workspace_dir = scratch_path;
             spec.workspace_writable = false;
+            // Not the workspace's own filesystem: nothing to attest, nothing to fill.
+            spec.limits.disk_bytes = 0;
+            spec.limits.inodes = 0;
             "/workspace"
         }
         access => {

@@ -314,6 +314,7 @@ impl Platform {
         let limits = without_disk(&self.defaults)
             .merged(&config.limits)
             .apply(bulkhead_policy::default_limits());
+        check_disk_limits(&limits)?;
         check_limits(&limits)?;
         if limits.disk_bytes != 0 {
             crate::disk::check_supported(self.state.root())?;
@@ -464,6 +465,17 @@ fn without_disk(defaults: &LimitsConfig) -> LimitsConfig {
     }
 }
 
+/// The inode limit belongs to a disk limit (said in the flags' words, before the spec's).
+fn check_disk_limits(limits: &Limits) -> Result<()> {
+    if limits.inodes != 0 && limits.disk_bytes == 0 {
+        return Err(Error::Invalid(
+            "--inodes needs --disk: the inode count belongs to the workspace's own filesystem"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks limits against the policy the launcher will apply (a clear error now rather than
 /// a setup failure later).
 pub fn check_limits(limits: &Limits) -> Result<()> {
@@ -609,16 +621,12 @@ impl Workspace {
         let after = without_disk(&self.defaults)
             .merged(&record.config.limits)
             .apply(bulkhead_policy::default_limits());
+        check_disk_limits(&after)?;
         check_limits(&after)?;
         if (before.disk_bytes, before.inodes) != (after.disk_bytes, after.inodes) {
             if before.disk_bytes != 0 && after.disk_bytes == 0 {
                 return Err(Error::Invalid(
                     "a disk limit cannot be removed: set a larger one".into(),
-                ));
-            }
-            if after.inodes != 0 && after.disk_bytes == 0 {
-                return Err(Error::Invalid(
-                    "--inodes needs --disk: the inode count belongs to the workspace's own filesystem".into(),
                 ));
             }
             crate::disk::check_supported(self.state.root())?;

@@ -197,16 +197,13 @@ fn unescape_mountinfo(s: &str) -> String {
 /// The source device of the topmost mount on `mount_point` in `mountinfo`, if any.
 pub fn mount_source(mountinfo: &str, mount_point: &Path) -> Option<String> {
     let want = mount_point.to_string_lossy();
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let point = unescape_mountinfo(f.nth(4)?);
-            let (_, after) = l.split_once(" - ")?;
-            let source = after.split(' ').nth(1)?;
-            (point == want).then(|| unescape_mountinfo(source))
-        })
-        .last()
+    mountinfo.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let point = unescape_mountinfo(f.nth(4)?);
+        let (_, after) = l.split_once(" - ")?;
+        let source = after.split(' ').nth(1)?;
+        (point == want).then(|| unescape_mountinfo(source))
+    })
 }
 
 /// The backing file of loop device `/dev/loopN`, from sysfs.
@@ -293,14 +290,14 @@ pub struct Usage {
 /// `statvfs` of `files/`.
 pub fn usage(files: &Path) -> Option<Usage> {
     let s = nix::sys::statvfs::statvfs(files).ok()?;
-    let frsize = s.fragment_size() as u64;
-    let blocks = s.blocks() as u64;
-    let free = s.blocks_free() as u64;
+    let frsize = s.fragment_size();
+    let blocks = s.blocks();
+    let free = s.blocks_free();
     Some(Usage {
         size_bytes: blocks.saturating_mul(frsize),
         used_bytes: blocks.saturating_sub(free).saturating_mul(frsize),
-        inodes: s.files() as u64,
-        inodes_used: (s.files() as u64).saturating_sub(s.files_free() as u64),
+        inodes: s.files(),
+        inodes_used: s.files().saturating_sub(s.files_free()),
     })
 }
 
@@ -351,7 +348,7 @@ pub fn provision(state_root: &Path, ws_dir: &Path, bytes: u64, inodes: u64) -> R
         drop(f);
         cleanup(false);
         let free = nix::sys::statvfs::statvfs(ws_dir)
-            .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
             .unwrap_or(0);
         return Err(Error::Invalid(format!(
             "cannot reserve {} MiB for the workspace's filesystem on {} ({e}; {} MiB free): \

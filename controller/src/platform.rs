@@ -869,14 +869,10 @@ impl Workspace {
         }
         let limits = self.limits(extra);
         check_limits(&limits)?;
-        if limits.disk_bytes != 0 {
-            if !crate::disk::mounted_here(
-                &self.files_dir(),
-                &self.dir().join(crate::disk::IMAGE_NAME),
-            ) {
-                let _lock = self.state.lock()?;
-                crate::disk::ensure_mounted(&self.dir())?;
-            }
+        let image = self.dir().join(crate::disk::IMAGE_NAME);
+        if limits.disk_bytes != 0 && !crate::disk::mounted_here(&self.files_dir(), &image) {
+            let _lock = self.state.lock()?;
+            crate::disk::ensure_mounted(&self.dir())?;
         }
         let (uid, gid) = if launcher_privileged(&self.launcher_path()?) {
             let u = self.host_id()?;

@@ -153,7 +153,7 @@ fn a_tenant_filling_its_disk_leaves_its_neighbour_working() {
     // empty, with about the inodes it was given; B sees the state filesystem.
     let (size, used, _, inodes) = df_in(&env, "a");
     assert!(
-        size <= LIMIT && size >= LIMIT * 3 / 4,
+        (LIMIT * 3 / 4..=LIMIT).contains(&size),
         "df /workspace in A shows {size} bytes, not ~64M"
     );
     assert!(used < MIB, "{used}");
@@ -199,7 +199,7 @@ fn a_tenant_filling_its_disk_leaves_its_neighbour_working() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("{}", show(&a)));
     assert!(
-        fill >= LIMIT * 3 / 4 - 8 * MIB && fill <= LIMIT,
+        (LIMIT * 3 / 4 - 8 * MIB..=LIMIT).contains(&fill),
         "A wrote {fill} bytes before ENOSPC"
     );
     // The inode limit holds too: far fewer than 5000 empty files fit in 4096 inodes.
@@ -296,7 +296,7 @@ fn setting_a_disk_limit_keeps_the_files_and_refuses_what_does_not_fit() {
     let lines: Vec<&str> = said.lines().collect();
     assert_eq!(lines[..2], ["kept", "20971520"], "{said}");
     let size: u64 = lines[2].trim().parse().unwrap();
-    assert!(size <= 48 * MIB && size >= 36 * MIB, "{size}");
+    assert!((36 * MIB..=48 * MIB).contains(&size), "{size}");
     // Growing it keeps them too; a disk limit cannot be removed.
     ok(cmd(&env)
         .args(["workspace", "set", "c", "--disk", "96M"])

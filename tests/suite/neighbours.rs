@@ -393,3 +393,69 @@ fn disk_limits_are_refused_where_they_cannot_be_enforced() {
     assert!(!user_dir.join("state/workspaces/u").exists());
     let _ = Command::new("umount").arg(&ram).status();
 }
+
+/// The same setting over JSON-RPC: `workspace.create` and `workspace.set` take
+/// `limits.disk_bytes`/`inodes`, and the result shows the filesystem's size.
+#[test]
+fn json_rpc_sets_the_disk_limit() {
+    use std::io::{BufRead, BufReader, Write};
+    let test = "json_rpc_sets_the_disk_limit";
+    let Some(root) = BtrfsRoot::or_skip("neighbours-rpc", 512 << 20) else {
+        return;
+    };
+    let env = TestEnv::in_dir(root.path());
+    let mut child = cmd(&env)
+        .args(["serve", "--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut call = |id: u32, method: &str, params: serde_json::Value| -> serde_json::Value {
+        let req =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        writeln!(stdin, "{req}").unwrap();
+        loop {
+            let line = lines.next().expect("an answer").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+        }
+    };
+    let v = call(
+        1,
+        "workspace.create",
+        serde_json::json!({"id": "r", "limits": {"disk_bytes": 32 * MIB, "inodes": 2000}}),
+    );
+    assert_eq!(v["result"]["limits"]["disk_bytes"], 32 * MIB, "{test}: {v}");
+    let size = v["result"]["disk"]["size_bytes"].as_u64().unwrap();
+    assert!((24 * MIB..=32 * MIB).contains(&size), "{v}");
+    let v = call(
+        2,
+        "workspace.set",
+        serde_json::json!({"id": "r", "limits": {"disk_bytes": 48 * MIB}}),
+    );
+    assert_eq!(v["result"]["limits"]["disk_bytes"], 48 * MIB, "{v}");
+    let size = v["result"]["disk"]["size_bytes"].as_u64().unwrap();
+    assert!((36 * MIB..=48 * MIB).contains(&size), "{v}");
+    // Refusals are errors with the reason, the server goes on.
+    let v = call(
+        3,
+        "workspace.set",
+        serde_json::json!({"id": "r", "limits": {"disk_bytes": MIB}}),
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.disk_bytes"),
+        "{v}"
+    );
+    let v = call(4, "workspace.delete", serde_json::json!({"id": "r"}));
+    assert_eq!(v["result"]["deleted"], "r", "{v}");
+    drop(stdin);
+    child.wait().unwrap();
+}

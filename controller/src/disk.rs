@@ -307,7 +307,17 @@ pub fn usage(files: &Path) -> Option<Usage> {
 /// replaces the old one. The caller holds the platform lock and no sandbox of the workspace
 /// runs. A crash leaves either the old state or the new one, never a lost `files/`: the
 /// old directory is removed only once the new image holding its copy is in place.
-pub fn provision(state_root: &Path, ws_dir: &Path, bytes: u64, inodes: u64) -> Result<()> {
+///
+/// `busy` is asked again just before the swap: a sandbox that started while the files were
+/// copied would write into what is replaced, so then nothing is swapped and the new image
+/// is dropped (and the old filesystem is never detached from under a user).
+pub fn provision(
+    state_root: &Path,
+    ws_dir: &Path,
+    bytes: u64,
+    inodes: u64,
+    busy: &dyn Fn() -> bool,
+) -> Result<()> {
     check_supported(state_root)?;
     let files = ws_dir.join("files");
     let image = ws_dir.join(IMAGE_NAME);
@@ -413,9 +423,21 @@ pub fn provision(state_root: &Path, ws_dir: &Path, bytes: u64, inodes: u64) -> R
         return Err(e);
     }
     let _ = fs::remove_dir(&staging);
-    // Swap: the old image comes off files/, or the plain directory moves aside.
+    if busy() {
+        cleanup(false);
+        return Err(Error::Invalid(
+            "a sandbox of the workspace started while files/ was copied: nothing changed; try again once it has ended".into(),
+        ));
+    }
+    // Swap: the old image comes off files/ (never lazily: busy means in use), or the plain
+    // directory moves aside.
     let plain_old = if mounted_here(&files, &image) {
-        unmount(&files)?;
+        if let Err(e) = nix::mount::umount2(&files, nix::mount::MntFlags::empty()) {
+            cleanup(false);
+            return Err(Error::Invalid(format!(
+                "the workspace's filesystem is in use ({e}): nothing changed; stop its sandboxes and try again"
+            )));
+        }
         false
     } else if files.exists() {
         let _ = fs::remove_dir_all(&old_dir);

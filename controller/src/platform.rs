@@ -356,9 +356,13 @@ impl Platform {
         if limits.disk_bytes != 0 {
             // Its own filesystem, made in place (a mount under a directory being renamed
             // would be needlessly subtle); a failure takes the new workspace away again.
-            if let Err(e) =
-                crate::disk::provision(self.state.root(), &dir, limits.disk_bytes, limits.inodes)
-            {
+            if let Err(e) = crate::disk::provision(
+                self.state.root(),
+                &dir,
+                limits.disk_bytes,
+                limits.inodes,
+                &|| false,
+            ) {
                 let _ = crate::disk::release(&dir);
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
@@ -642,6 +646,7 @@ impl Workspace {
                 &self.dir(),
                 after.disk_bytes,
                 after.inodes,
+                &|| self.running_sandboxes() > 0,
             )?;
         }
         let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;

@@ -114,6 +114,22 @@ enum WorkspaceCmd {
         skills: Vec<String>,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        disk: DiskArgs,
+    },
+    /// Change a workspace's limits (only the ones given). A new --disk or --inodes makes the
+    /// workspace a filesystem of that size and copies files/ into it: refused while one of
+    /// its sandboxes runs or when the files do not fit.
+    #[command(
+        after_help = "Examples:\n  bulkhead workspace set acme --disk 10G --inodes 500000\n  bulkhead workspace set acme --memory 2G --pids 1024"
+    )]
+    Set {
+        /// Id.
+        id: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        #[command(flatten)]
+        disk: DiskArgs,
     },
     /// List workspaces.
     #[command(
@@ -285,7 +301,29 @@ impl LimitArgs {
             tmp_bytes: self.tmp_size,
             io_weight: self.io_weight,
             io_max: self.io_max,
+            disk_bytes: None,
+            inodes: None,
         }
+    }
+}
+
+/// Workspace settings only (not per run): the workspace's own filesystem.
+#[derive(Debug, Args, Default)]
+struct DiskArgs {
+    /// Disk limit: /workspace becomes a filesystem of this size of its own (bytes, or with
+    /// K, M, G, T suffix; at least 16M). Needs root; see "Disk limits" in the README.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    disk: Option<u64>,
+    /// Inodes (files and directories) of that filesystem; needs --disk.
+    #[arg(long, value_name = "N")]
+    inodes: Option<u64>,
+}
+
+impl DiskArgs {
+    fn apply(&self, mut l: LimitsConfig) -> LimitsConfig {
+        l.disk_bytes = self.disk.or(l.disk_bytes);
+        l.inodes = self.inodes.or(l.inodes);
+        l
     }
 }
 
@@ -418,7 +456,10 @@ pub(crate) fn ws_json(w: &Workspace) -> serde_json::Value {
             "shm_bytes": limits.shm_bytes,
             "io_weight": limits.io_weight,
             "io_max": IoMaxSetting(limits.io_max).to_string(),
+            "disk_bytes": limits.disk_bytes,
+            "inodes": limits.inodes,
         },
+        "disk": w.disk_usage(),
     })
 }
 
@@ -433,6 +474,7 @@ fn run(cli: Cli) -> Result<i32> {
             base_url,
             skills,
             limits,
+            disk,
         }) => {
             let w = p.create_workspace(
                 &id,
@@ -441,7 +483,7 @@ fn run(cli: Cli) -> Result<i32> {
                     fallbacks,
                     base_url,
                     skills,
-                    limits: limits.config(),
+                    limits: disk.apply(limits.config()),
                     network: Default::default(),
                     hooks: Vec::new(),
                 },
@@ -508,6 +550,28 @@ fn run(cli: Cli) -> Result<i32> {
                     "/tmp:    {} MiB",
                     l["tmp_bytes"].as_u64().unwrap_or(0) >> 20
                 );
+                match (l["disk_bytes"].as_u64().unwrap_or(0), w.disk_usage()) {
+                    (0, _) => println!("disk:    no limit (shares the state filesystem)"),
+                    (d, Some(u)) => println!(
+                        "disk:    {} MiB limit, {} of {} MiB used, {} of {} inodes used",
+                        d >> 20,
+                        u.used_bytes >> 20,
+                        u.size_bytes >> 20,
+                        u.inodes_used,
+                        u.inodes
+                    ),
+                    (d, None) => println!("disk:    {} MiB limit (not mounted here)", d >> 20),
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Workspace(WorkspaceCmd::Set { id, limits, disk }) => {
+            let mut w = p.workspace(&id)?;
+            w.set_limits(&disk.apply(limits.config()))?;
+            if json {
+                println!("{}", ws_json(&w));
+            } else {
+                println!("changed the limits of workspace {id}");
             }
             Ok(exit::OK)
         }

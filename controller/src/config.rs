@@ -15,6 +15,8 @@
 //! tmp_size = "256M"
 //! io_weight = 100                # best effort (io.weight / blkio.weight where present)
 //! io_max = "wbps=50M,wiops=500"  # rbps wbps riops wiops; enforced or the sandbox is refused
+//! # disk = "10G"                # each new workspace gets a filesystem of its own (root only)
+//! # inodes = 500000
 //!
 //! [sandbox]
 //! launcher = "/usr/libexec/bulkhead/bulkhead-launch"   # BULKHEAD_LAUNCH
@@ -273,6 +275,8 @@ struct FileLimits {
     tmp_size: Option<String>,
     io_weight: Option<u32>,
     io_max: Option<String>,
+    disk: Option<String>,
+    inodes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +388,13 @@ impl Config {
             .as_deref()
             .map(|v| size(origin, "limits.tmp_size", v))
             .transpose()?;
+        cfg.limits.disk_bytes = f
+            .limits
+            .disk
+            .as_deref()
+            .map(|v| size(origin, "limits.disk", v))
+            .transpose()?;
+        cfg.limits.inodes = f.limits.inodes;
         cfg.limits.pids = f.limits.pids;
         cfg.limits.cpu_weight = f.limits.cpu_weight;
         cfg.limits.cpu_percent = f.limits.cpu_percent;
@@ -573,6 +584,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("log.format") && e.contains("xml"), "{e}");
+        let c = Config::parse(
+            "[limits]\ndisk = \"64M\"\ninodes = 5000\n",
+            "/s/config.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.limits.disk_bytes, c.limits.inodes),
+            (Some(64 << 20), Some(5000))
+        );
+        let e = Config::parse("[limits]\ndisk = \"1M\"\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.disk_bytes"), "{e}");
+        let e = Config::parse("[limits]\ninodes = 5000\n", "/s/config.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inode limit needs a disk limit"), "{e}");
         let e = Config::parse("[limits]\nmemory = \"lots\"\n", "/s/config.toml")
             .unwrap_err()
             .to_string();

@@ -169,6 +169,7 @@ pub fn run(platform: &Platform) -> Report {
             Err(e) => check("launch rules", false, true, e.to_string()),
         });
     }
+    checks.push(disk_check(platform.state_dir()));
     // The real test: a sandbox with every layer, attested from inside.
     if let Ok(l) = &launcher {
         checks.extend(trial(platform, l));
@@ -184,6 +185,34 @@ pub fn run(platform: &Platform) -> Report {
             "rootless".into()
         },
         checks,
+    }
+}
+
+/// Whether workspaces of this state directory can get a disk limit (`--disk`), and which
+/// state filesystems would do where this one cannot. Optional: without it `--disk` is
+/// refused, nothing else changes.
+pub fn disk_check(state_dir: &Path) -> Check {
+    let fs = crate::disk::fs_name(state_dir);
+    match crate::disk::unsupported(state_dir) {
+        None => check(
+            "disk limits",
+            true,
+            false,
+            format!(
+                "the state directory is on {fs}: --disk gives a workspace its own ext4 \
+                 filesystem (a preallocated image, loop-mounted on files/)"
+            ),
+        ),
+        Some(why) => check(
+            "disk limits",
+            false,
+            false,
+            format!(
+                "--disk is refused here: {why}. It works as root with the state directory on \
+                 ext4, XFS, btrfs or tmpfs ({})",
+                crate::disk::DOC_HINT
+            ),
+        ),
     }
 }
 

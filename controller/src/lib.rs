@@ -18,6 +18,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod creds;
+pub mod disk;
 pub mod doctor;
 pub mod error;
 pub mod llm;

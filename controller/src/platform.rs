@@ -49,6 +49,14 @@ pub struct LimitsConfig {
     /// `/tmp` size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmp_bytes: Option<u64>,
+    /// Disk limit in bytes: `files/` is a filesystem of this size of its own (see
+    /// [`crate::disk`]). A workspace setting: set with create or [`Workspace::set_limits`],
+    /// refused on top of one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
+    /// Inodes of that filesystem (needs a disk limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inodes: Option<u64>,
     /// IO weight (1-10000, 100 = the kernel's default; best effort).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_weight: Option<u32>,
@@ -182,6 +190,12 @@ impl LimitsConfig {
         if let Some(v) = self.io_max {
             base.io_max = v.0;
         }
+        if let Some(v) = self.disk_bytes {
+            base.disk_bytes = v;
+        }
+        if let Some(v) = self.inodes {
+            base.inodes = v;
+        }
         base
     }
 
@@ -195,6 +209,8 @@ impl LimitsConfig {
             tmp_bytes: other.tmp_bytes.or(self.tmp_bytes),
             io_weight: other.io_weight.or(self.io_weight),
             io_max: other.io_max.or(self.io_max),
+            disk_bytes: other.disk_bytes.or(self.disk_bytes),
+            inodes: other.inodes.or(self.inodes),
         }
     }
 }
@@ -400,15 +416,24 @@ impl Platform {
     }
 
     /// Creates a workspace.
-    pub fn create_workspace(&self, id: &str, config: WorkspaceConfig) -> Result<Workspace> {
+    pub fn create_workspace(&self, id: &str, mut config: WorkspaceConfig) -> Result<Workspace> {
         validate_workspace_id(id).map_err(|e| Error::Invalid(e.to_string()))?;
         config.validate()?;
+        // `[limits] disk`/`inodes` are copied into new workspaces (a later change of the
+        // default does not touch existing ones: each change of a limit is a copy of files/).
+        if config.limits.disk_bytes.is_none() {
+            config.limits.disk_bytes = self.defaults.disk_bytes;
+            config.limits.inodes = config.limits.inodes.or(self.defaults.inodes);
+        }
         // Validate limits now, not at first use.
-        let limits = self
-            .defaults
+        let limits = without_disk(&self.defaults)
             .merged(&config.limits)
             .apply(bulkhead_policy::default_limits());
+        check_disk_limits(&limits)?;
         check_limits(&limits)?;
+        if limits.disk_bytes != 0 {
+            crate::disk::check_supported(self.state.root())?;
+        }
         let _lock = self.state.lock()?;
         let dir = self.state.workspace(id);
         if dir.exists() {
@@ -442,6 +467,21 @@ impl Platform {
         if let Err(e) = build() {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
+        }
+        if limits.disk_bytes != 0 {
+            // Its own filesystem, made in place (a mount under a directory being renamed
+            // would be needlessly subtle); a failure takes the new workspace away again.
+            if let Err(e) = crate::disk::provision(
+                self.state.root(),
+                &dir,
+                limits.disk_bytes,
+                limits.inodes,
+                &|| false,
+            ) {
+                let _ = crate::disk::release(&dir);
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
         }
         log::info!(target: "workspace", workspace = id; "created workspace");
         Ok(Workspace {
@@ -498,6 +538,7 @@ impl Platform {
         let _lock = self.state.lock()?;
         ws.stop_sandboxes();
         let dir = self.state.workspace(id);
+        crate::disk::release(&dir)?;
         // Rename first so a crash mid-delete leaves no half workspace under its id.
         let trash = self
             .state
@@ -531,6 +572,27 @@ fn read_record(state: &StateDir, id: &str) -> Result<WorkspaceRecord> {
         });
     }
     Ok(record)
+}
+
+/// `config.toml`'s `[limits]` as they apply to an existing workspace: the disk and inode
+/// limits are copied into a workspace when it is created, never applied afterwards.
+fn without_disk(defaults: &LimitsConfig) -> LimitsConfig {
+    LimitsConfig {
+        disk_bytes: None,
+        inodes: None,
+        ..defaults.clone()
+    }
+}
+
+/// The inode limit belongs to a disk limit (said in the flags' words, before the spec's).
+fn check_disk_limits(limits: &Limits) -> Result<()> {
+    if limits.inodes != 0 && limits.disk_bytes == 0 {
+        return Err(Error::Invalid(
+            "--inodes needs --disk: the inode count belongs to the workspace's own filesystem"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks limits against the policy the launcher will apply (a clear error now rather than
@@ -660,6 +722,89 @@ impl Workspace {
         write_atomic(&path, &json, 0o600)?;
         self.record = record;
         Ok(out)
+    }
+
+    /// Changes the workspace's limits (the fields `change` sets), like
+    /// [`Workspace::update_network`]: under the platform lock, re-read, validate, write
+    /// atomically. A new disk or inode limit first makes the workspace a filesystem of that
+    /// size and copies `files/` into it ([`crate::disk::provision`]): refused while a
+    /// sandbox of the workspace runs, when the files do not fit, and where the state
+    /// directory cannot enforce a limit. A disk limit cannot be removed (set a larger one).
+    pub fn set_limits(&mut self, change: &LimitsConfig) -> Result<()> {
+        let _lock = self.state.lock()?;
+        let mut record = read_record(&self.state, &self.record.id)?;
+        let before = without_disk(&self.defaults)
+            .merged(&record.config.limits)
+            .apply(bulkhead_policy::default_limits());
+        record.config.limits = record.config.limits.merged(change);
+        let after = without_disk(&self.defaults)
+            .merged(&record.config.limits)
+            .apply(bulkhead_policy::default_limits());
+        check_disk_limits(&after)?;
+        check_limits(&after)?;
+        if (before.disk_bytes, before.inodes) != (after.disk_bytes, after.inodes) {
+            if before.disk_bytes != 0 && after.disk_bytes == 0 {
+                return Err(Error::Invalid(
+                    "a disk limit cannot be removed: set a larger one".into(),
+                ));
+            }
+            crate::disk::check_supported(self.state.root())?;
+            let running = self.running_sandboxes();
+            if running > 0 {
+                return Err(Error::Invalid(format!(
+                    "{running} sandbox(es) of workspace {:?} are running: a new disk limit copies files/ into a new filesystem, so stop them first (or wait for them to end)",
+                    self.record.id
+                )));
+            }
+            crate::disk::provision(
+                self.state.root(),
+                &self.dir(),
+                after.disk_bytes,
+                after.inodes,
+                &|| self.running_sandboxes() > 0,
+            )?;
+        }
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&self.config_path(), &json, 0o600)?;
+        log::info!(
+            target: "workspace",
+            workspace = self.record.id.as_str(),
+            disk_bytes = after.disk_bytes,
+            inodes = after.inodes;
+            "limits changed"
+        );
+        self.record = record;
+        Ok(())
+    }
+
+    /// Size and use of the workspace's own filesystem (`None` without a disk limit or
+    /// when it is not mounted here).
+    pub fn disk_usage(&self) -> Option<crate::disk::Usage> {
+        let files = self.files_dir();
+        if !crate::disk::mounted_here(&files, &self.dir().join(crate::disk::IMAGE_NAME)) {
+            return None;
+        }
+        crate::disk::usage(&files)
+    }
+
+    /// How many sandboxes of this workspace (any process's) are alive.
+    pub fn running_sandboxes(&self) -> usize {
+        let Ok(rd) = fs::read_dir(self.dir().join("run")) else {
+            return 0;
+        };
+        rd.flatten()
+            .filter(|e| {
+                let s = fs::read_to_string(e.path()).unwrap_or_default();
+                let mut it = s.split_whitespace();
+                match (
+                    it.next().and_then(|p| p.parse::<u32>().ok()),
+                    it.next().and_then(|p| p.parse::<u64>().ok()),
+                ) {
+                    (Some(pid), Some(start)) => pid > 1 && proc_start_time(pid) == Some(start),
+                    _ => false,
+                }
+            })
+            .count()
     }
 
     /// The workspace's host uid (and gid) for privileged sandboxes: the one recorded in
@@ -826,7 +971,7 @@ impl Workspace {
     /// Effective limits: policy defaults, then `config.toml`'s `[limits]`, then the
     /// workspace's, then `extra`.
     pub fn limits(&self, extra: &LimitsConfig) -> Limits {
-        self.defaults
+        without_disk(&self.defaults)
             .merged(&self.record.config.limits)
             .merged(extra)
             .apply(bulkhead_policy::default_limits())
@@ -834,8 +979,18 @@ impl Workspace {
 
     /// The launch spec for this workspace.
     pub fn launch_spec(&self, extra: &LimitsConfig) -> Result<LaunchSpec> {
+        if extra.disk_bytes.is_some() || extra.inodes.is_some() {
+            return Err(Error::Invalid(
+                "the disk and inode limits are workspace settings, not per run: use `bulkhead workspace set ID --disk SIZE`".into(),
+            ));
+        }
         let limits = self.limits(extra);
         check_limits(&limits)?;
+        let image = self.dir().join(crate::disk::IMAGE_NAME);
+        if limits.disk_bytes != 0 && !crate::disk::mounted_here(&self.files_dir(), &image) {
+            let _lock = self.state.lock()?;
+            crate::disk::ensure_mounted(&self.dir())?;
+        }
         let (uid, gid) = if launcher_privileged(&self.launcher_path()?) {
             let u = self.host_id()?;
             (u, u)

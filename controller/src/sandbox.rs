@@ -469,6 +469,13 @@ impl Sandbox {
         };
         verify_attestation(&attestation, spec, hu, hg, options.egress)
             .map_err(Error::Attestation)?;
+        // The disk limit: /workspace must be the workspace's own filesystem of that size.
+        crate::disk::verify(
+            &attestation.workspace_fs,
+            spec.limits.disk_bytes,
+            spec.limits.inodes,
+        )
+        .map_err(Error::Attestation)?;
         self.info.attestation = attestation;
         Ok(())
     }

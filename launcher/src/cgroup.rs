@@ -560,6 +560,8 @@ mod tests {
             nofile: 1024,
             io_weight: 100,
             io_max: Default::default(),
+            disk_bytes: 0,
+            inodes: 0,
         }
     }
 

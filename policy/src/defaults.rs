@@ -55,6 +55,15 @@ pub const HOST_ID_RANGE_START: u32 = 1_200_000_000;
 /// Number of host ids in the range (one per workspace).
 pub const HOST_ID_RANGE_LEN: u32 = 1 << 20;
 
+/// Smallest disk limit of a workspace (its filesystem, journal included, must fit).
+pub const MIN_DISK_BYTES: u64 = 16 << 20;
+/// Largest disk limit of a workspace.
+pub const MAX_DISK_BYTES: u64 = 16 << 40;
+/// Fewest inodes of a workspace filesystem.
+pub const MIN_INODES: u64 = 64;
+/// Most inodes of a workspace filesystem (ext4's limit is 2^32 - 1).
+pub const MAX_INODES: u64 = (1 << 32) - 1;
+
 /// The default limits of a workspace.
 pub fn default_limits() -> Limits {
     Limits {
@@ -69,6 +78,8 @@ pub fn default_limits() -> Limits {
         nofile: DEFAULT_NOFILE,
         io_weight: DEFAULT_IO_WEIGHT,
         io_max: IoMax::default(),
+        disk_bytes: 0,
+        inodes: 0,
     }
 }
 

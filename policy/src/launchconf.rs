@@ -23,6 +23,8 @@
 //! tmp_max = "4G"
 //! shm_max = "1G"
 //! nofile_max = 65536
+//! # disk_max = "10G"       # set: every sandbox needs a disk limit of at most this
+//! # inodes_max = 1000000   # set: every sandbox needs an inode limit of at most this
 //! ```
 
 use std::fmt;
@@ -130,6 +132,14 @@ pub struct Ceilings {
     /// without a quota is refused too. Unset: no ceiling.
     #[serde(default)]
     pub cpu_percent_max: Option<u32>,
+    /// Largest disk limit of a workspace (its own filesystem at `/workspace`). Set, a
+    /// sandbox without a disk limit is refused too. Unset: no ceiling.
+    #[serde(default)]
+    pub disk_max: Option<Size>,
+    /// Most inodes of a workspace's filesystem. Set, a sandbox without an inode limit is
+    /// refused too. Unset: no ceiling.
+    #[serde(default)]
+    pub inodes_max: Option<u64>,
 }
 
 fn d_memory() -> Size {
@@ -162,6 +172,8 @@ impl Default for Ceilings {
             nofile_max: d_nofile(),
             cpu_weight_max: d_cpu_weight(),
             cpu_percent_max: None,
+            disk_max: None,
+            inodes_max: None,
         }
     }
 }
@@ -343,6 +355,21 @@ impl LaunchConfig {
                 ));
             }
         }
+        if let Some(d) = l.disk_max {
+            if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&d.0) {
+                return bad(format!(
+                    "[limits] `disk_max` {} is outside {MIN_DISK_BYTES}..={MAX_DISK_BYTES} bytes (16M to 16T)",
+                    d.0
+                ));
+            }
+        }
+        if let Some(n) = l.inodes_max {
+            if !(MIN_INODES..=MAX_INODES).contains(&n) {
+                return bad(format!(
+                    "[limits] `inodes_max` {n} is outside {MIN_INODES}..={MAX_INODES}"
+                ));
+            }
+        }
         if l.cpu_weight_max == 0 || l.cpu_percent_max == Some(0) {
             return bad(
                 "[limits] `cpu_weight_max` and `cpu_percent_max` must be at least 1".into(),
@@ -511,6 +538,10 @@ nofile_max = 65536
             ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\nmemory_max=\"2T\"", "memory_max"),
             ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\nmemory_max=\"lots\"", "not a size"),
             ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\nmax_ids_per_caller=0", "max_ids_per_caller"),
+            ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\ndisk_max=\"1M\"", "disk_max"),
+            ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\ndisk_max=\"much\"", "not a size"),
+            ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\ninodes_max=1", "inodes_max"),
+            ("state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\ndisk=\"1G\"", "unknown field"),
         ] {
             let e = LaunchConfig::parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");

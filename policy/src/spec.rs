@@ -230,7 +230,55 @@ pub fn validate_spec(
             check_range(field, v, min, u64::MAX >> 1)?;
         }
     }
-    Ok(())
+    check_disk(l, c, spec.workspace_writable)
+}
+
+/// The disk and inode limits: none (0) unless the ceiling is set, else within it and
+/// bulkhead's own bounds; inodes only with a disk limit (they are a property of the
+/// workspace's own filesystem). A read-only `/workspace` (a skill's copy of itself) fills
+/// nothing and needs no disk limit under a ceiling.
+fn check_disk(
+    l: &bulkhead_shared::Limits,
+    c: &crate::launchconf::Ceilings,
+    writable: bool,
+) -> Result<(), SpecError> {
+    if l.disk_bytes == 0 {
+        if let (Some(max), true) = (c.disk_max, writable) {
+            return err(
+                "limits.disk_bytes",
+                format!("no disk limit, but the launch rules' ceiling `disk_max` is {} bytes: give the workspace one (bulkhead workspace set ID --disk SIZE)", max.0),
+            );
+        }
+        if l.inodes != 0 {
+            return err(
+                "limits.inodes",
+                "an inode limit needs a disk limit (the workspace's own filesystem)",
+            );
+        }
+        return Ok(());
+    }
+    check_range(
+        "limits.disk_bytes",
+        l.disk_bytes,
+        MIN_DISK_BYTES,
+        c.disk_max
+            .map_or(MAX_DISK_BYTES, |m| m.0.min(MAX_DISK_BYTES)),
+    )?;
+    if l.inodes == 0 {
+        if let Some(max) = c.inodes_max {
+            return err(
+                "limits.inodes",
+                format!("no inode limit, but the launch rules' ceiling `inodes_max` is {max}: give the workspace one (bulkhead workspace set ID --disk SIZE --inodes N)"),
+            );
+        }
+        return Ok(());
+    }
+    check_range(
+        "limits.inodes",
+        l.inodes,
+        MIN_INODES,
+        c.inodes_max.map_or(MAX_INODES, |m| m.min(MAX_INODES)),
+    )
 }
 
 /// Whether `name` is a valid `/mnt/<name>` component.
@@ -334,6 +382,65 @@ mod tests {
             host: host.into(),
             path: path.into(),
         }
+    }
+
+    #[test]
+    fn disk_and_inode_limits_stay_under_their_ceilings() {
+        let field =
+            |t: &LaunchSpec, cfg: &LaunchConfig| validate_spec(t, SETUID, cfg).map_err(|e| e.field);
+        let mut s = spec();
+        s.host_uid = HOST_ID_RANGE_START + 1;
+        s.host_gid = HOST_ID_RANGE_START + 1;
+        // No ceiling: no limit is fine, a limit must be within bulkhead's bounds.
+        let open = operator();
+        assert_eq!(field(&s, &open), Ok(()));
+        s.limits.disk_bytes = 1 << 20;
+        assert_eq!(field(&s, &open), Err("limits.disk_bytes"));
+        s.limits.disk_bytes = 64 << 20;
+        assert_eq!(field(&s, &open), Ok(()));
+        s.limits.inodes = 10;
+        assert_eq!(field(&s, &open), Err("limits.inodes"));
+        let mut t = spec();
+        t.host_uid = s.host_uid;
+        t.host_gid = s.host_gid;
+        t.limits.inodes = 1000;
+        assert_eq!(
+            field(&t, &open),
+            Err("limits.inodes"),
+            "inodes without disk"
+        );
+        // Ceilings set: above them, and none at all, are refused.
+        let cfg = LaunchConfig::parse(
+            "allowed_users = [\"bulkhead\"]\nstate_roots = [\"/var/lib/bulkhead\"]\n\
+             [limits]\ndisk_max = \"1G\"\ninodes_max = 100000\n",
+        )
+        .unwrap();
+        s.limits.inodes = 100_000;
+        s.limits.disk_bytes = 1 << 30;
+        assert_eq!(field(&s, &cfg), Ok(()));
+        s.limits.disk_bytes = (1 << 30) + 1;
+        assert_eq!(field(&s, &cfg), Err("limits.disk_bytes"));
+        s.limits.disk_bytes = 0;
+        s.limits.inodes = 0;
+        let e = validate_spec(&s, SETUID, &cfg).unwrap_err();
+        assert_eq!(e.field, "limits.disk_bytes");
+        assert!(e.detail.contains("--disk"), "{}", e.detail);
+        // A read-only /workspace (a skill's own copy) fills nothing.
+        let mut ro = s.clone();
+        ro.workspace_writable = false;
+        assert_eq!(field(&ro, &cfg), Ok(()));
+        s.limits.inodes = 100_000;
+        s.limits.disk_bytes = 64 << 20;
+        s.limits.inodes = 100_001;
+        assert_eq!(field(&s, &cfg), Err("limits.inodes"));
+        s.limits.inodes = 0;
+        assert_eq!(field(&s, &cfg), Err("limits.inodes"));
+        // A root caller is bound by bulkhead's own bounds only.
+        assert_eq!(
+            validate_spec(&s, ROOT, &ANY).map_err(|e| e.field),
+            Ok(()),
+            "root"
+        );
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub use ratelimit::{MethodKind, RateLimiter, DEFAULT_RATE_PER_SEC};
 ///
 /// 2: [`ControllerMsg::Launch`] carries [`LaunchOptions`]; [`Attestation::egress_proxy`].
 /// 3: [`LaunchSpec::binds`].
-/// 4: [`Limits::io_weight`], [`Limits::io_max`]; [`Attestation::rlimits`],
-///    [`Attestation::mounts`].
+/// 4: [`Limits::io_weight`], [`Limits::io_max`], [`Limits::disk_bytes`], [`Limits::inodes`];
+///    [`Attestation::rlimits`], [`Attestation::mounts`], [`Attestation::workspace_fs`].
 pub const PROTOCOL_VERSION: u32 = 4;
 
 /// TCP port of the egress proxy endpoint inside a sandbox launched with

@@ -23,6 +23,12 @@ pub struct Limits {
     pub shm_bytes: u64,
     /// `RLIMIT_NOFILE` for the sandbox.
     pub nofile: u32,
+    /// Size of the workspace's own filesystem at `/workspace`, bytes (0 = none: the
+    /// workspace shares the state filesystem). Provisioned by the controller, checked
+    /// against the launch rules' `disk_max` and attested from inside.
+    pub disk_bytes: u64,
+    /// Inodes of that filesystem (0 = the filesystem's default for its size).
+    pub inodes: u64,
     /// IO weight 1..=10000, 100 = the kernel's default (v2 `io.weight`; v1 `blkio.weight` or
     /// `blkio.bfq.weight`, scaled). Best effort: applied where the kernel has the file.
     pub io_weight: u32,
@@ -439,6 +445,20 @@ pub struct Attestation {
     pub rlimits: Vec<RlimitSeen>,
     /// The mount table from `/proc/self/mountinfo` (at most [`MAX_ATTESTED_MOUNTS`]).
     pub mounts: Vec<MountSeen>,
+    /// `statfs("/workspace")` as the worker sees it: the controller checks that a
+    /// workspace with a disk limit really has its own filesystem of that size.
+    pub workspace_fs: WorkspaceFs,
+}
+
+/// What `statfs(2)` says of `/workspace` inside the sandbox (all 0 when unreadable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode)]
+pub struct WorkspaceFs {
+    /// `f_type` (e.g. `0xef53` for ext4).
+    pub fs_type: u64,
+    /// `f_blocks * f_frsize`: the size `df` shows, bytes.
+    pub size_bytes: u64,
+    /// `f_files`: the inodes `df -i` shows.
+    pub inodes: u64,
 }
 
 /// Most [`RlimitSeen`]s an attestation carries (Linux has 16 resources).

@@ -352,3 +352,122 @@ pub fn delegate_v1_cgroups(name: &str, uid: u32) -> Vec<PathBuf> {
     }
     dirs
 }
+
+impl TestEnv {
+    /// A fresh state directory under `base` (e.g. [`BtrfsRoot::path`]) instead of the
+    /// target directory.
+    pub fn in_dir(base: &Path) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bh-")
+            .tempdir_in(base)
+            .expect("tempdir");
+        TestEnv { dir }
+    }
+}
+
+/// A loop-mounted btrfs filesystem made for one test in a file under the target directory:
+/// a state root that tenants share, whose free space a test can watch. Unmounted (with
+/// every mount below it, e.g. workspaces' own filesystems) and removed on drop, also when
+/// the test fails. Needs root, `mkfs.btrfs` (btrfs-progs) and a kernel with btrfs.
+#[derive(Debug)]
+pub struct BtrfsRoot {
+    dir: PathBuf,
+    mnt: PathBuf,
+}
+
+impl BtrfsRoot {
+    /// Makes and mounts a btrfs of `size` bytes; `Err` says why this host cannot.
+    pub fn new(name: &str, size: u64) -> Result<BtrfsRoot, String> {
+        if !euid_is_root() {
+            return Err("needs root to mount a btrfs state root".into());
+        }
+        let mkfs = [
+            "/usr/sbin/mkfs.btrfs",
+            "/sbin/mkfs.btrfs",
+            "/usr/bin/mkfs.btrfs",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("mkfs.btrfs is missing: apt-get install btrfs-progs")?;
+        let dir = bin_dir().join(format!("btrfs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("mnt")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // From here on, drop cleans up whatever was made.
+        let root = BtrfsRoot {
+            mnt: dir.join("mnt"),
+            dir,
+        };
+        let img = root.dir.join("img");
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(size))
+            .map_err(|e| format!("{}: {e}", img.display()))?;
+        let sh = |c: &mut Command| -> Result<(), String> {
+            let out = c.output().map_err(|e| format!("{c:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("{c:?}: {}", text(&out.stderr)))
+            }
+        };
+        sh(Command::new(mkfs).args(["-q", "-f"]).arg(&img))?;
+        sh(Command::new("mount")
+            .args(["-t", "btrfs", "-o", "loop"])
+            .arg(&img)
+            .arg(&root.mnt))?;
+        Ok(root)
+    }
+
+    /// [`BtrfsRoot::new`], or `None` after printing why the test is skipped; panics instead
+    /// when `BULKHEAD_PRIV_TESTS_MUST_RUN=1`.
+    pub fn or_skip(test: &str, size: u64) -> Option<BtrfsRoot> {
+        match BtrfsRoot::new(test, size) {
+            Ok(r) => Some(r),
+            Err(why) if must_run() => panic!("{test}: BULKHEAD_PRIV_TESTS_MUST_RUN=1 but {why}"),
+            Err(why) => {
+                eprintln!("SKIP {test}: {why}");
+                None
+            }
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+
+    /// Bytes an unprivileged writer could still get (`df`'s Avail), after a sync so that
+    /// btrfs's delayed allocations are counted.
+    pub fn free_bytes(&self) -> u64 {
+        let _ = Command::new("sync").arg("-f").arg(&self.mnt).status();
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&self.mnt)
+            .output()
+            .expect("df");
+        text(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("df said {}", text(&out.stdout)))
+    }
+}
+
+impl Drop for BtrfsRoot {
+    fn drop(&mut self) {
+        // Everything mounted below (workspaces' filesystems) first, then the root; lazily
+        // when something still holds it, so the loop devices go once it lets go.
+        let recursive = Command::new("umount").arg("-R").arg(&self.mnt).status();
+        if !recursive.is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-Rl").arg(&self.mnt).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn euid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+}

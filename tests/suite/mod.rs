@@ -20,6 +20,7 @@ mod memory_local;
 mod mock_llm;
 mod neighbours_kernel;
 mod redaction;
+mod neighbours;
 mod rootless;
 mod rpc;
 mod sessions;

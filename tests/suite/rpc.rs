@@ -206,6 +206,7 @@ fn describe_is_an_openrpc_document_matching_rpc_describe() {
     for want in [
         "rpc.describe",
         "workspace.create",
+        "workspace.set",
         "workspace.list",
         "workspace.show",
         "workspace.delete",

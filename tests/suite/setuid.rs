@@ -1105,3 +1105,48 @@ fn host_ids_are_claimed_last_within_a_quota_and_whole() {
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
 }
+
+#[test]
+fn disk_limits_beyond_the_ceilings_are_refused() {
+    if !root_or_skip("disk_limits_beyond_the_ceilings_are_refused") {
+        return;
+    }
+    let rig = Rig::new();
+    // The ceilings: every sandbox needs a disk limit of at most 64M, inodes at most 10000.
+    let p = rig.config_file();
+    let mut conf = std::fs::read_to_string(&p).unwrap();
+    conf.push_str("disk_max = \"64M\"\ninodes_max = 10000\n");
+    std::fs::write(&p, conf).unwrap();
+    let mut s = rig.spec("w");
+    let why = refused(&rig, USER, &s);
+    assert!(
+        why.contains("limits.disk_bytes") && why.contains("disk_max"),
+        "{why}"
+    );
+    s.limits.disk_bytes = 65 << 20;
+    s.limits.inodes = 1000;
+    assert!(refused(&rig, USER, &s).contains("limits.disk_bytes"));
+    s.limits.disk_bytes = 64 << 20;
+    s.limits.inodes = 10_001;
+    assert!(refused(&rig, USER, &s).contains("limits.inodes"));
+    s.limits.inodes = 0;
+    assert!(refused(&rig, USER, &s).contains("limits.inodes"));
+    // Through the CLI: a setuid caller cannot give a workspace a disk limit (mounting
+    // needs root: exit 2 with the reason), and its exec is refused by the ceiling (125).
+    let out = rig.bulkhead(&["workspace", "create", "small", "--disk", "32M"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("need bulkhead to run as root"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = rig.bulkhead(&["workspace", "create", "plain"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = rig.bulkhead(&["exec", "plain", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("disk_max"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -222,6 +222,14 @@ fn s_limits() -> Value {
         "additionalProperties": false,
     })
 }
+/// A workspace's own limits: those of a run plus the disk and inode limits (its own
+/// filesystem, see `crate::disk`).
+fn s_ws_limits() -> Value {
+    let mut v = s_limits();
+    v["properties"]["disk_bytes"] = s_uint();
+    v["properties"]["inodes"] = s_uint();
+    v
+}
 
 fn ws_params() -> Vec<Param> {
     vec![
@@ -295,11 +303,22 @@ fn build_table() -> Vec<Method> {
                     param("fallbacks", false, s_strs(), "fallback models, in order"),
                     param("base_url", false, s_str(), "base URL of the model server"),
                     param("skills", false, s_strs(), "skills to enable"),
-                    param("limits", false, s_limits(), "sandbox limits"),
+                    param("limits", false, s_ws_limits(), "sandbox limits (disk_bytes: its own filesystem of that size; needs root)"),
                 ],
             ),
             s_workspace_obj(),
             h_ws_create,
+        )
+        .one_of(&["workspace", "id"]),
+        def(
+            "workspace.set",
+            "Change a workspace's limits (the ones given). A new disk_bytes or inodes copies files/ into a new filesystem of that size: refused while a sandbox of the workspace runs or when the files do not fit.",
+            with(
+                ws_only(),
+                vec![param("limits", true, s_ws_limits(), "the limits to change")],
+            ),
+            s_workspace_obj(),
+            h_ws_set,
         )
         .one_of(&["workspace", "id"]),
         def(
@@ -889,6 +908,12 @@ fn h_ws_create(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
         hooks: Vec::new(),
     };
     let w = ctx.platform.create_workspace(&id, config)?;
+    Ok(crate::cli::ws_json(&w))
+}
+
+fn h_ws_set(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
+    let mut w = ctx.platform.workspace(&ws_id(p)?)?;
+    w.set_limits(&limits(p)?)?;
     Ok(crate::cli::ws_json(&w))
 }
 

@@ -155,6 +155,7 @@ fn the_table_and_the_document_agree() {
         "$/cancel",
         "exec",
         "workspace.create",
+        "workspace.set",
         "workspace.list",
         "workspace.show",
         "workspace.delete",

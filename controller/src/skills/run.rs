@@ -545,6 +545,9 @@ pub fn run_skill_with(
         WorkspaceAccess::None => {
             spec.workspace_dir = scratch_path.clone();
             spec.workspace_writable = false;
+            // Not the workspace's own filesystem: nothing to attest, nothing to fill.
+            spec.limits.disk_bytes = 0;
+            spec.limits.inodes = 0;
         }
         access => spec.workspace_writable = access == WorkspaceAccess::Write,
     }

@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use bulkhead_shared::{Attestation, NsIds, MAX_ATTESTED_RLIMITS};
+use bulkhead_shared::{Attestation, NsIds, WorkspaceFs, MAX_ATTESTED_RLIMITS};
 
 use crate::sys;
 
@@ -48,6 +48,7 @@ pub fn gather() -> Attestation {
     a.mounts = read_capped("/proc/self/mountinfo", MOUNTINFO_CAP)
         .map(|t| bulkhead_policy::mounts::parse_mountinfo(&t))
         .unwrap_or_default();
+    a.workspace_fs = workspace_fs(c"/workspace");
     a
 }
 
@@ -60,6 +61,19 @@ fn read_capped(path: &str, cap: u64) -> io::Result<String> {
     let mut bytes = Vec::new();
     fs::File::open(path)?.take(cap).read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `statfs` of the workspace mount: the controller compares it with the disk limit it
+/// provisioned (a workspace with a limit must have its own filesystem of that size). Zeros
+/// when unreadable, which never matches a limit.
+pub fn workspace_fs(path: &std::ffi::CStr) -> WorkspaceFs {
+    sys::statfs_size(path)
+        .map(|(fs_type, size_bytes, inodes)| WorkspaceFs {
+            fs_type,
+            size_bytes,
+            inodes,
+        })
+        .unwrap_or_default()
 }
 
 /// Fills the fields that come from `/proc/self/status`.
@@ -142,6 +156,17 @@ mod tests {
         assert_eq!((a.seccomp_mode, a.seccomp_filters), (2, 1));
         assert_eq!(a.cap_bnd, 0x1ff_ffff_ffff);
         assert_eq!(a.cap_eff, 0);
+    }
+
+    #[test]
+    fn workspace_fs_reads_statfs_and_is_zero_when_missing() {
+        let root = workspace_fs(c"/");
+        assert_ne!(root.fs_type, 0);
+        assert!(root.size_bytes > 0);
+        assert_eq!(
+            workspace_fs(c"/nonexistent-bulkhead-path"),
+            WorkspaceFs::default()
+        );
     }
 
     #[test]

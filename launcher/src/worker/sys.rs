@@ -201,6 +201,23 @@ pub fn statvfs_flags(path: &CStr) -> io::Result<u64> {
     Ok(st.f_flag as u64)
 }
 
+/// `statfs(path)`: type, size in bytes (`f_blocks * f_frsize`) and inodes (`f_files`).
+pub fn statfs_size(path: &CStr) -> io::Result<(u64, u64, u64)> {
+    let mut st = MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is a writable statfs the kernel fills.
+    check(unsafe { libc::statfs(path.as_ptr(), st.as_mut_ptr()) })?;
+    // SAFETY: statfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    let (ftype, blocks, frsize, files) = (
+        st.f_type as u64,
+        st.f_blocks as u64,
+        st.f_frsize as u64,
+        st.f_files as u64,
+    );
+    Ok((ftype, blocks.saturating_mul(frsize), files))
+}
+
 /// `prctl(PR_SET_DUMPABLE, 0)`: no ptrace, no /proc/<pid>/mem, no pidfd_getfd on us from
 /// processes of the same uid.
 pub fn set_not_dumpable() -> io::Result<()> {

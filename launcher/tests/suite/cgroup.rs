@@ -139,6 +139,8 @@ fn sandbox_cgroup_limits_oom_and_teardown() {
         nofile: 1024,
         io_weight: 100,
         io_max: Default::default(),
+        disk_bytes: 0,
+        inodes: 0,
     };
     let plan = match imp::plan_for_self(
         &fs::read_to_string("/proc/self/cgroup").unwrap(),

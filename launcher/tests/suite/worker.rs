@@ -945,6 +945,8 @@ fn a_malformed_frame_makes_the_worker_exit_1() {
             nofile: 1,
             io_weight: 0,
             io_max: Default::default(),
+            disk_bytes: 0,
+            inodes: 0,
         },
         binds: vec![],
     };

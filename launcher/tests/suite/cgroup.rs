@@ -274,6 +274,8 @@ fn io_ceilings_reach_the_kernel_or_fail_closed() {
         nofile: 1024,
         io_weight: 100,
         io_max: Default::default(),
+        disk_bytes: 0,
+        inodes: 0,
     };
     limits.io_max.wbps = 1 << 20;
     limits.io_max.riops = 100;

@@ -200,7 +200,8 @@ impl Setup<'_> {
         let history = history_from_events(&transcript.events);
 
         let cancel = req.cancel.clone().unwrap_or_default();
-        let deadline = req.timeouts.run.map(|d| started + d);
+        // A limit past what an Instant holds is no limit (no overflow panic).
+        let deadline = req.timeouts.run.and_then(|d| started.checked_add(d));
         let tools = match req.tools.clone() {
             Some(t) => t,
             None => Arc::new(default_tools(
@@ -887,12 +888,20 @@ impl Run<'_> {
                     | Error::Launcher(_)
                     | Error::Cancelled(_) => Err(e),
                     Error::SandboxGone(_) | Error::Protocol(_) => {
+                        log::warn!(target: "agent", workspace = self.ws.id(), tool = call.name.as_str(); "tool call failed: {e}");
                         self.sandbox.discard();
                         Ok(ToolOutput::error(format!(
-                            "{e}; a new sandbox will be started for the next call (files in /workspace are kept)"
+                            "{}; a new sandbox will be started for the next call (files in /workspace are kept)",
+                            super::tools::model_error_text(&e, self.ws)
                         )))
                     }
-                    other => Ok(ToolOutput::error(other.to_string())),
+                    other => {
+                        // The operator gets the whole error; the model no host path.
+                        log::warn!(target: "agent", workspace = self.ws.id(), tool = call.name.as_str(); "tool call failed: {other}");
+                        Ok(ToolOutput::error(super::tools::model_error_text(
+                            &other, self.ws,
+                        )))
+                    }
                 }
             }
         }

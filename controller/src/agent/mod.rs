@@ -152,7 +152,7 @@ impl Default for Timeouts {
             request: Duration::from_secs(600),
             stream_idle: Duration::from_secs(120),
             tool_default: Duration::from_secs(120),
-            tool_max: Duration::from_secs(600),
+            tool_max: Duration::from_secs(tools::MAX_COMMAND_TIMEOUT_SECS),
             run: None,
         }
     }
@@ -289,14 +289,31 @@ impl Workspace {
         let factory = move |m: &ModelRef, base: Option<&str>| {
             crate::llm::provider_for(m, base, &env_for_factory, http.clone())
         };
-        engine::Setup {
-            ws: self,
-            req,
-            cooldowns: Cooldowns::global(),
-            factory: &factory,
-            env: &env,
-        }
-        .run(on_event)
+        // Each run is isolated: a bug that panics in it fails this run with
+        // `Error::Internal` (its sandbox is killed and its session lock released as the
+        // stack unwinds), never the process that other tenants' runs share.
+        let ws_id = self.id().to_string();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine::Setup {
+                ws: self,
+                req,
+                cooldowns: Cooldowns::global(),
+                factory: &factory,
+                env: &env,
+            }
+            .run(on_event)
+        }))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            log::error!(target: "agent", workspace = ws_id.as_str(); "the run panicked: {}", crate::logging::redact(&msg));
+            Err(crate::error::Error::Internal(format!(
+                "the run in workspace {ws_id:?} failed"
+            )))
+        })
     }
 
     /// [`Workspace::run`], sending every event on `events` (send errors are ignored: a

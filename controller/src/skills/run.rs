@@ -415,10 +415,7 @@ pub fn run_skill_with(
     let exit_code = if r.timed_out {
         bulkhead_shared::exit::EXEC_TIMEOUT
     } else {
-        match r.exit {
-            ExitKind::Code(c) => c,
-            ExitKind::Signal(s) => 128 + s,
-        }
+        r.exit.shell_status()
     };
 
     // Stdout: redact, then cap (a secret cut by the cap is cut from the tail too).

@@ -32,7 +32,9 @@ pub fn register_secret(value: &str) {
     if value.len() < MIN_SECRET_LEN {
         return;
     }
-    if let Ok(mut s) = secrets().write() {
+    // Poison-tolerant: a panic elsewhere must not switch redaction off for every tenant.
+    {
+        let mut s = secrets().write().unwrap_or_else(|e| e.into_inner());
         if !s.iter().any(|v| v == value) {
             s.push(value.to_string());
             // Longest first, so a secret containing another is replaced whole.
@@ -43,9 +45,7 @@ pub fn register_secret(value: &str) {
 
 /// `text` with every registered secret replaced by [`REDACTED`].
 pub fn redact(text: &str) -> String {
-    let Ok(s) = secrets().read() else {
-        return text.to_string();
-    };
+    let s = secrets().read().unwrap_or_else(|e| e.into_inner());
     let mut out = text.to_string();
     for v in s.iter() {
         if out.contains(v.as_str()) {

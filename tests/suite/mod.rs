@@ -16,6 +16,7 @@ mod memory;
 mod memory_index;
 mod memory_local;
 mod mock_llm;
+mod poison;
 mod rootless;
 mod rpc;
 mod sessions;

@@ -19,7 +19,7 @@ const CANCELLED: i64 = -32800;
 
 /// A `bulkhead` command against `env`'s state dir with only PATH and the test key in its
 /// environment.
-fn cmd(env: &TestEnv) -> Command {
+pub(super) fn cmd(env: &TestEnv) -> Command {
     let mut c = env.cmd();
     c.env_clear();
     c.env("PATH", std::env::var_os("PATH").unwrap_or_default());
@@ -28,8 +28,8 @@ fn cmd(env: &TestEnv) -> Command {
 }
 
 /// A running `bulkhead serve --stdio` and the lines it printed.
-struct Server {
-    child: Child,
+pub(super) struct Server {
+    pub(super) child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<Value>,
     /// Lines received but not yet taken by `response`.
@@ -39,7 +39,7 @@ struct Server {
 
 impl Server {
     /// `bulkhead serve --stdio EXTRA…` against `env`.
-    fn start(env: &TestEnv, extra: &[&str]) -> Server {
+    pub(super) fn start(env: &TestEnv, extra: &[&str]) -> Server {
         Server::start_with(cmd(env), extra)
     }
 
@@ -75,7 +75,7 @@ impl Server {
         }
     }
 
-    fn send_raw(&mut self, bytes: &[u8]) {
+    pub(super) fn send_raw(&mut self, bytes: &[u8]) {
         let w = self.stdin.as_mut().expect("stdin open");
         w.write_all(bytes).unwrap();
         w.flush().unwrap();
@@ -88,7 +88,7 @@ impl Server {
     }
 
     /// Sends a request; returns its id.
-    fn request(&mut self, method: &str, params: Value) -> u64 {
+    pub(super) fn request(&mut self, method: &str, params: Value) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
@@ -97,7 +97,7 @@ impl Server {
 
     /// Receives lines until the answer to `id` (`Value::Null` for an id-null error), keeping
     /// the others; returns the answer and every notification received before it.
-    fn response(&mut self, id: &Value, timeout: Duration) -> (Value, Vec<Value>) {
+    pub(super) fn response(&mut self, id: &Value, timeout: Duration) -> (Value, Vec<Value>) {
         let end = Instant::now() + timeout;
         loop {
             if let Some(i) = self
@@ -131,7 +131,7 @@ impl Server {
     }
 
     /// `method(params)` → its result (panics on an error answer).
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(super) fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.request(method, params);
         let (r, _) = self.response(&json!(id), Duration::from_secs(120));
         assert!(r.get("error").is_none(), "{method}: {r}");
@@ -140,7 +140,7 @@ impl Server {
     }
 
     /// `method(params)` → its error object (panics on a result).
-    fn call_err(&mut self, method: &str, params: Value) -> Value {
+    pub(super) fn call_err(&mut self, method: &str, params: Value) -> Value {
         let id = self.request(method, params);
         let (r, _) = self.response(&json!(id), Duration::from_secs(60));
         assert!(
@@ -151,7 +151,7 @@ impl Server {
     }
 
     /// Closes stdin and waits for the exit status (bounded).
-    fn close(&mut self, timeout: Duration) -> i32 {
+    pub(super) fn close(&mut self, timeout: Duration) -> i32 {
         drop(self.stdin.take());
         let end = Instant::now() + timeout;
         loop {

@@ -363,9 +363,8 @@ pub fn main() -> i32 {
     // A bug fails this command with the internal-error exit code (70), after the panic
     // message on stderr, instead of an abort.
     let result = setup.and_then(|()| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))).unwrap_or_else(|_| {
-            Err(Error::Internal("the command failed".into()))
-        })
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)))
+            .unwrap_or_else(|_| Err(Error::Internal("the command failed".into())))
     });
     match result {
         Ok(code) => code,

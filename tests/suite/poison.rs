@@ -21,64 +21,184 @@ fn poisons() -> Vec<(&'static str, Value, Option<&'static str>)> {
     let deep = "a/".repeat(5000) + "f.txt";
     vec![
         // bash
-        ("bash", json!({"command": "true", "timeout_secs": 1e300}), Some("timeout_secs")),
-        ("bash", json!({"command": "true", "timeout_secs": f64::MAX}), Some("timeout_secs")),
-        ("bash", json!({"command": "true", "timeout_secs": -1}), Some("timeout_secs")),
-        ("bash", json!({"command": "true", "timeout_secs": u64::MAX}), Some("timeout_secs")),
-        ("bash", json!({"command": "true", "timeout_secs": "NaN"}), Some("timeout_secs")),
-        ("bash", json!({"command": "true", "timeout_secs": "inf"}), Some("timeout_secs")),
+        (
+            "bash",
+            json!({"command": "true", "timeout_secs": 1e300}),
+            Some("timeout_secs"),
+        ),
+        (
+            "bash",
+            json!({"command": "true", "timeout_secs": f64::MAX}),
+            Some("timeout_secs"),
+        ),
+        (
+            "bash",
+            json!({"command": "true", "timeout_secs": -1}),
+            Some("timeout_secs"),
+        ),
+        (
+            "bash",
+            json!({"command": "true", "timeout_secs": u64::MAX}),
+            Some("timeout_secs"),
+        ),
+        (
+            "bash",
+            json!({"command": "true", "timeout_secs": "NaN"}),
+            Some("timeout_secs"),
+        ),
+        (
+            "bash",
+            json!({"command": "true", "timeout_secs": "inf"}),
+            Some("timeout_secs"),
+        ),
         ("bash", json!({"command": "echo a\u{0}b"}), Some("NUL")),
         ("bash", json!({"command": 12}), Some("command")),
         ("bash", json!({"command": ["ls"]}), Some("command")),
-        ("bash", json!({"command": "x".repeat(200_000)}), Some("command")),
+        (
+            "bash",
+            json!({"command": "x".repeat(200_000)}),
+            Some("command"),
+        ),
         ("bash", json!({}), Some("command")),
         // read
-        ("read", json!({"path": "notes.txt", "offset": 2, "limit": u64::MAX}), Some("limit")),
-        ("read", json!({"path": "notes.txt", "offset": u64::MAX}), Some("offset")),
-        ("read", json!({"path": "notes.txt", "offset": u64::MAX, "limit": u64::MAX}), Some("offset")),
-        ("read", json!({"path": "notes.txt", "offset": -5}), Some("offset")),
-        ("read", json!({"path": "notes.txt", "offset": i64::MIN}), Some("offset")),
-        ("read", json!({"path": "notes.txt", "limit": 0}), Some("limit")),
-        ("read", json!({"path": "notes.txt", "limit": 1e300}), Some("limit")),
-        ("read", json!({"path": "notes.txt", "offset": "NaN"}), Some("offset")),
-        ("read", json!({"path": "notes.txt", "offset": 2.5}), Some("offset")),
-        ("read", json!({"path": "notes.txt", "offset": 999_999_999}), Some("past the end")),
+        (
+            "read",
+            json!({"path": "notes.txt", "offset": 2, "limit": u64::MAX}),
+            Some("limit"),
+        ),
+        (
+            "read",
+            json!({"path": "notes.txt", "offset": u64::MAX}),
+            Some("offset"),
+        ),
+        (
+            "read",
+            json!({"path": "notes.txt", "offset": u64::MAX, "limit": u64::MAX}),
+            Some("offset"),
+        ),
+        (
+            "read",
+            json!({"path": "notes.txt", "offset": -5}),
+            Some("offset"),
+        ),
+        (
+            "read",
+            json!({"path": "notes.txt", "offset": i64::MIN}),
+            Some("offset"),
+        ),
+        (
+            "read",
+            json!({"path": "notes.txt", "limit": 0}),
+            Some("limit"),
+        ),
+        (
+            "read",
+            json!({"path": "notes.txt", "limit": 1e300}),
+            Some("limit"),
+        ),
+        (
+            "read",
+            json!({"path": "notes.txt", "offset": "NaN"}),
+            Some("offset"),
+        ),
+        (
+            "read",
+            json!({"path": "notes.txt", "offset": 2.5}),
+            Some("offset"),
+        ),
+        (
+            "read",
+            json!({"path": "notes.txt", "offset": 999_999_999}),
+            Some("past the end"),
+        ),
         ("read", json!({"path": "no\u{0}tes.txt"}), Some("NUL")),
         ("read", json!({"path": deep}), Some("path")),
         ("read", json!({"path": 7}), Some("path")),
         // write
         ("write", json!({"path": deep, "content": "x"}), Some("path")),
-        ("write", json!({"path": "a\u{0}b", "content": "x"}), Some("NUL")),
-        ("write", json!({"path": "w.txt", "content": 5}), Some("content")),
+        (
+            "write",
+            json!({"path": "a\u{0}b", "content": "x"}),
+            Some("NUL"),
+        ),
+        (
+            "write",
+            json!({"path": "w.txt", "content": 5}),
+            Some("content"),
+        ),
         ("write", json!({"path": "", "content": "x"}), Some("path")),
         // edit
-        ("edit", json!({"path": "notes.txt", "old": "", "new": "x"}), Some("old")),
-        ("edit", json!({"path": "n\u{0}otes.txt", "old": "a", "new": "x"}), Some("NUL")),
-        ("edit", json!({"path": "notes.txt", "old": "one", "new": "x", "replace_all": "yes"}), Some("replace_all")),
-        ("edit", json!({"path": deep, "old": "a", "new": "b"}), Some("path")),
+        (
+            "edit",
+            json!({"path": "notes.txt", "old": "", "new": "x"}),
+            Some("old"),
+        ),
+        (
+            "edit",
+            json!({"path": "n\u{0}otes.txt", "old": "a", "new": "x"}),
+            Some("NUL"),
+        ),
+        (
+            "edit",
+            json!({"path": "notes.txt", "old": "one", "new": "x", "replace_all": "yes"}),
+            Some("replace_all"),
+        ),
+        (
+            "edit",
+            json!({"path": deep, "old": "a", "new": "b"}),
+            Some("path"),
+        ),
         // ls
         ("ls", json!({"path": "x\u{0}y"}), Some("NUL")),
         ("ls", json!({"path": deep}), Some("path")),
         ("ls", json!({"path": ["x"]}), Some("path")),
         // memory
-        ("memory_search", json!({"query": "x", "limit": u64::MAX}), Some("limit")),
-        ("memory_search", json!({"query": "x", "limit": -1}), Some("limit")),
-        ("memory_search", json!({"query": "x", "limit": 1e300}), Some("limit")),
+        (
+            "memory_search",
+            json!({"query": "x", "limit": u64::MAX}),
+            Some("limit"),
+        ),
+        (
+            "memory_search",
+            json!({"query": "x", "limit": -1}),
+            Some("limit"),
+        ),
+        (
+            "memory_search",
+            json!({"query": "x", "limit": 1e300}),
+            Some("limit"),
+        ),
         ("memory_search", json!({"query": ""}), Some("query")),
         ("memory_search", json!({"query": 5}), Some("query")),
         ("memory_store", json!({"content": 1e300}), Some("content")),
-        ("memory_store", json!({"content": "poison\u{0}with a NUL"}), None),
+        (
+            "memory_store",
+            json!({"content": "poison\u{0}with a NUL"}),
+            None,
+        ),
         // skills
         ("skill_list", json!({"x": 1}), None),
         ("skill_execute", json!({"skill": "../../etc/passwd"}), None),
         ("skill_execute", json!({"skill": "ec\u{0}ho"}), None),
         ("skill_execute", json!({"skill": u64::MAX}), Some("skill")),
-        ("skill_execute", json!({"skill": "echo", "params": "NaN"}), Some("params")),
+        (
+            "skill_execute",
+            json!({"skill": "echo", "params": "NaN"}),
+            Some("params"),
+        ),
         // subagents
         ("spawn_subagents", json!({"tasks": []}), Some("tasks")),
         ("spawn_subagents", json!({"tasks": "x"}), Some("tasks")),
-        ("spawn_subagents", json!({"tasks": [{"task": 5}]}), Some("task")),
-        ("spawn_subagents", json!({"tasks": [{"label": "no task"}]}), Some("task")),
+        (
+            "spawn_subagents",
+            json!({"tasks": [{"task": 5}]}),
+            Some("task"),
+        ),
+        (
+            "spawn_subagents",
+            json!({"tasks": [{"label": "no task"}]}),
+            Some("task"),
+        ),
         // not a tool at all, and arguments that are not an object
         ("no_such_tool", json!({}), Some("unknown tool")),
         ("read", json!("not an object"), Some("arguments")),
@@ -103,7 +223,9 @@ fn echo_skill(env: &TestEnv) {
 
 #[test]
 fn poisoned_tool_arguments_fail_that_call_and_the_server_serves_the_other_tenant() {
-    if !sandbox_or_skip("poisoned_tool_arguments_fail_that_call_and_the_server_serves_the_other_tenant") {
+    if !sandbox_or_skip(
+        "poisoned_tool_arguments_fail_that_call_and_the_server_serves_the_other_tenant",
+    ) {
         return;
     }
     let env = TestEnv::new();
@@ -156,9 +278,15 @@ fn poisoned_tool_arguments_fail_that_call_and_the_server_serves_the_other_tenant
         assert_eq!(res["name"], *tool, "{shown}");
         if let Some(piece) = want {
             assert_eq!(res["is_error"], true, "{tool} {shown}: {out}");
-            assert!(out.contains(piece), "{tool} {shown}: expected {piece:?} in {out}");
+            assert!(
+                out.contains(piece),
+                "{tool} {shown}: expected {piece:?} in {out}"
+            );
         }
-        assert!(!out.contains(&state), "{tool} {shown}: a host path reached the model: {out}");
+        assert!(
+            !out.contains(&state),
+            "{tool} {shown}: a host path reached the model: {out}"
+        );
     }
     // The file the read/edit poisons aimed at is intact.
     assert_eq!(
@@ -188,16 +316,43 @@ fn poisoned_rpc_parameters_are_invalid_params_and_the_server_goes_on() {
     env.create("p");
     let mut s = Server::start(&env, &[]);
     for (method, params) in [
-        ("run", json!({"workspace": "p", "message": "m", "timeout_secs": 1e300})),
-        ("run", json!({"workspace": "p", "message": "m", "timeout_secs": -1})),
-        ("run", json!({"workspace": "p", "message": "m", "max_steps": u64::MAX})),
-        ("run", json!({"workspace": "p", "message": "m", "retries": u64::MAX})),
-        ("exec", json!({"workspace": "p", "argv": ["true"], "timeout_secs": 1e300})),
-        ("exec", json!({"workspace": "p", "argv": ["true"], "timeout_secs": "NaN"})),
-        ("memory.search", json!({"workspace": "p", "query": "x", "limit": u64::MAX})),
-        ("workspace.net.log", json!({"workspace": "p", "limit": u64::MAX})),
+        (
+            "run",
+            json!({"workspace": "p", "message": "m", "timeout_secs": 1e300}),
+        ),
+        (
+            "run",
+            json!({"workspace": "p", "message": "m", "timeout_secs": -1}),
+        ),
+        (
+            "run",
+            json!({"workspace": "p", "message": "m", "max_steps": u64::MAX}),
+        ),
+        (
+            "run",
+            json!({"workspace": "p", "message": "m", "retries": u64::MAX}),
+        ),
+        (
+            "exec",
+            json!({"workspace": "p", "argv": ["true"], "timeout_secs": 1e300}),
+        ),
+        (
+            "exec",
+            json!({"workspace": "p", "argv": ["true"], "timeout_secs": "NaN"}),
+        ),
+        (
+            "memory.search",
+            json!({"workspace": "p", "query": "x", "limit": u64::MAX}),
+        ),
+        (
+            "workspace.net.log",
+            json!({"workspace": "p", "limit": u64::MAX}),
+        ),
         ("memory.get", json!({"workspace": "p", "id": u64::MAX})),
-        ("workspace.hook.add", json!({"workspace": "p", "event": "before_tool_call", "path": "/x", "timeout_secs": u64::MAX})),
+        (
+            "workspace.hook.add",
+            json!({"workspace": "p", "event": "before_tool_call", "path": "/x", "timeout_secs": u64::MAX}),
+        ),
     ] {
         let e = s.call_err(method, params.clone());
         assert!(

@@ -91,6 +91,8 @@ pub mod context;
 mod engine;
 pub mod events;
 pub mod failover;
+#[cfg(test)]
+mod fuzz;
 pub mod hooks;
 pub mod pricing;
 pub mod schema;
@@ -289,11 +291,7 @@ impl Workspace {
         let factory = move |m: &ModelRef, base: Option<&str>| {
             crate::llm::provider_for(m, base, &env_for_factory, http.clone())
         };
-        // Each run is isolated: a bug that panics in it fails this run with
-        // `Error::Internal` (its sandbox is killed and its session lock released as the
-        // stack unwinds), never the process that other tenants' runs share.
-        let ws_id = self.id().to_string();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        isolated(self, || {
             engine::Setup {
                 ws: self,
                 req,
@@ -302,17 +300,6 @@ impl Workspace {
                 env: &env,
             }
             .run(on_event)
-        }))
-        .unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(no message)".into());
-            log::error!(target: "agent", workspace = ws_id.as_str(); "the run panicked: {}", crate::logging::redact(&msg));
-            Err(crate::error::Error::Internal(format!(
-                "the run in workspace {ws_id:?} failed"
-            )))
         })
     }
 
@@ -336,14 +323,36 @@ pub fn run_with_factory(
 ) -> Result<RunResult> {
     let env_map = req.env.clone().unwrap_or_default();
     let env = move |k: &str| env_map.get(k).cloned();
-    engine::Setup {
-        ws,
-        req,
-        cooldowns,
-        factory,
-        env: &env,
-    }
-    .run(on_event)
+    isolated(ws, || {
+        engine::Setup {
+            ws,
+            req,
+            cooldowns,
+            factory,
+            env: &env,
+        }
+        .run(on_event)
+    })
+}
+
+/// Runs one agent run in isolation: a bug that panics in it fails this run with
+/// [`Error::Internal`](crate::error::Error::Internal), logged, and never reaches the
+/// process that other tenants' runs share. The run's sandbox is killed and its session lock
+/// released as the stack unwinds (both are dropped guards). Release builds unwind too
+/// (`panic = "unwind"`), so this holds in the shipped binary.
+fn isolated(ws: &Workspace, run: impl FnOnce() -> Result<RunResult>) -> Result<RunResult> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        log::error!(target: "agent", workspace = ws.id(); "the run panicked: {}", crate::logging::redact(&msg));
+        Err(crate::error::Error::Internal(format!(
+            "the run in workspace {:?} failed",
+            ws.id()
+        )))
+    })
 }
 
 #[cfg(test)]

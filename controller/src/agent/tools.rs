@@ -274,6 +274,17 @@ impl SandboxSlot {
         Ok(self.running.as_mut().expect("just started").0.get())
     }
 
+    /// A slot holding `rs` already (tests with a fake worker).
+    #[cfg(test)]
+    pub(crate) fn with_running(rs: RunningSandbox, cancel: &CancelToken) -> Self {
+        SandboxSlot {
+            running: Some((rs, cancel.on_cancel(|| {}))),
+            limits: LimitsConfig::default(),
+            has_bash: None,
+            started: 1,
+        }
+    }
+
     /// Forgets a sandbox that broke (it is killed); the next call starts a new one.
     pub(crate) fn discard(&mut self) {
         if let Some((rs, hook)) = self.running.take() {
@@ -514,6 +525,49 @@ fn tool_error_text(e: &bulkhead_shared::ToolError) -> String {
     format!("{kind}: {}", e.message)
 }
 
+/// What every tool call of the agent loop passes before [`Tool::call`]: the tool found by
+/// name, its arguments decoded (a JSON string holding an object, as some models send, is
+/// decoded; `null` is `{}`) and checked against its schema. `Err` is the error result the
+/// model sees (unknown tool, not an object, a schema violation); nothing here panics on any
+/// value a model can send (the fuzz tests in `agent::fuzz` drive it).
+pub(crate) fn resolve_call(
+    tools: &ToolRegistry,
+    name: &str,
+    raw: &Value,
+) -> std::result::Result<(Arc<dyn Tool>, Value), ToolOutput> {
+    let Some(tool) = tools.get(name).cloned() else {
+        let (shown, _) = super::context::truncate_middle(name, 100);
+        return Err(ToolOutput::error(format!(
+            "unknown tool `{shown}`; the tools are: {}",
+            tools.names().join(", ")
+        )));
+    };
+    let mut args = raw.clone();
+    if let Value::String(s) = &args {
+        // Arguments that did not parse as JSON arrive as a string; some models also
+        // double-encode them.
+        match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => args = v,
+            _ => {
+                let (shown, _) = super::context::truncate_middle(s, 300);
+                return Err(ToolOutput::error(format!(
+                    "invalid arguments for `{name}`: not a JSON object: {shown}"
+                )));
+            }
+        }
+    }
+    if args.is_null() {
+        args = Value::Object(Default::default());
+    }
+    let schema = tool.schema();
+    if let Err(msg) = super::schema::validate(&schema, &args) {
+        return Err(ToolOutput::error(format!(
+            "invalid arguments for `{name}`: {msg}. Call it again with arguments matching its schema: {schema}"
+        )));
+    }
+    Ok((tool, args))
+}
+
 /// What the model is told about a platform failure of a tool call (`e`): paths under the
 /// workspace's files as `/workspace/…`, any other host path (the state directory, the
 /// workspace's own state) replaced, so a model never learns where the platform keeps its
@@ -534,7 +588,10 @@ pub(crate) fn model_error_text(e: &Error, ws: &Workspace) -> String {
     let mut out = text;
     for (host, shown) in [
         (files.display().to_string(), "/workspace".to_string()),
-        (ws.dir().display().to_string(), "<workspace state>".to_string()),
+        (
+            ws.dir().display().to_string(),
+            "<workspace state>".to_string(),
+        ),
         (ws.state_root().display().to_string(), "<state>".to_string()),
     ] {
         if host.len() > 1 && out.contains(&host) {

@@ -712,4 +712,6 @@ pub fn describe() -> Value {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -656,3 +656,20 @@ fn regression_platform_errors_reach_the_model_without_host_paths() {
     let t = model_error_text(&e, &h.ws);
     assert_eq!(t, "cannot open <workspace state>/x");
 }
+
+#[test]
+fn fuzz_truncating_tenant_output_never_panics() {
+    use super::context::truncate_middle;
+    // Found while auditing: a 1-character text cut to 0 underflowed.
+    assert!(truncate_middle("x", 0).1);
+    runner(2048)
+        .run(&("\\PC{0,300}", 0usize..400), |(text, max)| {
+            let (out, cut) = truncate_middle(&text, max);
+            prop_assert_eq!(cut, text.chars().count() > max);
+            if !cut {
+                prop_assert_eq!(out, text);
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -399,7 +399,7 @@ fn fuzz_any_arguments_to_every_tool_with_any_worker_replies() {
         tool_args(),
         prop::collection::vec(batch(), 0..4),
     );
-    runner(384)
+    runner(256)
         .run(&strategy, |(name, args, script)| {
             let text = call_tool(&h, name, &args, script);
             // No host path reaches the model.
@@ -428,7 +428,7 @@ fn fuzz_valid_calls_of_the_sandbox_tools_with_any_worker_replies() {
         Just(("edit", json!({"path": "w.txt", "old": "x", "new": "y"}))),
         Just(("ls", json!({}))),
     ];
-    runner(384)
+    runner(256)
         .run(
             &(call, prop::collection::vec(batch(), 1..6)),
             |((name, args), script)| {

@@ -167,7 +167,7 @@ fn serve_lines(lines: &[Vec<u8>]) -> Vec<String> {
 #[test]
 fn fuzz_any_lines_to_the_json_rpc_server() {
     let mut runner = TestRunner::new(Config {
-        cases: 96,
+        cases: 64,
         failure_persistence: None,
         ..Config::default()
     });

@@ -76,6 +76,14 @@ const USAGE: &str = "usage: bulkhead-launch\n\
     128+n worker killed by signal n.";
 
 fn main() {
+    // A panic aborts here whatever the build profile (the workspace's release profile
+    // unwinds, for the controller's sake): the launcher clones a child that returns into
+    // this same code, and must never unwind back through its parent's frames.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     // A setuid-root launcher takes nothing from its caller's environment; a root caller may
     // name another configuration file.
     let (uid, _, euid) = sys::ids();

@@ -386,4 +386,16 @@ fn the_release_profile_unwinds() {
         .filter(|l| l.starts_with("panic"))
         .collect();
     assert_eq!(panic, vec!["panic = \"unwind\""], "{section}");
+    // The launcher clones children that return into its own code: it keeps aborting on a
+    // panic through a hook, whatever the profile.
+    let launcher = std::fs::read_to_string(root.join("launcher/src/main.rs")).unwrap();
+    let main = &launcher[launcher.find("fn main() {").expect("launcher main")..];
+    let hook = main
+        .find("std::panic::set_hook")
+        .expect("the launcher sets a panic hook");
+    let abort = main.find("std::process::abort()").expect("the hook aborts");
+    assert!(
+        hook < abort && abort < 400,
+        "the abort hook comes first in main: {main:.400}"
+    );
 }

@@ -115,7 +115,10 @@ pub fn truncate_middle(text: &str, max: usize) -> (String, bool) {
     // `keep` may exceed `n` when `max` < 2: saturate rather than underflow.
     let omitted = n.saturating_sub(head + tail);
     let head_s: String = text.chars().take(head).collect();
-    let tail_s: String = text.chars().skip(n.saturating_sub(tail).max(head)).collect();
+    let tail_s: String = text
+        .chars()
+        .skip(n.saturating_sub(tail).max(head))
+        .collect();
     (
         format!(
             "{head_s}\n[… {omitted} characters omitted of {n}; ask for less output …]\n{tail_s}"

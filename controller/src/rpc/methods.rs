@@ -1065,9 +1065,11 @@ fn h_exec(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
         Some(t) if t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECS as f64 => {
             (t * 1000.0).ceil() as u64
         }
-        Some(_) => return Err(RpcError::invalid_params(format!(
+        Some(_) => {
+            return Err(RpcError::invalid_params(format!(
             "timeout_secs must be a number of seconds more than 0 and at most {MAX_TIMEOUT_SECS}"
-        ))),
+        )))
+        }
         None => 0,
     };
     let extra = limits(p)?;

@@ -410,7 +410,12 @@ pub fn main() -> i32 {
             ))
         })
     });
-    let result = setup.and_then(|()| run(cli));
+    // A bug fails this command with the internal-error exit code (70), after the panic
+    // message on stderr, instead of an abort.
+    let result = setup.and_then(|()| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)))
+            .unwrap_or_else(|_| Err(Error::Internal("the command failed".into())))
+    });
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -1201,12 +1206,12 @@ fn exec(p: &Platform, args: ExecArgs) -> Result<i32> {
     }
     Ok(match r.exit {
         ExitKind::Code(c) => c,
-        ExitKind::Signal(s) => {
+        ExitKind::Signal(_) => {
             if outcome.oom_killed {
                 eprintln!("bulkhead: {prog} was killed by the memory limit ({} MiB); raise it with --memory", memory >> 20);
                 exit::EXEC_OOM
             } else {
-                128 + s
+                r.exit.shell_status()
             }
         }
     })

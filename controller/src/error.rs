@@ -29,6 +29,9 @@ pub mod exit {
     pub const ALL_MODELS_FAILED: i32 = 9;
     /// `run`: the step limit (`--max-steps`) was reached before a final answer.
     pub const MAX_STEPS: i32 = 10;
+    /// A bug in bulkhead (a panic caught at a run's or a request's boundary; the log has
+    /// the details). `EX_SOFTWARE` of sysexits.h.
+    pub const INTERNAL: i32 = 70;
     /// `run`: cancelled (SIGINT/SIGTERM, or a cancel token).
     pub const CANCELLED: i32 = 130;
     pub use bulkhead_shared::exit::{
@@ -127,6 +130,10 @@ pub enum Error {
     /// A run's time limit passed.
     #[error("the run timed out after {0:.0}s")]
     RunTimedOut(f64),
+    /// A bug: a panic caught at the boundary of a run or a request (the message says where;
+    /// the log has the panic).
+    #[error("internal error: {0} (a bug in bulkhead; the log has the details, please report it)")]
+    Internal(String),
     /// No credential set of that name.
     #[error("workspace {workspace:?} has no credential set {name:?} (see `bulkhead cred list {workspace}`)")]
     NoSuchCredential {
@@ -154,6 +161,7 @@ impl Error {
             Error::AllModelsFailed { .. } => exit::ALL_MODELS_FAILED,
             Error::Cancelled(_) => exit::CANCELLED,
             Error::RunTimedOut(_) => exit::EXEC_TIMEOUT,
+            Error::Internal(_) => exit::INTERNAL,
             Error::Setup(_) | Error::Attestation(_) | Error::Launcher(_) => exit::EXEC_SETUP_FAILED,
             Error::Tool(t) if t.kind == K::NotFound => exit::EXEC_NOT_FOUND,
             Error::Tool(t) if t.kind == K::PermissionDenied => exit::EXEC_NOT_EXECUTABLE,

@@ -602,7 +602,7 @@ impl Sandbox {
             return Err(Error::SandboxGone("the sandbox was stopped".into()));
         }
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1);
         let cap = match &body {
             Request::Exec(e) => e.output_cap,
             _ => 0,
@@ -788,6 +788,42 @@ impl Sandbox {
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.finish();
+    }
+}
+
+#[cfg(test)]
+impl Sandbox {
+    /// A sandbox whose worker is the returned socket (for tests that play a hostile
+    /// worker): no launcher, no namespaces; the "launcher" is `true`, already gone.
+    pub(crate) fn with_fake_worker() -> (Sandbox, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let mut child = ProcCommand::new("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn true");
+        let report = child.stdout.take().expect("stdout piped");
+        let mut limiter = RateLimiter::default();
+        limiter.set_rate(MethodKind::Output, 20_000);
+        let sb = Sandbox {
+            child,
+            end: ControllerEnd::new(ours).expect("controller end"),
+            report,
+            info: SandboxInfo {
+                launcher_pid: 0,
+                worker_pid: 0,
+                cgroup_version: CgroupVersion::V2,
+                cgroup_dirs: vec![],
+                oom_file: String::new(),
+                privileged: false,
+                attestation: Attestation::default(),
+            },
+            next_id: 1,
+            limiter,
+            dead: false,
+            egress: None,
+        };
+        (sb, theirs)
     }
 }
 

@@ -97,6 +97,14 @@ fn main() {
     // controller that is gone is an error to handle (the supervisor then ends the sandbox),
     // not death before the cleanup.
     let _ = sys::ignore_signal(libc::SIGPIPE, true);
+    // A panic aborts here whatever the build profile (the workspace's release profile
+    // unwinds, for the controller's sake): the launcher clones a child that returns into
+    // this same code, and must never unwind back through its parent's frames.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     // A setuid-root launcher takes nothing from its caller's environment; a root caller may
     // name another configuration file.
     let (uid, _, euid) = sys::ids();

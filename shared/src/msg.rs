@@ -281,6 +281,19 @@ pub enum ExitKind {
     Signal(i32),
 }
 
+impl ExitKind {
+    /// The status a shell reports for this end: the exit code, or 128 + n for signal n.
+    /// A signal outside 1..=127 cannot be real (the value comes from the worker, which is
+    /// not trusted) and gives 255, so the sum never overflows.
+    pub fn shell_status(self) -> i32 {
+        match self {
+            ExitKind::Code(c) => c,
+            ExitKind::Signal(s) if (1..=127).contains(&s) => 128 + s,
+            ExitKind::Signal(_) => 255,
+        }
+    }
+}
+
 /// Result of an exec.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct ExecResult {
@@ -655,4 +668,19 @@ pub enum LauncherReport {
         /// Cgroup removed cleanly.
         cgroup_removed: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitKind;
+
+    #[test]
+    fn shell_status_never_overflows_on_a_hostile_signal() {
+        assert_eq!(ExitKind::Code(3).shell_status(), 3);
+        assert_eq!(ExitKind::Signal(9).shell_status(), 137);
+        assert_eq!(ExitKind::Signal(127).shell_status(), 255);
+        for s in [i32::MAX, i32::MIN, 0, -1, 128] {
+            assert_eq!(ExitKind::Signal(s).shell_status(), 255, "signal {s}");
+        }
+    }
 }

@@ -30,7 +30,7 @@ pub(super) fn cmd(env: &TestEnv) -> Command {
 /// A running `bulkhead serve --stdio` and the lines it printed (also used by
 /// `deadlines.rs`).
 pub(super) struct Server {
-    child: Child,
+    pub(super) child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<Value>,
     /// Lines received but not yet taken by `response`.
@@ -76,7 +76,7 @@ impl Server {
         }
     }
 
-    fn send_raw(&mut self, bytes: &[u8]) {
+    pub(super) fn send_raw(&mut self, bytes: &[u8]) {
         let w = self.stdin.as_mut().expect("stdin open");
         w.write_all(bytes).unwrap();
         w.flush().unwrap();
@@ -141,7 +141,7 @@ impl Server {
     }
 
     /// `method(params)` → its error object (panics on a result).
-    fn call_err(&mut self, method: &str, params: Value) -> Value {
+    pub(super) fn call_err(&mut self, method: &str, params: Value) -> Value {
         let id = self.request(method, params);
         let (r, _) = self.response(&json!(id), Duration::from_secs(60));
         assert!(

@@ -339,7 +339,13 @@ pub fn request_from_args(
                 "--timeout must be a positive number of seconds".into(),
             ));
         }
-        req.timeouts.run = Some(Duration::from_secs_f64(t));
+        let d = Duration::try_from_secs_f64(t).map_err(|_| {
+            Error::Invalid(format!(
+                "--timeout {t} is too large: give at most {} seconds",
+                Duration::MAX.as_secs()
+            ))
+        })?;
+        req.timeouts.run = Some(d);
     }
     if args.wait {
         req.lock = LockMode::Wait;

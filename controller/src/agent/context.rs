@@ -112,9 +112,13 @@ pub fn truncate_middle(text: &str, max: usize) -> (String, bool) {
     let keep = max.saturating_sub(marker_room).max(2);
     let head = keep * 2 / 3;
     let tail = keep - head;
-    let omitted = n - head - tail;
+    // `keep` may exceed `n` when `max` < 2: saturate rather than underflow.
+    let omitted = n.saturating_sub(head + tail);
     let head_s: String = text.chars().take(head).collect();
-    let tail_s: String = text.chars().skip(n - tail).collect();
+    let tail_s: String = text
+        .chars()
+        .skip(n.saturating_sub(tail).max(head))
+        .collect();
     (
         format!(
             "{head_s}\n[… {omitted} characters omitted of {n}; ask for less output …]\n{tail_s}"

@@ -15,7 +15,6 @@ use super::context::{
 use super::events::{RunEvent, RunOutcome, RunResult, ToolCallRecord};
 use super::failover::{CallError, Caller, Cooldowns, Slot};
 use super::hooks::{Gate, HookEvent, HookEventKind, HookSet, RESULT_PREVIEW_CHARS};
-use super::schema;
 use super::subagents::ChildBudget;
 use super::tools::{SandboxSlot, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 use super::{ProviderFactory, RunRequest, DEFAULT_SYSTEM_PROMPT};
@@ -211,7 +210,8 @@ impl Setup<'_> {
         let history = history_from_events(&transcript.events);
 
         let cancel = req.cancel.clone().unwrap_or_default();
-        let deadline = req.timeouts.run.map(|d| started + d);
+        // A limit past what an Instant holds is no limit (no overflow panic).
+        let deadline = req.timeouts.run.and_then(|d| started.checked_add(d));
         let tools = match req.tools.clone() {
             Some(t) => t,
             None => Arc::new(default_tools(
@@ -854,38 +854,10 @@ impl Run<'_> {
     }
 
     fn exec_tool_inner(&mut self, call: &ToolCall, tools: &ToolRegistry) -> Result<ToolOutput> {
-        let Some(tool) = tools.get(&call.name).cloned() else {
-            return Ok(ToolOutput::error(format!(
-                "unknown tool `{}`; the tools are: {}",
-                call.name,
-                tools.names().join(", ")
-            )));
+        let (tool, args) = match super::tools::resolve_call(tools, &call.name, &call.arguments) {
+            Ok(found) => found,
+            Err(refused) => return Ok(refused),
         };
-        let mut args = call.arguments.clone();
-        if let Value::String(s) = &args {
-            // Arguments that did not parse as JSON arrive as a string; some models also
-            // double-encode them.
-            match serde_json::from_str::<Value>(s) {
-                Ok(v @ Value::Object(_)) => args = v,
-                _ => {
-                    let (shown, _) = truncate_middle(s, 300);
-                    return Ok(ToolOutput::error(format!(
-                        "invalid arguments for `{}`: not a JSON object: {shown}",
-                        call.name
-                    )));
-                }
-            }
-        }
-        if args.is_null() {
-            args = Value::Object(Default::default());
-        }
-        let schema = tool.schema();
-        if let Err(msg) = schema::validate(&schema, &args) {
-            return Ok(ToolOutput::error(format!(
-                "invalid arguments for `{}`: {msg}. Call it again with arguments matching its schema: {schema}",
-                call.name
-            )));
-        }
         if tool.is_subagent_spawner() {
             return Ok(self.spawn_subagents(&args));
         }
@@ -909,12 +881,20 @@ impl Run<'_> {
                     | Error::Launcher(_)
                     | Error::Cancelled(_) => Err(e),
                     Error::SandboxGone(_) | Error::Protocol(_) | Error::SandboxTimedOut(_) => {
+                        log::warn!(target: "agent", workspace = self.ws.id(), tool = call.name.as_str(); "tool call failed: {e}");
                         self.sandbox.discard();
                         Ok(ToolOutput::error(format!(
-                            "{e}; a new sandbox will be started for the next call (files in /workspace are kept)"
+                            "{}; a new sandbox will be started for the next call (files in /workspace are kept)",
+                            super::tools::model_error_text(&e, self.ws)
                         )))
                     }
-                    other => Ok(ToolOutput::error(other.to_string())),
+                    other => {
+                        // The operator gets the whole error; the model no host path.
+                        log::warn!(target: "agent", workspace = self.ws.id(), tool = call.name.as_str(); "tool call failed: {other}");
+                        Ok(ToolOutput::error(super::tools::model_error_text(
+                            &other, self.ws,
+                        )))
+                    }
                 }
             }
         }

@@ -93,6 +93,8 @@ pub mod context;
 mod engine;
 pub mod events;
 pub mod failover;
+#[cfg(test)]
+mod fuzz;
 pub mod hooks;
 pub mod pricing;
 pub mod schema;
@@ -155,7 +157,7 @@ impl Default for Timeouts {
             request: Duration::from_secs(600),
             stream_idle: Duration::from_secs(120),
             tool_default: Duration::from_secs(120),
-            tool_max: Duration::from_secs(600),
+            tool_max: Duration::from_secs(tools::MAX_COMMAND_TIMEOUT_SECS),
             run: None,
         }
     }
@@ -292,14 +294,16 @@ impl Workspace {
         let factory = move |m: &ModelRef, base: Option<&str>| {
             crate::llm::provider_for(m, base, &env_for_factory, http.clone())
         };
-        engine::Setup {
-            ws: self,
-            req,
-            cooldowns: Cooldowns::global(),
-            factory: &factory,
-            env: &env,
-        }
-        .run(on_event)
+        isolated(self, || {
+            engine::Setup {
+                ws: self,
+                req,
+                cooldowns: Cooldowns::global(),
+                factory: &factory,
+                env: &env,
+            }
+            .run(on_event)
+        })
     }
 
     /// [`Workspace::run`], sending every event on `events` (send errors are ignored: a
@@ -322,14 +326,36 @@ pub fn run_with_factory(
 ) -> Result<RunResult> {
     let env_map = req.env.clone().unwrap_or_default();
     let env = move |k: &str| env_map.get(k).cloned();
-    engine::Setup {
-        ws,
-        req,
-        cooldowns,
-        factory,
-        env: &env,
-    }
-    .run(on_event)
+    isolated(ws, || {
+        engine::Setup {
+            ws,
+            req,
+            cooldowns,
+            factory,
+            env: &env,
+        }
+        .run(on_event)
+    })
+}
+
+/// Runs one agent run in isolation: a bug that panics in it fails this run with
+/// [`Error::Internal`](crate::error::Error::Internal), logged, and never reaches the
+/// process that other tenants' runs share. The run's sandbox is killed and its session lock
+/// released as the stack unwinds (both are dropped guards). Release builds unwind too
+/// (`panic = "unwind"`), so this holds in the shipped binary.
+fn isolated(ws: &Workspace, run: impl FnOnce() -> Result<RunResult>) -> Result<RunResult> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        log::error!(target: "agent", workspace = ws.id(); "the run panicked: {}", crate::logging::redact(&msg));
+        Err(crate::error::Error::Internal(format!(
+            "the run in workspace {:?} failed",
+            ws.id()
+        )))
+    })
 }
 
 #[cfg(test)]

@@ -682,7 +682,13 @@ pub(crate) fn run_tool(
             };
             (out, usage)
         }
-        Err(e) => (ToolOutput::error(e.to_string()), Usage::default()),
+        Err(e) => {
+            log::warn!(target: "agent", workspace = p.ws.id(); "spawn_subagents failed: {e}");
+            (
+                ToolOutput::error(super::tools::model_error_text(&e, p.ws)),
+                Usage::default(),
+            )
+        }
     }
 }
 
@@ -734,7 +740,10 @@ impl Workspace {
             run_id: None,
             session: None,
             cancel: parent.cancel.as_ref(),
-            deadline: parent.timeouts.run.map(|d| Instant::now() + d),
+            deadline: parent
+                .timeouts
+                .run
+                .and_then(|d| Instant::now().checked_add(d)),
             budget: &budget,
             tools: parent.tools.as_ref(),
             factory: &factory,

@@ -1039,3 +1039,43 @@ fn spawn_subagents_uses_the_runs_factory_inherits_custom_tools_and_sums_usage() 
         }
     }
 }
+
+/// A tool with a bug: it panics.
+struct Panicky;
+
+impl Tool for Panicky {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    fn description(&self) -> &str {
+        "panics"
+    }
+    fn schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+    fn call(&self, _: &Value, _: &mut ToolContext<'_>) -> Result<ToolOutput> {
+        panic!("a bug in a tool")
+    }
+}
+
+#[test]
+fn a_panic_in_a_run_fails_that_run_with_an_internal_error_and_frees_its_session() {
+    let e = env();
+    let mut req = request("go");
+    let mut tools = ToolRegistry::empty();
+    tools.register(Arc::new(Panicky)).unwrap();
+    req.tools = Some(Arc::new(tools));
+    let p = Fake::new(
+        "anthropic",
+        vec![call("panicky", json!({})), text("unreached")],
+    );
+    let (r, _) = run(&e, req, vec![p]);
+    let err = r.unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err}");
+    assert_eq!(err.exit_code(), crate::error::exit::INTERNAL);
+    assert!(err.to_string().starts_with("internal error: "), "{err}");
+    // The unwinding released the session's lock: the next run on it answers.
+    let p = Fake::new("anthropic", vec![text("fine")]);
+    let (r, _) = run(&e, request("again"), vec![p]);
+    assert_eq!(r.unwrap().response, "fine");
+}

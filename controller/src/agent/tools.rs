@@ -274,6 +274,17 @@ impl SandboxSlot {
         Ok(self.running.as_mut().expect("just started").0.get())
     }
 
+    /// A slot holding `rs` already (tests with a fake worker).
+    #[cfg(test)]
+    pub(crate) fn with_running(rs: RunningSandbox, cancel: &CancelToken) -> Self {
+        SandboxSlot {
+            running: Some((rs, cancel.on_cancel(|| {}))),
+            limits: LimitsConfig::default(),
+            has_bash: None,
+            started: 1,
+        }
+    }
+
     /// Forgets a sandbox that broke (it is killed); the next call starts a new one.
     pub(crate) fn discard(&mut self) {
         if let Some((rs, hook)) = self.running.take() {
@@ -352,11 +363,12 @@ impl ToolContext<'_> {
     }
 
     /// The time limit for a command: `requested` (seconds) or the default, capped by the
-    /// maximum and by what is left of the run's time.
+    /// maximum and by what is left of the run's time. A request that is not a positive
+    /// finite number gets the default; one too large for a [`Duration`] gets the maximum.
     pub fn command_timeout(&self, requested: Option<f64>) -> Duration {
         let mut t = requested
             .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
+            .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX))
             .unwrap_or(self.default_timeout)
             .min(self.max_timeout);
         if let Some(d) = self.deadline {
@@ -386,6 +398,111 @@ pub const MAX_READ_SCAN_BYTES: u64 = 16 << 20;
 /// Lines returned by `read` without a `limit`.
 pub const DEFAULT_READ_LINES: u64 = 2000;
 
+/// Largest `offset` and `limit` of `read`, in lines (a read scans at most
+/// [`MAX_READ_SCAN_BYTES`], so no reachable line is numbered higher).
+pub const MAX_READ_LINE_ARG: u64 = 1_000_000_000;
+
+/// Longest path a tool takes, in bytes (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Longest `bash` command, in bytes (Linux's limit on one argument of `execve`,
+/// `MAX_ARG_STRLEN`, less the terminating NUL).
+pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
+
+/// Largest `timeout_secs` of `bash` offered to the model (the default
+/// [`super::Timeouts::tool_max`]; a smaller configured maximum is enforced by the tool).
+pub const MAX_COMMAND_TIMEOUT_SECS: u64 = 600;
+
+/// A model's value, shortened for an error message.
+fn shown(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// A whole-number argument in `min..=max`: `Ok(None)` when absent or null, else the value,
+/// or an error the model can read when it is not a whole number in range (a negative, a
+/// fraction, `1e300`, a string, `u64::MAX` past `max`). Tools check their numbers with it
+/// before any arithmetic, whether or not the schema was checked first.
+pub(crate) fn int_arg(
+    args: &Value,
+    key: &str,
+    min: u64,
+    max: u64,
+) -> std::result::Result<Option<u64>, String> {
+    let v = match args.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let n = match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= min as f64 && *f <= max as f64)
+                .map(|f| f as u64)
+        }),
+        _ => None,
+    };
+    match n {
+        Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "`{key}` must be a whole number between {min} and {max}, got {}",
+            shown(v)
+        )),
+    }
+}
+
+/// A number of seconds in `(0, max]`: `Ok(None)` when absent or null, else the duration, or
+/// an error the model can read (NaN-like strings, infinities, negatives, `1e300`).
+pub(crate) fn secs_arg(
+    args: &Value,
+    key: &str,
+    max: Duration,
+) -> std::result::Result<Option<Duration>, String> {
+    let v = match args.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let max_s = max.as_secs_f64();
+    match v.as_f64() {
+        Some(f) if f.is_finite() && f > 0.0 && f <= max_s => Duration::try_from_secs_f64(f)
+            .map(Some)
+            .map_err(|e| format!("`{key}`: {e}")),
+        _ => Err(format!(
+            "`{key}` must be a number of seconds more than 0 and at most {max_s}, got {}",
+            shown(v)
+        )),
+    }
+}
+
+/// A path argument: a string of 1 to [`MAX_PATH_BYTES`] bytes without NUL, or an error the
+/// model can read. `default` stands in for an absent or empty one, when given.
+pub(crate) fn path_arg(
+    args: &Value,
+    key: &str,
+    default: Option<&str>,
+) -> std::result::Result<String, String> {
+    let p = match (args.get(key), default) {
+        (Some(Value::String(p)), _) if !p.is_empty() => p.as_str(),
+        (None | Some(Value::Null), Some(d)) | (Some(Value::String(_)), Some(d)) => d,
+        (Some(Value::String(_)), None) => return Err(format!("`{key}` must not be empty")),
+        (None | Some(Value::Null), None) => return Err(format!("`{key}` is required")),
+        (Some(v), _) => return Err(format!("`{key}` must be a string, got {}", shown(v))),
+    };
+    if p.contains('\0') {
+        return Err(format!("`{key}` must not contain NUL bytes"));
+    }
+    if p.len() > MAX_PATH_BYTES {
+        return Err(format!(
+            "`{key}` is {} bytes long; a path has at most {MAX_PATH_BYTES}",
+            p.len()
+        ));
+    }
+    Ok(p.to_string())
+}
+
 /// The built-in tools.
 pub fn builtin_tools() -> Vec<Arc<dyn Tool>> {
     vec![
@@ -409,6 +526,82 @@ fn tool_error_text(e: &bulkhead_shared::ToolError) -> String {
         ToolErrorKind::Io => "I/O error",
     };
     format!("{kind}: {}", e.message)
+}
+
+/// What every tool call of the agent loop passes before [`Tool::call`]: the tool found by
+/// name, its arguments decoded (a JSON string holding an object, as some models send, is
+/// decoded; `null` is `{}`) and checked against its schema. `Err` is the error result the
+/// model sees (unknown tool, not an object, a schema violation); nothing here panics on any
+/// value a model can send (the fuzz tests in `agent::fuzz` drive it).
+pub(crate) fn resolve_call(
+    tools: &ToolRegistry,
+    name: &str,
+    raw: &Value,
+) -> std::result::Result<(Arc<dyn Tool>, Value), ToolOutput> {
+    let Some(tool) = tools.get(name).cloned() else {
+        let (shown, _) = super::context::truncate_middle(name, 100);
+        return Err(ToolOutput::error(format!(
+            "unknown tool `{shown}`; the tools are: {}",
+            tools.names().join(", ")
+        )));
+    };
+    let mut args = raw.clone();
+    if let Value::String(s) = &args {
+        // Arguments that did not parse as JSON arrive as a string; some models also
+        // double-encode them.
+        match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => args = v,
+            _ => {
+                let (shown, _) = super::context::truncate_middle(s, 300);
+                return Err(ToolOutput::error(format!(
+                    "invalid arguments for `{name}`: not a JSON object: {shown}"
+                )));
+            }
+        }
+    }
+    if args.is_null() {
+        args = Value::Object(Default::default());
+    }
+    let schema = tool.schema();
+    if let Err(msg) = super::schema::validate(&schema, &args) {
+        return Err(ToolOutput::error(format!(
+            "invalid arguments for `{name}`: {msg}. Call it again with arguments matching its schema: {schema}"
+        )));
+    }
+    Ok((tool, args))
+}
+
+/// What the model is told about a platform failure of a tool call (`e`): paths under the
+/// workspace's files as `/workspace/…`, any other host path (the state directory, the
+/// workspace's own state) replaced, so a model never learns where the platform keeps its
+/// files. The caller logs the full error for the operator.
+pub(crate) fn model_error_text(e: &Error, ws: &Workspace) -> String {
+    let files = ws.files_dir();
+    let host_path = |p: &std::path::Path| match p.strip_prefix(&files) {
+        Ok(rel) if rel.as_os_str().is_empty() => "/workspace".to_string(),
+        Ok(rel) => format!("/workspace/{}", rel.display()),
+        Err(_) => "a file of the platform (the operator's log has the path)".to_string(),
+    };
+    let text = match e {
+        Error::Io { path, source } => format!("{}: {source}", host_path(path)),
+        Error::Corrupt { path, detail } => format!("{}: {detail}", host_path(path)),
+        other => other.to_string(),
+    };
+    // Messages built elsewhere may still carry a host path in their text.
+    let mut out = text;
+    for (host, shown) in [
+        (files.display().to_string(), "/workspace".to_string()),
+        (
+            ws.dir().display().to_string(),
+            "<workspace state>".to_string(),
+        ),
+        (ws.state_root().display().to_string(), "<state>".to_string()),
+    ] {
+        if host.len() > 1 && out.contains(&host) {
+            out = out.replace(&host, &shown);
+        }
+    }
+    out
 }
 
 /// Sends `req` to the sandbox: `Ok(Ok(reply))`, `Ok(Err(text))` for a tool error the model
@@ -442,8 +635,10 @@ impl Tool for BashTool {
         json!({
             "type": "object",
             "properties": {
-                "command": {"type": "string", "minLength": 1, "description": "The command line."},
+                "command": {"type": "string", "minLength": 1, "maxLength": MAX_COMMAND_BYTES,
+                    "description": "The command line."},
                 "timeout_secs": {"type": "number", "exclusiveMinimum": 0,
+                    "maximum": MAX_COMMAND_TIMEOUT_SECS,
                     "description": "Kill the command after this many seconds (default 120, at most 600)."}
             },
             "required": ["command"],
@@ -455,8 +650,27 @@ impl Tool for BashTool {
     }
     fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
         let command = str_arg(args, "command").to_string();
-        let timeout = ctx.command_timeout(args.get("timeout_secs").and_then(Value::as_f64));
-        let timeout_ms = (timeout.as_millis() as u64).max(1);
+        if command.is_empty() {
+            return Ok(ToolOutput::error("`command` must not be empty"));
+        }
+        if command.contains('\0') {
+            return Ok(ToolOutput::error("`command` must not contain NUL bytes"));
+        }
+        if command.len() > MAX_COMMAND_BYTES {
+            return Ok(ToolOutput::error(format!(
+                "`command` is {} bytes long; a command has at most {MAX_COMMAND_BYTES} \
+                 (write a longer script to a file with `write`, then run it)",
+                command.len()
+            )));
+        }
+        let requested = match secs_arg(args, "timeout_secs", ctx.max_timeout) {
+            Ok(t) => t,
+            Err(e) => return Ok(ToolOutput::error(e)),
+        };
+        let timeout = ctx.command_timeout(requested.map(|d| d.as_secs_f64()));
+        let timeout_ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut out: Vec<u8> = Vec::new();
         let use_bash = ctx.sandbox.has_bash != Some(false);
         let make = |cmd: WireCommand| ExecRequest {
@@ -547,9 +761,9 @@ impl Tool for ReadTool {
         json!({
             "type": "object",
             "properties": {
-                "path": {"type": "string", "minLength": 1},
-                "offset": {"type": "integer", "minimum": 1},
-                "limit": {"type": "integer", "minimum": 1}
+                "path": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_BYTES},
+                "offset": {"type": "integer", "minimum": 1, "maximum": MAX_READ_LINE_ARG},
+                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_READ_LINE_ARG}
             },
             "required": ["path"],
             "additionalProperties": false
@@ -559,17 +773,17 @@ impl Tool for ReadTool {
         ToolKind::Sandbox
     }
     fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
-        let path = str_arg(args, "path").to_string();
-        let first = args
-            .get("offset")
-            .and_then(Value::as_f64)
-            .unwrap_or(1.0)
-            .max(1.0) as u64;
-        let limit = args
-            .get("limit")
-            .and_then(Value::as_f64)
-            .map_or(DEFAULT_READ_LINES, |l| l.max(1.0) as u64);
-        let want_lines = first - 1 + limit;
+        let checked = path_arg(args, "path", None).and_then(|p| {
+            let first = int_arg(args, "offset", 1, MAX_READ_LINE_ARG)?.unwrap_or(1);
+            let limit = int_arg(args, "limit", 1, MAX_READ_LINE_ARG)?.unwrap_or(DEFAULT_READ_LINES);
+            Ok((p, first, limit))
+        });
+        let (path, first, limit) = match checked {
+            Ok(c) => c,
+            Err(e) => return Ok(ToolOutput::error(e)),
+        };
+        // Both are at most MAX_READ_LINE_ARG: no overflow.
+        let want_lines = (first - 1).saturating_add(limit);
         let mut data: Vec<u8> = Vec::new();
         let mut pos = 0u64;
         let (size, eof) = loop {
@@ -586,7 +800,7 @@ impl Tool for ReadTool {
                 Ok(_) => return Err(Error::Protocol("wrong reply type for read".into())),
                 Err(e) => return Ok(ToolOutput::error(e)),
             };
-            pos += rr.data.len() as u64;
+            pos = pos.saturating_add(rr.data.len() as u64);
             data.extend_from_slice(&rr.data);
             let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
             if rr.eof || rr.data.is_empty() || lines >= want_lines || pos >= MAX_READ_SCAN_BYTES {
@@ -600,14 +814,16 @@ impl Tool for ReadTool {
         }
         let text = String::from_utf8_lossy(&data);
         let all: Vec<&str> = text.split_inclusive('\n').collect();
-        let start = (first - 1) as usize;
+        let start = usize::try_from(first - 1).unwrap_or(usize::MAX);
         if start >= all.len() && !(start == 0 && all.is_empty()) {
             return Ok(ToolOutput::error(format!(
                 "{path} has {} lines; offset {first} is past the end",
                 all.len()
             )));
         }
-        let end = (start + limit as usize).min(all.len());
+        let end = start
+            .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
+            .min(all.len());
         let mut out: String = all[start..end].concat();
         let more = end < all.len() || !eof;
         if more {
@@ -620,7 +836,7 @@ impl Tool for ReadTool {
                 end,
                 if eof { "" } else { "at least " },
                 all.len(),
-                end + 1
+                end.saturating_add(1)
             ));
         } else if out.is_empty() {
             out.push_str("(empty file)");
@@ -645,7 +861,7 @@ impl Tool for WriteTool {
         json!({
             "type": "object",
             "properties": {
-                "path": {"type": "string", "minLength": 1},
+                "path": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_BYTES},
                 "content": {"type": "string"}
             },
             "required": ["path", "content"],
@@ -656,7 +872,10 @@ impl Tool for WriteTool {
         ToolKind::Sandbox
     }
     fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
-        let path = str_arg(args, "path").to_string();
+        let path = match path_arg(args, "path", None) {
+            Ok(p) => p,
+            Err(e) => return Ok(ToolOutput::error(e)),
+        };
         let content = str_arg(args, "content");
         if content.len() > MAX_WRITE_BYTES {
             return Ok(ToolOutput::error(format!(
@@ -699,7 +918,7 @@ impl Tool for EditTool {
         json!({
             "type": "object",
             "properties": {
-                "path": {"type": "string", "minLength": 1},
+                "path": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_BYTES},
                 "old": {"type": "string", "minLength": 1},
                 "new": {"type": "string"},
                 "replace_all": {"type": "boolean"}
@@ -712,13 +931,30 @@ impl Tool for EditTool {
         ToolKind::Sandbox
     }
     fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
-        let path = str_arg(args, "path").to_string();
+        let path = match path_arg(args, "path", None) {
+            Ok(p) => p,
+            Err(e) => return Ok(ToolOutput::error(e)),
+        };
+        let (old, new) = (str_arg(args, "old"), str_arg(args, "new"));
+        if old.is_empty() {
+            return Ok(ToolOutput::error(
+                "`old` must not be empty: give the exact text to replace (to create or \
+                 overwrite a file, use `write`)",
+            ));
+        }
+        if old.len().saturating_add(new.len()) > MAX_WRITE_BYTES {
+            return Ok(ToolOutput::error(format!(
+                "`old` and `new` are {} bytes together, more than one edit takes \
+                 ({MAX_WRITE_BYTES}); edit in smaller parts",
+                old.len().saturating_add(new.len())
+            )));
+        }
         match request(
             ctx,
             Request::Edit {
                 path: path.clone(),
-                old: str_arg(args, "old").to_string(),
-                new: str_arg(args, "new").to_string(),
+                old: old.to_string(),
+                new: new.to_string(),
                 replace_all: args
                     .get("replace_all")
                     .and_then(Value::as_bool)
@@ -750,7 +986,7 @@ impl Tool for LsTool {
     fn schema(&self) -> Value {
         json!({
             "type": "object",
-            "properties": {"path": {"type": "string"}},
+            "properties": {"path": {"type": "string", "maxLength": MAX_PATH_BYTES}},
             "additionalProperties": false
         })
     }
@@ -758,9 +994,9 @@ impl Tool for LsTool {
         ToolKind::Sandbox
     }
     fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput> {
-        let path = match str_arg(args, "path") {
-            "" => "/workspace".to_string(),
-            p => p.to_string(),
+        let path = match path_arg(args, "path", Some("/workspace")) {
+            Ok(p) => p,
+            Err(e) => return Ok(ToolOutput::error(e)),
         };
         match request(ctx, Request::Ls { path: path.clone() })? {
             Ok(Reply::Ls { entries, truncated }) => {

@@ -186,6 +186,17 @@ fn s_ws() -> Value {
 fn s_strs() -> Value {
     json!({"type": "array", "items": {"type": "string"}})
 }
+/// Longest `timeout_secs` of `exec` and `run` (30 days): larger values are refused as
+/// invalid params instead of overflowing a deadline.
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
+/// Most `max_steps` of one `run`.
+pub const MAX_RUN_STEPS: u64 = 100_000;
+/// Most `retries` of one model in a `run`.
+pub const MAX_RUN_RETRIES: u64 = 100;
+
+fn s_timeout() -> Value {
+    json!({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_SECS})
+}
 fn s_uint() -> Value {
     json!({"type": "integer", "minimum": 0})
 }
@@ -472,7 +483,7 @@ fn build_table() -> Vec<Method> {
                     param("argv", true, json!({"type": "array", "items": {"type": "string"}, "minItems": 1}), "program and arguments"),
                     param("stdin", false, s_str(), "text fed to the program's stdin"),
                     param("stdin_base64", false, s_str(), "bytes fed to stdin, base64 (instead of `stdin`)"),
-                    param("timeout_secs", false, json!({"type": "number", "exclusiveMinimum": 0}), "kill it (and everything it started) after this many seconds: exit_code 124"),
+                    param("timeout_secs", false, s_timeout(), "kill it (and everything it started) after this many seconds (at most 30 days): exit_code 124"),
                     param("env", false, json!({"anyOf": [{"type": "object", "additionalProperties": {"type": "string"}}, {"type": "array", "items": {"type": "string"}}]}), "environment additions: {KEY: VALUE} or [\"KEY=VALUE\"]"),
                     param("limits", false, s_limits(), "sandbox limits on top of the workspace's"),
                 ],
@@ -503,9 +514,9 @@ fn build_table() -> Vec<Method> {
                     param("fallbacks", false, s_strs(), "fallback models, in order"),
                     param("base_url", false, s_str(), "base URL of the primary model's server"),
                     param("system", false, s_str(), "system prompt"),
-                    param("max_steps", false, json!({"type": "integer", "minimum": 1}), "most model steps"),
-                    param("retries", false, s_uint(), "retries of a failing model before falling back"),
-                    param("timeout_secs", false, json!({"type": "number", "exclusiveMinimum": 0}), "stop the run after this many seconds (error -32007)"),
+                    param("max_steps", false, json!({"type": "integer", "minimum": 1, "maximum": MAX_RUN_STEPS}), "most model steps"),
+                    param("retries", false, json!({"type": "integer", "minimum": 0, "maximum": MAX_RUN_RETRIES}), "retries of a failing model before falling back"),
+                    param("timeout_secs", false, s_timeout(), "stop the run after this many seconds, at most 30 days (error -32007)"),
                     param("stream", false, s_bool(), "stream replies (default true)"),
                     param("wait", false, s_bool(), "wait for a session in use instead of failing (-32005)"),
                     param("context_window", false, s_uint(), "context window (tokens) to assume"),
@@ -981,7 +992,7 @@ fn h_net_limits(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
 
 fn h_net_log(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     let w = ctx.platform.workspace(&ws_id(p)?)?;
-    let limit = opt_u64(p, "limit").unwrap_or(50) as usize;
+    let limit = usize::try_from(opt_u64(p, "limit").unwrap_or(50)).unwrap_or(usize::MAX);
     to_json(crate::net::proxy::read_audit_log(
         &w.net_audit_log(),
         Some(limit),
@@ -1077,11 +1088,13 @@ fn h_exec(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
         )));
     }
     let timeout_ms = match p.get("timeout_secs").and_then(Value::as_f64) {
-        Some(t) if t.is_finite() && t > 0.0 => (t * 1000.0).ceil() as u64,
+        Some(t) if t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECS as f64 => {
+            (t * 1000.0).ceil() as u64
+        }
         Some(_) => {
-            return Err(RpcError::invalid_params(
-                "timeout_secs must be a positive number of seconds",
-            ))
+            return Err(RpcError::invalid_params(format!(
+            "timeout_secs must be a number of seconds more than 0 and at most {MAX_TIMEOUT_SECS}"
+        )))
         }
         None => 0,
     };
@@ -1113,7 +1126,7 @@ fn h_exec(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
                 _ if r.timed_out => (crate::error::exit::EXEC_TIMEOUT, None),
                 ExitKind::Code(c) => (c, None),
                 ExitKind::Signal(s) if o.oom_killed => (crate::error::exit::EXEC_OOM, Some(s)),
-                ExitKind::Signal(s) => (128 + s, Some(s)),
+                ExitKind::Signal(s) => (r.exit.shell_status(), Some(s)),
             };
             (
                 code,
@@ -1190,10 +1203,17 @@ fn h_run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
         base_url: opt_string(p, "base_url"),
         system: opt_string(p, "system"),
         max_steps: opt_u64(p, "max_steps")
-            .map(|n| n as usize)
+            .map(|n| usize::try_from(n.min(MAX_RUN_STEPS)).unwrap_or(usize::MAX))
             .unwrap_or(crate::agent::DEFAULT_MAX_STEPS),
-        retries: opt_u64(p, "retries").map(|n| n.min(u64::from(u32::MAX)) as u32),
-        timeout: p.get("timeout_secs").and_then(Value::as_f64),
+        retries: opt_u64(p, "retries").map(|n| n.min(MAX_RUN_RETRIES) as u32),
+        timeout: match p.get("timeout_secs").and_then(Value::as_f64) {
+            Some(t) if t > MAX_TIMEOUT_SECS as f64 => {
+                return Err(RpcError::invalid_params(format!(
+                    "timeout_secs must be a number of seconds more than 0 and at most {MAX_TIMEOUT_SECS}"
+                )))
+            }
+            t => t,
+        },
         no_stream: !flag(p, "stream").unwrap_or(true),
         wait: flag(p, "wait").unwrap_or(false),
         context_window: opt_u64(p, "context_window").map(|n| n.min(u64::from(u32::MAX)) as u32),
@@ -1359,7 +1379,7 @@ fn h_memory_search(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
         _ => SearchMode::Hybrid,
     };
     let opts = SearchOptions {
-        limit: opt_u64(p, "limit").unwrap_or(10) as usize,
+        limit: usize::try_from(opt_u64(p, "limit").unwrap_or(10)).unwrap_or(usize::MAX),
         mode,
         decay: flag(p, "decay").unwrap_or(false),
         mmr: flag(p, "mmr").unwrap_or(false),

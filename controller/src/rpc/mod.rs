@@ -78,7 +78,7 @@ pub const MAX_ID_BYTES: usize = 256;
 /// | -32600 | invalid request (not a request object, bad id, line over 16 MiB, batch, duplicate id in flight) | |
 /// | -32601 | method not found | |
 /// | -32602 | invalid params (schema violation, or invalid input) | 2 |
-/// | -32603 | internal error | |
+/// | -32603 | internal error (a bug: the handler panicked; that request fails, the server goes on) | 70 |
 /// | -32000 | failure | 1 |
 /// | -32001 | not found (workspace, session, credential set, memory chunk, skill) | 3 |
 /// | -32002 | already exists | 4 |
@@ -130,7 +130,7 @@ pub mod code {
         (INVALID_REQUEST, "invalid request", None),
         (METHOD_NOT_FOUND, "method not found", None),
         (INVALID_PARAMS, "invalid params", Some(2)),
-        (INTERNAL_ERROR, "internal error", None),
+        (INTERNAL_ERROR, "internal error", Some(70)),
         (FAILURE, "failure", Some(1)),
         (NOT_FOUND, "not found", Some(3)),
         (EXISTS, "already exists", Some(4)),
@@ -176,6 +176,18 @@ impl RpcError {
         Self::new(code::NOT_FOUND, message).with_data(json!({"exit_code": 3}))
     }
 
+    /// The internal error of a request whose handler panicked (CLI exit 70).
+    pub fn internal(method: &str) -> Self {
+        Self::new(
+            code::INTERNAL_ERROR,
+            format!(
+                "internal error: {method:?} failed on a bug (the server's log has the details; \
+                 the server goes on)"
+            ),
+        )
+        .with_data(json!({"exit_code": crate::error::exit::INTERNAL}))
+    }
+
     /// The cancelled-request error.
     pub fn cancelled() -> Self {
         Self::new(code::REQUEST_CANCELLED, "request cancelled").with_data(json!({"exit_code": 130}))
@@ -212,6 +224,7 @@ impl From<Error> for RpcError {
             Error::AllModelsFailed { .. } => code::ALL_MODELS_FAILED,
             Error::Cancelled(_) => code::REQUEST_CANCELLED,
             Error::RunTimedOut(_) => code::TIMED_OUT,
+            Error::Internal(_) => code::INTERNAL_ERROR,
             Error::Setup(_) | Error::Attestation(_) | Error::Launcher(_) => code::SANDBOX_SETUP,
             _ => code::FAILURE,
         };
@@ -428,6 +441,23 @@ fn read_line(r: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std::io::Re
     }
 }
 
+/// Calls `f` (one request's handler, or the parsing of one line); a panic in it becomes that
+/// request's internal error, logged, and never reaches the server. Locks shared by all
+/// requests are taken poison-tolerant (`unwrap_or_else(|e| e.into_inner())`), so a panic in
+/// one request leaves no poisoned lock for the others. Release builds unwind
+/// (`panic = "unwind"` in the workspace's release profile) for this to hold there too.
+pub(crate) fn isolate<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, RpcError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        log::error!(target: "rpc", "{what}: panicked: {}", crate::logging::redact(&msg));
+        RpcError::internal(what)
+    })
+}
+
 fn valid_id(id: &Value) -> bool {
     match id {
         Value::Null => true,
@@ -487,7 +517,12 @@ pub fn serve(
                 continue;
             }
         };
-        handle_message(msg, &platform, &options, &in_flight, &out);
+        // A bug in the dispatch itself fails this line, not the server.
+        if let Err(e) = isolate("dispatch", || {
+            handle_message(msg, &platform, &options, &in_flight, &out)
+        }) {
+            out.respond(&Value::Null, Err(e));
+        }
     }
     // End of input: let in-flight requests finish, then cancel what is left.
     if !in_flight.wait_empty(options.grace) {
@@ -590,7 +625,7 @@ fn handle_message(
                 out,
                 in_flight,
             };
-            let _ = m.call(&ctx, &params);
+            let _ = isolate(m.name, || m.call(&ctx, &params));
         } else {
             log::warn!(target: "rpc", "notification {method:?} ignored: send it with an id");
         }
@@ -605,7 +640,8 @@ fn handle_message(
             out,
             in_flight,
         };
-        out.respond(&id, m.call(&ctx, &params));
+        let r = isolate(m.name, || m.call(&ctx, &params)).and_then(|r| r);
+        out.respond(&id, r);
         return;
     }
     let key = id.to_string();
@@ -651,14 +687,7 @@ fn handle_message(
                 out: &out2,
                 in_flight: &in_flight2,
             };
-            let r =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.call(&ctx, &params)))
-                    .unwrap_or_else(|_| {
-                        Err(RpcError::new(
-                            code::INTERNAL_ERROR,
-                            "internal error: the handler panicked (see the server's log)",
-                        ))
-                    });
+            let r = isolate(m.name, || m.call(&ctx, &params)).and_then(|r| r);
             let r = match r {
                 Err(_) if token.is_cancelled() => Err(RpcError::cancelled()),
                 r => r,
@@ -684,5 +713,7 @@ pub fn describe() -> Value {
     methods::openrpc()
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -651,10 +651,7 @@ pub fn run_skill_with(
     let exit_code = if r.timed_out {
         bulkhead_shared::exit::EXEC_TIMEOUT
     } else {
-        match r.exit {
-            ExitKind::Code(c) => c,
-            ExitKind::Signal(s) => 128 + s,
-        }
+        r.exit.shell_status()
     };
 
     // Stdout: redact (together with stderr: a secret split between them is caught), then

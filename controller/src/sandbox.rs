@@ -822,6 +822,7 @@ impl Sandbox {
             limiter,
             dead: false,
             egress: None,
+            deadline_cap: None,
         };
         (sb, theirs)
     }

@@ -89,14 +89,6 @@ const USAGE: &str = "usage: bulkhead-launch\n\
     128+n worker killed by signal n.";
 
 fn main() {
-    // First: nothing the caller ignored or blocked applies here (SIGCHLD ignored would let
-    // the kernel reap our children behind our back, SIGTERM blocked would make us deaf to
-    // it). Reported by `sanitize` once the socket is known.
-    let signals = sys::reset_signals();
-    // Our own choice, undone in the child before exec: a write to the report pipe of a
-    // controller that is gone is an error to handle (the supervisor then ends the sandbox),
-    // not death before the cleanup.
-    let _ = sys::ignore_signal(libc::SIGPIPE, true);
     // A panic aborts here whatever the build profile (the workspace's release profile
     // unwinds, for the controller's sake): the launcher clones a child that returns into
     // this same code, and must never unwind back through its parent's frames.
@@ -105,6 +97,14 @@ fn main() {
         report(info);
         std::process::abort();
     }));
+    // Then, first of all: nothing the caller ignored or blocked applies here (SIGCHLD ignored would let
+    // the kernel reap our children behind our back, SIGTERM blocked would make us deaf to
+    // it). Reported by `sanitize` once the socket is known.
+    let signals = sys::reset_signals();
+    // Our own choice, undone in the child before exec: a write to the report pipe of a
+    // controller that is gone is an error to handle (the supervisor then ends the sandbox),
+    // not death before the cleanup.
+    let _ = sys::ignore_signal(libc::SIGPIPE, true);
     // A setuid-root launcher takes nothing from its caller's environment; a root caller may
     // name another configuration file.
     let (uid, _, euid) = sys::ids();

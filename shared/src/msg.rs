@@ -602,6 +602,9 @@ impl std::fmt::Display for SetupError {
 }
 
 /// Worker (or launcher, before exec) → controller.
+// `Hello` is large (the attestation) but sent once per sandbox; boxing it would only add an
+// allocation and change every match on it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum WorkerMsg {
     /// Setup failed; no sandbox. Only valid before `Hello`.

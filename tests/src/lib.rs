@@ -229,7 +229,12 @@ impl Isolated {
         if !sandbox_or_skip(test) {
             return None;
         }
-        let env = TestEnv::new();
+        Some(Isolated::in_env(TestEnv::new()))
+    }
+
+    /// [`Isolated::new`] in a given state directory (e.g. one on a [`BtrfsRoot`]); the
+    /// caller has checked that sandboxes can run.
+    pub fn in_env(env: TestEnv) -> Isolated {
         let id = "attack";
         env.create(id);
         let out = env.sh(
@@ -260,7 +265,7 @@ impl Isolated {
             ["lo"],
             "interfaces besides lo inside the sandbox"
         );
-        Some(Isolated { env, id: id.into() })
+        Isolated { env, id: id.into() }
     }
 
     /// Runs a shell script in the isolated sandbox.

@@ -8,7 +8,8 @@
 //! namespaces, only `lo`, the worker is pid 1). Sockets are only created, never connected; no
 //! traffic leaves the sandbox's own loopback. With `BULKHEAD_PRIV_TESTS_MUST_RUN=1` a host
 //! that cannot run sandboxes fails these tests instead of skipping them. The disk attacks
-//! (filling a workspace) live with the disk limit.
+//! (filling a workspace) live with the disk limit (`neighbours.rs`). The attacks run on a
+//! loop-mounted btrfs state root the test makes and removes.
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use bulkhead::protocol::LaunchSpec;
 use bulkhead::sandbox::verify_attestation;
 use bulkhead::{LimitsConfig, Platform, PlatformConfig, Sandbox, WorkspaceConfig};
-use bulkhead_tests::{bin, sandbox_or_skip, text, Isolated, TestEnv, NEIGHBOUR_ATTACKS};
+use bulkhead_tests::{bin, sandbox_or_skip, text, BtrfsRoot, Isolated, TestEnv, NEIGHBOUR_ATTACKS};
 
 /// The bystander's workspace id.
 const B: &str = "bystander";
@@ -107,9 +108,14 @@ fn attack(a: &Isolated, name: &str, script: &str) -> Attack {
 
 #[test]
 fn tenant_b_works_while_tenant_a_attacks() {
-    let Some(a) = Isolated::new("tenant_b_works_while_tenant_a_attacks") else {
+    // On a loop-mounted btrfs state root of its own, as a shared host's state disk would be.
+    if !sandbox_or_skip("tenant_b_works_while_tenant_a_attacks") {
+        return;
+    }
+    let Some(root) = BtrfsRoot::or_skip("tenant_b_works_while_tenant_a_attacks", 2 << 30) else {
         return;
     };
+    let a = Isolated::in_env(TestEnv::in_dir(root.path()));
     a.env.create(B);
     let alone = b_works(&a.env, "nothing (warm-up)");
     let alone = alone.min(b_works(&a.env, "nothing"));
@@ -281,9 +287,14 @@ print(json.dumps(r))
 
 #[test]
 fn tenant_a_kernel_surface_is_refused() {
-    let Some(a) = Isolated::new("tenant_a_kernel_surface_is_refused") else {
+    // On a loop-mounted btrfs state root of its own, as a shared host's state disk would be.
+    if !sandbox_or_skip("tenant_a_kernel_surface_is_refused") {
+        return;
+    }
+    let Some(root) = BtrfsRoot::or_skip("tenant_a_kernel_surface_is_refused", 2 << 30) else {
         return;
     };
+    let a = Isolated::in_env(TestEnv::in_dir(root.path()));
     let r = probe_kernel_surface(&a);
     let all = serde_json::to_string_pretty(&r).unwrap();
     // Exotic IP protocols: refused by seccomp before inet_create (never EPROTONOSUPPORT,

@@ -474,9 +474,11 @@ const EXT4_SUPER_MAGIC: u64 = 0xEF53;
 
 /// Why the filesystem under a workspace directory (`fs`, `mount_root`: whether the directory
 /// is a mount's root) does not enforce the declared `disk_bytes`/`inodes`, or `None` when it
-/// does. The same tolerance as the controller's attestation (`controller/src/disk.rs`): the
-/// usable size at most the limit (ext4's own metadata makes it a little smaller), at least
-/// the inode limit and not far above it (mkfs rounds up to whole block groups).
+/// does. The size as the controller's attestation has it (`controller/src/disk.rs`): at most
+/// the limit (ext4's own metadata makes it a little smaller). Inodes: not far more than the
+/// limit; fewer are accepted, since `mkfs.ext4 -N` rounds to whole inode-table blocks per
+/// group, down as well as up (`-N 10000` on 64 MiB gives 9984), and too few inodes harm
+/// only the tenant, never the host.
 fn workspace_fs_problem(
     fs: sys::FsInfo,
     mount_root: bool,
@@ -504,13 +506,10 @@ fn workspace_fs_problem(
             fs.size_bytes
         ));
     }
-    if inodes != 0
-        && (fs.inodes < inodes
-            || fs.inodes > inodes.saturating_mul(2).max(inodes.saturating_add(4096)))
-    {
+    if inodes != 0 && fs.inodes > inodes.saturating_mul(2).max(inodes.saturating_add(4096)) {
         return Some(format!(
-            "the workspace's filesystem has {} inodes, not its inode limit of {inodes}: set the \
-             limit again (bulkhead workspace set ID --disk SIZE --inodes N)",
+            "the workspace's filesystem has {} inodes, far more than its inode limit of \
+             {inodes}: set the limit again (bulkhead workspace set ID --disk SIZE --inodes N)",
             fs.inodes
         ));
     }
@@ -663,15 +662,17 @@ mod tests {
         let why =
             workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 58 * m, 16384), false, 64 * m, 0).unwrap();
         assert!(why.contains("not the root of a mount"), "{why}");
-        // Larger than declared, too few or far too many inodes.
+        // Larger than declared, or far more inodes.
         let why =
             workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 1 << 40, 16384), true, 64 * m, 0).unwrap();
         assert!(why.contains("more than its disk limit"), "{why}");
         assert!(
             workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 64 * m + 1, 1), true, 64 * m, 0).is_some()
         );
-        assert!(
-            workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 58 * m, 1000), true, 64 * m, 16000).is_some()
+        // mkfs's rounding down of the inode count harms nobody but the tenant.
+        assert_eq!(
+            workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 58 * m, 9984), true, 64 * m, 10000),
+            None
         );
         assert!(
             workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 58 * m, 1 << 30), true, 64 * m, 16000)

@@ -934,6 +934,8 @@ pub struct FsInfo {
 }
 
 /// `fstatfs(fd)`: no path lookup.
+// The field types differ between targets (`fsblkcnt_t` is 32-bit on some).
+#[allow(clippy::unnecessary_cast)]
 pub fn fd_statfs(fd: RawFd) -> io::Result<FsInfo> {
     let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
     // SAFETY: `st` is a valid out-pointer for one statfs struct.
@@ -947,7 +949,7 @@ pub fn fd_statfs(fd: RawFd) -> io::Result<FsInfo> {
     };
     Ok(FsInfo {
         fs_type: st.f_type as u64,
-        size_bytes: (st.f_blocks as u64).saturating_mul(frsize as u64),
+        size_bytes: (st.f_blocks as u64).saturating_mul(u64::try_from(frsize).unwrap_or(0)),
         inodes: st.f_files as u64,
     })
 }

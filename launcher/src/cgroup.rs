@@ -426,20 +426,30 @@ pub fn stale_candidate(name: &str) -> Option<u32> {
 
 /// Removes sandbox cgroups beside the ones `plan` creates that a supervisor killed with
 /// SIGKILL left behind: only directories named like ours ([`stale_candidate`]), only when
-/// the launcher whose pid the name carries is gone (`proc` is `/proc`), and only with
+/// the launcher whose pid the name carries is gone (`alive`: the launcher asks the kernel
+/// by `pidfd_open`, never a `/proc` entry, which `hidepid` hides for a live setuid launcher
+/// of the same caller, and sends no signal), and only with
 /// rmdir, which the kernel refuses for a cgroup that still has a process or a child cgroup.
 /// A live launcher (a sandbox being set up or running) is never touched. Returns how many
 /// were removed; errors are ignored (the launch does not depend on it).
 ///
 /// The directory must also belong to the effective uid this runs as (the caller's when
 /// setuid, see `privileged::as_caller`): the identity that would have created it.
-pub fn sweep_stale(plan: &CgroupPlan, proc: &Path) -> usize {
+///
+/// `alive` tells whether a pid is a live process (the launcher's `sys::pid_alive`).
+pub fn sweep_stale(plan: &CgroupPlan, alive: &dyn Fn(u32) -> bool) -> usize {
     // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    sweep_stale_with(plan, proc, euid, &Kernel::REAL)
+    sweep_stale_with(plan, alive, euid, &Kernel::REAL)
 }
 
-fn sweep_stale_with(plan: &CgroupPlan, proc: &Path, euid: u32, kernel: &Kernel<'_>) -> usize {
+/// [`sweep_stale`] with `alive` telling whether a pid is a live process.
+fn sweep_stale_with(
+    plan: &CgroupPlan,
+    alive: &dyn Fn(u32) -> bool,
+    euid: u32,
+    kernel: &Kernel<'_>,
+) -> usize {
     use std::os::unix::fs::MetadataExt as _;
     let own = std::process::id();
     let mut removed = 0;
@@ -452,7 +462,7 @@ fn sweep_stale_with(plan: &CgroupPlan, proc: &Path, euid: u32, kernel: &Kernel<'
             let Some(pid) = name.to_str().and_then(stale_candidate) else {
                 continue;
             };
-            if pid == own || proc.join(pid.to_string()).exists() {
+            if pid == own || alive(pid) {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
@@ -769,9 +779,12 @@ mod tests {
         }
         let scratch = Scratch::new();
         let (d, plan) = v2_plan(&scratch.0, "cpu memory pids");
-        // A fake /proc: pid 777 is alive, 778 and 779 are not.
-        let proc = scratch.0.join("proc");
-        fs::create_dir_all(proc.join("777")).unwrap();
+        // Pid 777 is alive, 778 and 779 are not; the sweep asks about each candidate.
+        let asked = RefCell::new(Vec::new());
+        let alive = |pid: u32| {
+            asked.borrow_mut().push(pid);
+            pid == 777
+        };
         let mk = |name: &str, procs: &str| {
             let p = d.join(name);
             fs::create_dir(&p).unwrap();
@@ -788,7 +801,7 @@ mod tests {
         let euid = unsafe { libc::geteuid() };
         let removed = sweep_stale_with(
             &plan,
-            &proc,
+            &alive,
             euid,
             &Kernel {
                 populate: &|_| Ok(()),
@@ -797,11 +810,16 @@ mod tests {
         );
         assert_eq!(removed, 1);
         assert!(!dead.exists());
+        assert!(
+            asked.borrow().contains(&777) && asked.borrow().contains(&778),
+            "{:?}",
+            asked.borrow()
+        );
         // Named like a sandbox's, but not made by the uid sweeping.
         let foreign = mk("bulkhead-w-781", "");
         let removed = sweep_stale_with(
             &plan,
-            &proc,
+            &alive,
             euid.wrapping_add(1),
             &Kernel {
                 populate: &|_| Ok(()),

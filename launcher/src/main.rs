@@ -15,9 +15,13 @@
 //!    fd 5 must be a unix `SOCK_SEQPACKET` socket, without it fd 5 is closed. Privileged,
 //!    within the rules of `/etc/bulkhead/launch.toml` (root-owned, the caller listed in it;
 //!    see `privileged.rs`), and the workspace and extra binds opened with the caller's
-//!    permissions, without symlinks, owned by the caller, as id-mapped detached mounts; only
-//!    then, setuid, the host id claimed in the registry (within `max_ids_per_caller`)
-//! 3. cgroup: sweep empty sandbox cgroups of dead launchers, create the sandbox cgroup
+//!    permissions, without symlinks, owned by the caller, as id-mapped detached mounts
+//!    (setuid, with a disk limit: the opened workspace `fstatfs`ed, its own ext4 mount of at
+//!    most that size); only then, setuid, the host id claimed in the registry (within
+//!    `max_ids_per_caller`; a new claim waits at most 2 s for the registry's lock, an id the
+//!    caller holds needs none)
+//! 3. cgroup: sweep empty sandbox cgroups of dead launchers (liveness by `pidfd_open`, not
+//!    `/proc`, which `hidepid` hides), create the sandbox cgroup
 //!    under the launcher's own cgroup and write its limits (setuid: as the caller)
 //! 4. namespaces: `clone3(CLONE_PIDFD)` into new user, mount, pid, net, ipc and uts
 //!    namespaces (v2: `CLONE_INTO_CGROUP`, the target opened and checked with the caller's
@@ -280,7 +284,13 @@ fn run(mode: Mode, config_env: Option<String>, signals: std::io::Result<()>) -> 
         (uid, gid)
     };
     let sources = if caller.privileged {
-        match privileged::sources(&spec, &rules, (uid, gid), (host_uid, host_gid)) {
+        match privileged::sources(
+            &spec,
+            &rules,
+            (uid, gid),
+            (host_uid, host_gid),
+            mode == Mode::Setuid,
+        ) {
             Ok(s) => Some(s),
             Err(e) => return report_failure(&mut end, e),
         }
@@ -337,7 +347,7 @@ fn run(mode: Mode, config_env: Option<String>, signals: std::io::Result<()>) -> 
             &prepared.spec.workspace_dir,
         )
         .and_then(|p| {
-            cgroup::sweep_stale(&p, std::path::Path::new("/proc"));
+            cgroup::sweep_stale(&p, &sys::pid_alive);
             cgroup::create(&p)
         })
     }) {

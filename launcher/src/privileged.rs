@@ -219,33 +219,81 @@ fn write_record(dir: RawFd, name: &str, caller: u32, replace: bool) -> std::io::
     sys::fsync(dir)
 }
 
+/// How long a claim waits for the id registry's lock before refusing: a caller that stops
+/// its own launcher while it holds the lock (SIGSTOP) delays other callers' new claims by
+/// this much at most, never forever.
+const REGISTRY_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The pause between two attempts at the lock.
+const REGISTRY_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Takes the exclusive lock of the registry `dir` (released when it is closed), trying for
+/// up to `wait`; `Ok(false)` when it stayed busy.
+fn lock_registry(dir: RawFd, wait: std::time::Duration) -> std::io::Result<bool> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if sys::try_lock_exclusive(dir)? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(REGISTRY_LOCK_POLL);
+    }
+}
+
+/// What a record says of a claim by `caller`: `Some(torn)` when the id is free (`torn`: a
+/// torn record to replace), `None` when `caller` holds it already, an error when another
+/// caller does.
+fn free_for(holder: Holder, id: u32, caller: u32, path: &str) -> Result<Option<bool>, SetupError> {
+    match holder {
+        Holder::Uid(owner) if owner == caller => Ok(None),
+        Holder::Uid(owner) => Err(plain(
+            SetupStep::Spec,
+            path,
+            format!("host id {id} {FOREIGN_ID} of this launcher (uid {owner}): pick another id of the range"),
+        )),
+        Holder::Nobody => Ok(Some(false)),
+        Holder::Torn => Ok(Some(true)),
+    }
+}
+
 /// Records in `registry` that `caller` holds host id `id`, or refuses when another caller
 /// does, or when `caller` holds `quota` ids already. One file per id holding the caller's
-/// uid, written whole (tmp + fsync + rename); a claim is never released. Claims are made one
-/// at a time under an exclusive lock of the registry directory, so the count and the claim
-/// agree. The directory and every one above it must be root's.
+/// uid, written whole (tmp + fsync + rename); a claim is never released, so an id whose
+/// record names the caller already needs no lock. New claims are made one at a time under
+/// an exclusive lock of the registry directory (the record read again under it), so the
+/// count and the claim agree; the lock is waited for [`REGISTRY_LOCK_WAIT`] at most. The
+/// directory and every one above it must be root's.
 pub fn claim_host_id(registry: &str, id: u32, caller: u32, quota: u32) -> Result<(), SetupError> {
+    let wait = REGISTRY_LOCK_WAIT;
     let name = id.to_string();
     let path = format!("{registry}/{name}");
     root_owned_dirs(&path, SetupStep::Spec)?;
     let dir = sys::open_dir_rdonly_nofollow(registry)
         .map_err(|e| err(SetupStep::Spec, &e, registry, "open the id registry"))?;
+    let read = |dir: RawFd| {
+        holder(dir, &name).map_err(|e| err(SetupStep::Spec, &e, &path, "read the host id's holder"))
+    };
     let result = (|| {
-        sys::lock_exclusive(dir)
-            .map_err(|e| err(SetupStep::Spec, &e, registry, "lock the id registry"))?;
-        let torn = match holder(dir, &name)
-            .map_err(|e| err(SetupStep::Spec, &e, &path, "read the host id's holder"))?
+        // Unlocked: a whole record never changes, so one naming the caller stays its.
+        if free_for(read(dir)?, id, caller, &path)?.is_none() {
+            return Ok(());
+        }
+        if !lock_registry(dir, wait)
+            .map_err(|e| err(SetupStep::Spec, &e, registry, "lock the id registry"))?
         {
-            Holder::Uid(owner) if owner == caller => return Ok(()),
-            Holder::Uid(owner) => {
-                return Err(plain(
-                    SetupStep::Spec,
-                    &path,
-                    format!("host id {id} {FOREIGN_ID} of this launcher (uid {owner}): pick another id of the range"),
-                ))
-            }
-            Holder::Nobody => false,
-            Holder::Torn => true,
+            return Err(plain(
+                SetupStep::Spec,
+                registry,
+                format!(
+                    "the host id registry is busy (another launcher has held its lock for                      over {} s); try again",
+                    wait.as_secs()
+                ),
+            ));
+        }
+        // Locked: read again, another claim may have been made meanwhile.
+        let Some(torn) = free_for(read(dir)?, id, caller, &path)? else {
+            return Ok(());
         };
         let held = claims_of(dir, caller, quota)
             .map_err(|e| err(SetupStep::Spec, &e, registry, "count the caller's host ids"))?;
@@ -421,13 +469,104 @@ fn idmap_userns(from: (u32, u32), to: (u32, u32)) -> std::io::Result<RawFd> {
     r
 }
 
+/// `EXT4_SUPER_MAGIC`: a disk limit is a workspace's own ext4 filesystem.
+const EXT4_SUPER_MAGIC: u64 = 0xEF53;
+
+/// Why the filesystem under a workspace directory (`fs`, `mount_root`: whether the directory
+/// is a mount's root) does not enforce the declared `disk_bytes`/`inodes`, or `None` when it
+/// does. The size as the controller's attestation has it (`controller/src/disk.rs`): at most
+/// the limit (ext4's own metadata makes it a little smaller). Inodes: not far more than the
+/// limit; fewer are accepted, since `mkfs.ext4 -N` rounds to whole inode-table blocks per
+/// group, down as well as up (`-N 10000` on 64 MiB gives 9984), and too few inodes harm
+/// only the tenant, never the host.
+fn workspace_fs_problem(
+    fs: sys::FsInfo,
+    mount_root: bool,
+    disk_bytes: u64,
+    inodes: u64,
+) -> Option<String> {
+    if fs.fs_type != EXT4_SUPER_MAGIC {
+        return Some(format!(
+            "the directory is on a filesystem of type {:#x}, not the workspace's own ext4 \
+             filesystem that a disk limit needs (bulkhead workspace set ID --disk SIZE, as root)",
+            fs.fs_type
+        ));
+    }
+    if !mount_root {
+        return Some(
+            "the directory is not the root of a mount: a disk limit needs the workspace's own \
+             filesystem mounted on it (bulkhead workspace set ID --disk SIZE, as root)"
+                .into(),
+        );
+    }
+    if fs.size_bytes > disk_bytes {
+        return Some(format!(
+            "the workspace's filesystem holds {} bytes, more than its disk limit of {disk_bytes}: \
+             set the limit again (bulkhead workspace set ID --disk SIZE)",
+            fs.size_bytes
+        ));
+    }
+    if inodes != 0 && fs.inodes > inodes.saturating_mul(2).max(inodes.saturating_add(4096)) {
+        return Some(format!(
+            "the workspace's filesystem has {} inodes, far more than its inode limit of \
+             {inodes}: set the limit again (bulkhead workspace set ID --disk SIZE --inodes N)",
+            fs.inodes
+        ));
+    }
+    None
+}
+
+/// Setuid: the launcher's own check that the workspace directory `fd` (opened already, so no
+/// path is looked up again) is a filesystem that enforces the spec's disk and inode limits,
+/// whenever the spec declares one or the rules' `disk_max` demands one for a writable
+/// workspace. The number a caller declares proves nothing by itself.
+fn check_workspace_fs(
+    fd: RawFd,
+    spec: &LaunchSpec,
+    rules: &LaunchConfig,
+    path: &str,
+) -> Result<(), SetupError> {
+    let l = &spec.limits;
+    let demanded = rules.limits.disk_max.is_some() && spec.workspace_writable;
+    if l.disk_bytes == 0 && !demanded {
+        return Ok(());
+    }
+    if l.disk_bytes == 0 {
+        return Err(plain(
+            SetupStep::Spec,
+            path,
+            "workspace_dir: no disk limit, but the launch rules' ceiling `disk_max` demands one",
+        ));
+    }
+    let fs =
+        sys::fd_statfs(fd).map_err(|e| err(SetupStep::Spec, &e, path, "workspace_dir: statfs"))?;
+    let root = sys::is_mount_root(fd).map_err(|e| {
+        err(
+            SetupStep::Spec,
+            &e,
+            path,
+            "workspace_dir: tell whether it is a mount root",
+        )
+    })?;
+    match workspace_fs_problem(fs, root, l.disk_bytes, l.inodes) {
+        Some(why) => Err(plain(
+            SetupStep::Spec,
+            path,
+            format!("workspace_dir: {why}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The workspace and the extra binds as detached, id-mapped mounts, ready for the child to
-/// attach. Called after [`bulkhead_policy::validate_spec`].
+/// attach. Called after [`bulkhead_policy::validate_spec`]. `setuid`: the workspace's disk
+/// limit is checked on its filesystem too ([`check_workspace_fs`]).
 pub fn sources(
     spec: &LaunchSpec,
     rules: &LaunchConfig,
     caller: (u32, u32),
     host: (u32, u32),
+    setuid: bool,
 ) -> Result<(Source, Vec<Source>), SetupError> {
     use sys::{
         MOUNT_ATTR_IDMAP as IDMAP, MOUNT_ATTR_NODEV as NODEV, MOUNT_ATTR_NOSUID as NOSUID,
@@ -459,6 +598,12 @@ pub fn sources(
     };
     let result = (|| {
         let ws = open_owned(&spec.workspace_dir, caller.0, caller.1, "workspace_dir")?;
+        if setuid {
+            if let Err(e) = check_workspace_fs(ws, spec, rules, &spec.workspace_dir) {
+                sys::close(ws);
+                return Err(e);
+            }
+        }
         let ro = if spec.workspace_writable { 0 } else { RDONLY };
         let workspace = tree(ws, &spec.workspace_dir, ro | NOSUID | NODEV, true)?;
         let mut binds = Vec::with_capacity(spec.binds.len());
@@ -487,4 +632,68 @@ pub fn sources(
     })();
     sys::close(userns);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disk_limit_needs_its_own_small_enough_ext4_mount() {
+        let m = 1u64 << 20;
+        let fs = |fs_type, size_bytes, inodes| sys::FsInfo {
+            fs_type,
+            size_bytes,
+            inodes,
+        };
+        // The workspace's own ext4, a little smaller than the limit (ext4's metadata).
+        assert_eq!(
+            workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 58 * m, 16384), true, 64 * m, 0),
+            None
+        );
+        assert_eq!(
+            workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 58 * m, 16384), true, 64 * m, 16000),
+            None
+        );
+        // A plain directory of the state filesystem (btrfs, tmpfs, ...).
+        let why = workspace_fs_problem(fs(0x9123_683e, 58 * m, 0), true, 64 * m, 0).unwrap();
+        assert!(why.contains("0x9123683e") && why.contains("ext4"), "{why}");
+        // A directory inside some ext4 that is not its own mount.
+        let why =
+            workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 58 * m, 16384), false, 64 * m, 0).unwrap();
+        assert!(why.contains("not the root of a mount"), "{why}");
+        // Larger than declared, or far more inodes.
+        let why =
+            workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 1 << 40, 16384), true, 64 * m, 0).unwrap();
+        assert!(why.contains("more than its disk limit"), "{why}");
+        assert!(
+            workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 64 * m + 1, 1), true, 64 * m, 0).is_some()
+        );
+        // mkfs's rounding down of the inode count harms nobody but the tenant.
+        assert_eq!(
+            workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 58 * m, 9984), true, 64 * m, 10000),
+            None
+        );
+        assert!(
+            workspace_fs_problem(fs(EXT4_SUPER_MAGIC, 58 * m, 1 << 30), true, 64 * m, 16000)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_filesystem_of_an_fd_is_read_without_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().to_str().unwrap();
+        let fd = sys::open_dir_nofollow(p).unwrap();
+        let fs = sys::fd_statfs(fd).unwrap();
+        let root = sys::is_mount_root(fd).unwrap();
+        sys::close(fd);
+        assert!(fs.size_bytes > 0 && fs.fs_type != 0, "{fs:?}");
+        // A fresh temporary directory is never a mount's root; `/` always is.
+        assert!(!root);
+        let fd = sys::open_dir_nofollow("/").unwrap();
+        let root = sys::is_mount_root(fd).unwrap();
+        sys::close(fd);
+        assert!(root);
+    }
 }

@@ -886,13 +886,131 @@ pub fn fsync(fd: RawFd) -> io::Result<()> {
     check(unsafe { libc::fsync(fd) }).map(drop)
 }
 
-/// `flock(fd, LOCK_EX)`, waiting; released when `fd` is closed.
-pub fn lock_exclusive(fd: RawFd) -> io::Result<()> {
+/// `flock(fd, LOCK_EX | LOCK_NB)`: `Ok(true)` when taken (released when `fd` is closed),
+/// `Ok(false)` when another open file holds it. Never waits.
+pub fn try_lock_exclusive(fd: RawFd) -> io::Result<bool> {
     loop {
         // SAFETY: integer arguments only.
-        match check(unsafe { libc::flock(fd, libc::LOCK_EX) }) {
+        match check(unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) }) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r.map(drop),
+            Err(e) => return Err(e),
         }
+    }
+}
+
+/// Whether process `pid` (of this pid namespace) exists, by `pidfd_open(pid, 0)`: no
+/// signal is sent and no `/proc` entry is needed (under `hidepid` a live process of another
+/// uid, or a setuid one, has none). Only ESRCH means gone; any other failure (EMFILE,
+/// ENOSYS, ...) counts as alive, so a doubt never removes anything.
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false; // no such pid number
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: pidfd_open takes integers only.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    match check_long(r) {
+        Ok(fd) => {
+            close(fd as RawFd);
+            true
+        }
+        Err(e) => e.raw_os_error() != Some(libc::ESRCH),
+    }
+}
+
+/// What `fstatfs` tells of the filesystem under an fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsInfo {
+    /// `f_type`, the filesystem's magic number.
+    pub fs_type: u64,
+    /// `f_blocks * f_frsize` (saturating).
+    pub size_bytes: u64,
+    /// `f_files`.
+    pub inodes: u64,
+}
+
+/// `fstatfs(fd)`: no path lookup.
+// The field types differ between targets (`fsblkcnt_t` is 32-bit on some).
+#[allow(clippy::unnecessary_cast)]
+pub fn fd_statfs(fd: RawFd) -> io::Result<FsInfo> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `st` is a valid out-pointer for one statfs struct.
+    check(unsafe { libc::fstatfs(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstatfs succeeded, `st` is initialized.
+    let st = unsafe { st.assume_init() };
+    let frsize = if st.f_frsize > 0 {
+        st.f_frsize
+    } else {
+        st.f_bsize
+    };
+    Ok(FsInfo {
+        fs_type: st.f_type as u64,
+        size_bytes: (st.f_blocks as u64).saturating_mul(u64::try_from(frsize).unwrap_or(0)),
+        inodes: st.f_files as u64,
+    })
+}
+
+/// Whether the directory `fd` is the root of a mount: `statx(fd, "", AT_EMPTY_PATH)`'s
+/// `STATX_ATTR_MOUNT_ROOT` (Linux >= 5.8), else its device differs from its parent's
+/// (`..` opened relative to `fd`, never by path). No symlink is followed either way.
+pub fn is_mount_root(fd: RawFd) -> io::Result<bool> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    let empty = c"";
+    // SAFETY: `empty` is NUL-terminated, `stx` a valid out-pointer for one statx struct.
+    check(unsafe {
+        libc::statx(
+            fd,
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: statx succeeded, `stx` is initialized.
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0 {
+        return Ok(stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0);
+    }
+    let parent = openat_file(
+        fd,
+        "..",
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0,
+    )?;
+    let mut up = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: `up` is a valid out-pointer for one stat struct.
+    let r = check(unsafe { libc::fstat(parent, up.as_mut_ptr()) });
+    close(parent);
+    r?;
+    // SAFETY: fstat succeeded, `up` is initialized.
+    let up = unsafe { up.assume_init() };
+    let (major, minor) = (libc::major(up.st_dev), libc::minor(up.st_dev));
+    Ok(major != stx.stx_dev_major || minor != stx.stx_dev_minor)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn launcher_liveness_is_asked_of_the_kernel_not_of_proc() {
+        use std::process::Command;
+        // A live child (whatever /proc shows) is alive and left running: no signal is sent.
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let pid = child.id();
+        assert!(super::pid_alive(pid));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the liveness check ended the child"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Reaped: gone.
+        assert!(!super::pid_alive(pid));
+        assert!(super::pid_alive(std::process::id()));
+        assert!(!super::pid_alive(0));
+        assert!(!super::pid_alive(u32::MAX));
     }
 }

@@ -1149,4 +1149,119 @@ fn disk_limits_beyond_the_ceilings_are_refused() {
         "{}",
         text(&out.stderr)
     );
+
+    // Declaring a limit within the ceilings proves nothing: the launcher looks at the
+    // filesystem under the workspace itself. A plain directory (of the test's ext4 or tmpfs
+    // root, not a mount of its own) is refused, exit 81.
+    s.limits.disk_bytes = 64 << 20;
+    s.limits.inodes = 10_000;
+    let why = refused(&rig, USER, &s);
+    assert!(
+        why.contains("workspace_dir")
+            && (why.contains("not the root of a mount")
+                || why.contains("not the workspace's own ext4")),
+        "{why}"
+    );
+    // The workspace's own ext4 of that size, mounted on the directory, is accepted; the same
+    // filesystem declared as smaller than it is refused.
+    let img = rig.base().join("disk.img");
+    let made = Command::new("truncate")
+        .args(["-s", "64M"])
+        .arg(&img)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("mkfs.ext4")
+            // Not `-N 10000`: mkfs rounds that down to 9984 here, which the controller's
+            // attestation refuses as fewer than the limit.
+            .args(["-q", "-F", "-N", "10240"])
+            .arg(&img)
+            .status()
+            .is_ok_and(|s| s.success());
+    let dir = rig.roots().join("a/limited");
+    std::fs::create_dir(&dir).unwrap();
+    let mounted = made
+        && Command::new("mount")
+            .args(["-o", "loop,nosuid,nodev"])
+            .arg(&img)
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            !must_run(),
+            "cannot loop-mount an ext4 image for the disk check"
+        );
+        eprintln!("SKIP the accepted half: no loop-mounted ext4 here");
+        return;
+    }
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _umount = Umount(dir.clone());
+    chown(&dir, USER);
+    let mut own = s.clone();
+    own.workspace_dir = dir.display().to_string();
+    let mut sb = Sandbox::start(&rig.wrapper(USER), &own).unwrap();
+    assert!(run(&mut sb, "df -k /workspace").contains("/workspace"));
+    sb.shutdown().unwrap();
+    own.limits.disk_bytes = 32 << 20;
+    own.limits.inodes = 5000;
+    let why = refused(&rig, USER, &own);
+    assert!(why.contains("more than its disk limit"), "{why}");
+}
+
+#[test]
+fn a_held_id_registry_lock_delays_new_claims_briefly_and_known_ids_not_at_all() {
+    if !root_or_skip("a_held_id_registry_lock_delays_new_claims_briefly_and_known_ids_not_at_all") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+    let rig = Rig::new();
+    let ids = rig.bins.join("ids");
+    let spec_for = |id: u32| {
+        let mut s = rig.spec("w");
+        s.host_uid = id;
+        s.host_gid = id;
+        s
+    };
+    Sandbox::start(&rig.wrapper(USER), &spec_for(ID_START + 50))
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    // Another launcher holding the registry's lock (stopped by its caller, say).
+    let held = std::fs::File::open(&ids).unwrap();
+    // SAFETY: flock on an fd this test owns; integer arguments only.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    // An id the caller holds already needs no lock.
+    Sandbox::start(&rig.wrapper(USER), &spec_for(ID_START + 50))
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    // A new claim waits a bounded while, then is refused clearly and records nothing.
+    let t = Instant::now();
+    let why = refused(&rig, USER, &spec_for(ID_START + 51));
+    let waited = t.elapsed();
+    assert!(
+        why.contains("registry is busy") && why.contains("try again"),
+        "{why}"
+    );
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+    assert!(!ids.join((ID_START + 51).to_string()).exists());
+    // Released: the same claim goes through.
+    drop(held);
+    Sandbox::start(&rig.wrapper(USER), &spec_for(ID_START + 51))
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(ids.join((ID_START + 51).to_string())).unwrap(),
+        format!("{USER}\n")
+    );
 }

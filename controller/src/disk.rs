@@ -514,7 +514,7 @@ pub fn release(ws_dir: &Path) -> Result<()> {
 
 /// Checks `statfs("/workspace")` from inside against the disk limit: an ext4 no larger
 /// than the limit and not much smaller (journal and inode tables take their share), with
-/// at least the inodes asked for. A workspace without a limit is not checked.
+/// about the inodes asked for (mkfs rounds them per block group). A workspace without a limit is not checked.
 pub fn verify(
     fs: &bulkhead_shared::WorkspaceFs,
     disk_bytes: u64,
@@ -535,8 +535,12 @@ pub fn verify(
             fs.size_bytes
         ));
     }
+    // mkfs.ext4 rounds `-N` to whole inode tables per block group, down as well as up
+    // (10000 asked gives 9984 on 64M): a few fewer harms only the tenant, far more would be
+    // a limit that does not hold.
     if inodes != 0
-        && (fs.inodes < inodes || fs.inodes > inodes.saturating_mul(2).max(inodes + 4096))
+        && (fs.inodes < inodes.saturating_sub(inodes / 16 + 256)
+            || fs.inodes > inodes.saturating_mul(2).max(inodes + 4096))
     {
         return Err(format!(
             "/workspace has {} inodes, not the workspace's limit of {inodes}",
@@ -548,6 +552,23 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn inodes_rounded_down_by_mkfs_still_attest() {
+        let fs = bulkhead_shared::WorkspaceFs {
+            fs_type: super::EXT4_SUPER_MAGIC,
+            size_bytes: 60 << 20,
+            inodes: 9984,
+        };
+        assert_eq!(super::verify(&fs, 64 << 20, 10_000), Ok(()));
+        let few = bulkhead_shared::WorkspaceFs { inodes: 4096, ..fs };
+        assert!(super::verify(&few, 64 << 20, 10_000).is_err());
+        let many = bulkhead_shared::WorkspaceFs {
+            inodes: 30_000,
+            ..fs
+        };
+        assert!(super::verify(&many, 64 << 20, 10_000).is_err());
+    }
     use super::*;
     use bulkhead_shared::WorkspaceFs;
 

@@ -206,6 +206,17 @@ pub fn mount_source(mountinfo: &str, mount_point: &Path) -> Option<String> {
     })
 }
 
+/// The per-mount options (`ro,nosuid,...`) of the topmost mount on `mount_point`.
+fn mount_options(mountinfo: &str, mount_point: &Path) -> Option<String> {
+    let want = mount_point.to_string_lossy();
+    mountinfo.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let point = unescape_mountinfo(f.nth(4)?);
+        let opts = f.next()?;
+        (point == want).then(|| opts.to_string())
+    })
+}
+
 /// The backing file of loop device `/dev/loopN`, from sysfs.
 fn loop_backing_file(dev: &str) -> Option<String> {
     let name = dev.strip_prefix("/dev/")?;
@@ -307,16 +318,15 @@ const OLD_DIR: &str = ".files-old";
 const SOURCE_DIR: &str = ".files-src";
 /// `MS_NOSYMFOLLOW` (Linux 5.10; not in nix 0.30).
 const MS_NOSYMFOLLOW: std::ffi::c_ulong = 256;
-/// `ST_NOSYMFOLLOW` in `statvfs`'s `f_flag`: how a kernel that ignored the mount flag is told.
-const ST_NOSYMFOLLOW: std::ffi::c_ulong = 0x2000;
 
 /// Finishes or undoes what an interrupted [`provision`] left in `ws_dir` (it never deletes
 /// files that exist nowhere else). `.files-old` exists only after the plain `files/` was
 /// copied into a new image and moved aside for the swap, so:
 /// - no `disk.img`: the image never replaced anything; `.files-old` goes back to `files/`
 ///   (which must be missing or an empty directory, else this refuses with what to do);
-/// - `disk.img` exists: it is the new image holding the copy; it is mounted on an empty
-///   `files/` (when not already) and only then `.files-old` is removed.
+/// - `disk.img` exists, not mounted: it is the new image holding the copy (renamed into
+///   place only after it); it is mounted on the empty `files/`, then `.files-old` removed;
+/// - `files/` not empty, or already mounted: refused, both kept, the error says what to do.
 pub fn recover_interrupted(ws_dir: &Path) -> Result<()> {
     let files = ws_dir.join("files");
     let image = ws_dir.join(IMAGE_NAME);
@@ -332,21 +342,21 @@ pub fn recover_interrupted(ws_dir: &Path) -> Result<()> {
             files.display()
         ))
     };
-    let mounted = mounted_here(&files, &image);
-    if !mounted {
-        match fs::symlink_metadata(&files) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Ok(m) if m.is_dir() && is_empty_dir(&files)? => {}
-            _ => return Err(refuse()),
-        }
+    // Mounted already: the run got past its mount, but which of the two holds what cannot
+    // be told from here; keep both.
+    if mounted_here(&files, &image) {
+        return Err(refuse());
     }
-    if mounted || image.is_file() {
-        if !mounted {
-            if fs::symlink_metadata(&files).is_err() {
-                fs::create_dir(&files).map_err(|e| Error::io(&files, e))?;
-            }
-            mount_image(&image, &files)?;
+    match fs::symlink_metadata(&files) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(m) if m.is_dir() && is_empty_dir(&files)? => {}
+        _ => return Err(refuse()),
+    }
+    if image.is_file() {
+        if fs::symlink_metadata(&files).is_err() {
+            fs::create_dir(&files).map_err(|e| Error::io(&files, e))?;
         }
+        mount_image(&image, &files)?;
         log::info!(target: "workspace", dir = ws_dir.to_string_lossy().as_ref(); "an interrupted disk change is finished: the new filesystem holds the files");
         return fs::remove_dir_all(&old_dir).map_err(|e| Error::io(&old_dir, e));
     }
@@ -382,11 +392,11 @@ fn bind_nosymfollow(files: &Path, at: &Path) -> Result<()> {
     let checked = mount(None::<&str>, at, None::<&str>, flags, None::<&str>)
         .map_err(|e| Error::io(at, std::io::Error::from(e)))
         .and_then(|()| {
-            let s = nix::sys::statvfs::statvfs(at)
-                .map_err(|e| Error::io(at, std::io::Error::from(e)))?;
-            let f = s.flags().bits();
-            if f & ST_NOSYMFOLLOW == 0 || !s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
-            {
+            // The kernel lists the options it applied (one before 5.10 ignores the flag).
+            let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let opts = mount_options(&info, at).unwrap_or_default();
+            let has = |o: &str| opts.split(',').any(|x| x == o);
+            if !has("nosymfollow") || !has("ro") {
                 return Err(Error::Invalid(
                     "this kernel does not support read-only nosymfollow mounts (Linux 5.10 or \
                      later is needed to copy a workspace's files safely): upgrade the kernel, or \
@@ -596,6 +606,9 @@ pub fn provision(
 pub fn ensure_mounted(ws_dir: &Path) -> Result<()> {
     let files = ws_dir.join("files");
     let image = ws_dir.join(IMAGE_NAME);
+    if mounted_here(&files, &image) {
+        return Ok(());
+    }
     recover_interrupted(ws_dir)?;
     if mounted_here(&files, &image) {
         return Ok(());
@@ -699,6 +712,10 @@ mod tests {
             Some("/dev/loop5")
         );
         assert_eq!(mount_source(info, Path::new("/s/w/x/files")), None);
+        assert_eq!(
+            mount_options(info, Path::new("/s/w/a b/files")).as_deref(),
+            Some("rw,nosuid")
+        );
         assert_eq!(loop_backing_file("/dev/../etc"), None);
         assert_eq!(loop_backing_file("/dev/sda"), None);
     }

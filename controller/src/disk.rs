@@ -792,6 +792,62 @@ mod tests {
         assert!(ws.join(".files-old/a").exists());
     }
 
+    /// The source the copy reads: a symlink in it is read as a link, never followed (a
+    /// directory swapped for a link to another tenant's files mid-copy gives ELOOP), and
+    /// nothing can be written through it. Root only (a bind mount).
+    #[test]
+    fn the_copy_source_follows_no_symlink() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("BULKHEAD_PRIV_TESTS_MUST_RUN").is_none(),
+                "the_copy_source_follows_no_symlink needs root"
+            );
+            eprintln!("skipped: the_copy_source_follows_no_symlink needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let files = d.path().join("files");
+        let outside = d.path().join("outside");
+        fs::create_dir_all(files.join("real")).unwrap();
+        fs::write(files.join("real/x"), "mine").unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), "neighbour's").unwrap();
+        std::os::unix::fs::symlink(&outside, files.join("a")).unwrap();
+        let at = d.path().join(SOURCE_DIR);
+        fs::create_dir(&at).unwrap();
+        bind_nosymfollow(&files, &at).unwrap();
+        let through = fs::read_to_string(at.join("a/secret"));
+        let link = fs::read_link(at.join("a"));
+        let mine = fs::read_to_string(at.join("real/x"));
+        let write = fs::write(at.join("new"), "x");
+        let dest = d.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let mut src = at.clone().into_os_string();
+        src.push("/.");
+        let cp = run(
+            tool_cmd("cp")
+                .unwrap()
+                .args(["-a", "--reflink=never", "--"])
+                .arg(&src)
+                .arg(&dest),
+            "cp",
+        );
+        nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        assert_eq!(
+            through.unwrap_err().raw_os_error(),
+            Some(nix::errno::Errno::ELOOP as i32)
+        );
+        assert_eq!(link.unwrap(), outside);
+        assert_eq!(mine.unwrap(), "mine");
+        assert_eq!(
+            write.unwrap_err().raw_os_error(),
+            Some(nix::errno::Errno::EROFS as i32)
+        );
+        cp.unwrap();
+        assert_eq!(fs::read_link(dest.join("a")).unwrap(), outside);
+        assert_eq!(fs::read_to_string(dest.join("real/x")).unwrap(), "mine");
+    }
+
     #[test]
     fn filesystem_names_for_messages() {
         assert_eq!(fs_type_name(0xef53), "ext4");

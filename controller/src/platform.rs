@@ -736,7 +736,7 @@ impl Workspace {
     /// record write: no sandbox of the workspace starts meanwhile (each start holds it
     /// shared until its sandbox is registered), so none can bind `files/` mid-swap.
     pub fn set_limits(&mut self, change: &LimitsConfig) -> Result<()> {
-        let _no_start = if change.disk_bytes.is_some() || change.inodes.is_some() {
+        let no_start = if change.disk_bytes.is_some() || change.inodes.is_some() {
             Some(self.exclude_starts(std::time::Duration::from_secs(30))?)
         } else {
             None
@@ -756,7 +756,7 @@ impl Workspace {
         let changed = (before.disk_bytes, before.inodes) != (after.disk_bytes, after.inodes);
         // The same limit again remakes a filesystem that is missing (an interrupted first
         // change), as the error of a sandbox start without it says.
-        let missing = _no_start.is_some()
+        let missing = no_start.is_some()
             && after.disk_bytes != 0
             && !self.dir().join(crate::disk::IMAGE_NAME).is_file();
         if changed || missing {

@@ -206,6 +206,17 @@ pub fn mount_source(mountinfo: &str, mount_point: &Path) -> Option<String> {
     })
 }
 
+/// The per-mount options (`ro,nosuid,...`) of the topmost mount on `mount_point`.
+fn mount_options(mountinfo: &str, mount_point: &Path) -> Option<String> {
+    let want = mount_point.to_string_lossy();
+    mountinfo.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let point = unescape_mountinfo(f.nth(4)?);
+        let opts = f.next()?;
+        (point == want).then(|| opts.to_string())
+    })
+}
+
 /// The backing file of loop device `/dev/loopN`, from sysfs.
 fn loop_backing_file(dev: &str) -> Option<String> {
     let name = dev.strip_prefix("/dev/")?;
@@ -301,33 +312,157 @@ pub fn usage(files: &Path) -> Option<Usage> {
     })
 }
 
+/// Where an interrupted [`provision`] left the plain `files/` it moved aside.
+const OLD_DIR: &str = ".files-old";
+/// Where [`provision`] binds `files/` read-only and `nosymfollow` to copy from it.
+const SOURCE_DIR: &str = ".files-src";
+/// `MS_NOSYMFOLLOW` (Linux 5.10; not in nix 0.30).
+const MS_NOSYMFOLLOW: std::ffi::c_ulong = 256;
+
+/// Finishes or undoes what an interrupted [`provision`] left in `ws_dir` (it never deletes
+/// files that exist nowhere else). `.files-old` exists only after the plain `files/` was
+/// copied into a new image and moved aside for the swap, so:
+/// - no `disk.img`: the image never replaced anything; `.files-old` goes back to `files/`
+///   (which must be missing or an empty directory, else this refuses with what to do);
+/// - `disk.img` exists, not mounted: it is the new image holding the copy (renamed into
+///   place only after it); it is mounted on the empty `files/`, then `.files-old` removed;
+/// - `files/` not empty, or already mounted: refused, both kept, the error says what to do.
+pub fn recover_interrupted(ws_dir: &Path) -> Result<()> {
+    let files = ws_dir.join("files");
+    let image = ws_dir.join(IMAGE_NAME);
+    let old_dir = ws_dir.join(OLD_DIR);
+    if fs::symlink_metadata(&old_dir).is_err() {
+        return Ok(());
+    }
+    let refuse = || {
+        Error::Invalid(format!(
+            "{} holds the files of an interrupted `bulkhead workspace set --disk` and {} is not \
+             empty: compare the two, keep what you need in files/, remove .files-old, then try again",
+            old_dir.display(),
+            files.display()
+        ))
+    };
+    // Mounted already: the run got past its mount, but which of the two holds what cannot
+    // be told from here; keep both.
+    if mounted_here(&files, &image) {
+        return Err(refuse());
+    }
+    match fs::symlink_metadata(&files) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(m) if m.is_dir() && is_empty_dir(&files)? => {}
+        _ => return Err(refuse()),
+    }
+    if image.is_file() {
+        if fs::symlink_metadata(&files).is_err() {
+            fs::create_dir(&files).map_err(|e| Error::io(&files, e))?;
+        }
+        mount_image(&image, &files)?;
+        log::info!(target: "workspace", dir = ws_dir.to_string_lossy().as_ref(); "an interrupted disk change is finished: the new filesystem holds the files");
+        return fs::remove_dir_all(&old_dir).map_err(|e| Error::io(&old_dir, e));
+    }
+    if fs::symlink_metadata(&files).is_ok() {
+        fs::remove_dir(&files).map_err(|e| Error::io(&files, e))?;
+    }
+    fs::rename(&old_dir, &files).map_err(|e| Error::io(&old_dir, e))?;
+    sync_dir(ws_dir);
+    log::info!(target: "workspace", dir = ws_dir.to_string_lossy().as_ref(); "an interrupted disk change is undone: files/ is back");
+    Ok(())
+}
+
+/// Binds `files` read-only, `nosymfollow`, `nosuid`, `nodev` on `at` (an empty directory
+/// only root reaches): a tenant who swaps a directory for a symlink while it is copied
+/// makes the copy fail (ELOOP), never makes root read through the link. Refused on a
+/// kernel that does not honour `nosymfollow` (before 5.10).
+fn bind_nosymfollow(files: &Path, at: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    mount(
+        Some(files),
+        at,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::io(at, std::io::Error::from(e)))?;
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::from_bits_retain(MS_NOSYMFOLLOW);
+    let checked = mount(None::<&str>, at, None::<&str>, flags, None::<&str>)
+        .map_err(|e| Error::io(at, std::io::Error::from(e)))
+        .and_then(|()| {
+            // The kernel lists the options it applied (one before 5.10 ignores the flag).
+            let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let opts = mount_options(&info, at).unwrap_or_default();
+            let has = |o: &str| opts.split(',').any(|x| x == o);
+            if !has("nosymfollow") || !has("ro") {
+                return Err(Error::Invalid(
+                    "this kernel does not support read-only nosymfollow mounts (Linux 5.10 or \
+                     later is needed to copy a workspace's files safely): upgrade the kernel, or \
+                     leave --disk unset"
+                        .into(),
+                ));
+            }
+            Ok(())
+        });
+    if let Err(e) = checked {
+        let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Whether something is mounted on `p` in this mount namespace.
+fn is_mount_point(p: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mount_source(&info, p).is_some()
+}
+
 /// Makes `ws_dir/files` an ext4 filesystem of `bytes` (with `inodes` inodes, 0 = ext4's
 /// default for the size) in `ws_dir/disk.img`, keeping what `files/` holds: a new image is
 /// made beside the old, `files/` is copied into it (refused when it does not fit), then it
-/// replaces the old one. The caller holds the platform lock and no sandbox of the workspace
-/// runs. A crash leaves either the old state or the new one, never a lost `files/`: the
-/// old directory is removed only once the new image holding its copy is in place.
+/// replaces the old one. The caller holds the platform lock and the workspace's
+/// `skill-freeze.lock` exclusively (no sandbox of it starts), and no sandbox of it runs. A
+/// crash leaves either the old state or the new one, never a lost `files/`: the old
+/// directory is removed only once the new image holding its copy is mounted, and what an
+/// interrupted run left is finished or undone first ([`recover_interrupted`]).
 ///
-/// `busy` is asked again just before the swap: a sandbox that started while the files were
-/// copied would write into what is replaced, so then nothing is swapped and the new image
-/// is dropped (and the old filesystem is never detached from under a user).
+/// The copy reads `files/` through a read-only `nosymfollow` bind: it never follows a
+/// symlink, whatever the tenant does to its tree meanwhile.
+///
+/// `before_swap` runs once the copy is complete, just before the swap: the caller checks
+/// again that no sandbox runs and records the new limit (so a sandbox started in any later
+/// window is attested against it). An error there drops the new image and changes nothing.
 pub fn provision(
     state_root: &Path,
     ws_dir: &Path,
     bytes: u64,
     inodes: u64,
-    busy: &dyn Fn() -> bool,
+    before_swap: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     check_supported(state_root)?;
     let files = ws_dir.join("files");
     let image = ws_dir.join(IMAGE_NAME);
     let new_image = ws_dir.join(format!("{IMAGE_NAME}.new"));
     let staging = ws_dir.join(".files-new");
-    let old_dir = ws_dir.join(".files-old");
+    let source = ws_dir.join(SOURCE_DIR);
+    let old_dir = ws_dir.join(OLD_DIR);
+    recover_interrupted(ws_dir)?;
+    // An image not mounted here (after a reboot) holds the files: mount it first, so they
+    // are what is copied (never the empty mount point).
+    if image.is_file() && !mounted_here(&files, &image) {
+        ensure_mounted(ws_dir)?;
+    }
     // Leftovers of an interrupted run: never mounted (that is checked), so just files.
     if mounted_here(&staging, &new_image) {
         unmount(&staging)?;
     }
+    while is_mount_point(&source) {
+        nix::mount::umount2(&source, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| Error::io(&source, std::io::Error::from(e)))?;
+    }
+    let _ = fs::remove_dir(&source);
     let _ = fs::remove_file(&new_image);
     let _ = fs::remove_dir(&staging);
     let cleanup = |mounted: bool| {
@@ -398,18 +533,27 @@ pub fn provision(
     }
     let _ = fs::remove_dir(staging.join("lost+found"));
     // Copy what the workspace holds now (its old image, or the plain directory). `cp -a`
-    // keeps owners, modes, times and links and never follows a symlink it copies.
+    // keeps owners, modes, times and links and never follows a symlink it copies; it reads
+    // through a read-only nosymfollow bind, so no path it opens follows one either.
     if files.exists() {
-        let mut src = files.clone().into_os_string();
-        src.push("/.");
-        let copy = tool_cmd("cp").and_then(|mut c| {
-            run(
-                c.args(["-a", "--reflink=never", "--"])
-                    .arg(&src)
-                    .arg(&staging),
-                "copying files/ into the new filesystem",
-            )
-        });
+        let copy = fs::create_dir(&source)
+            .map_err(|e| Error::io(&source, e))
+            .and_then(|()| bind_nosymfollow(&files, &source))
+            .and_then(|()| {
+                let mut src = source.clone().into_os_string();
+                src.push("/.");
+                let r = tool_cmd("cp").and_then(|mut c| {
+                    run(
+                        c.args(["-a", "--reflink=never", "--"])
+                            .arg(&src)
+                            .arg(&staging),
+                        "copying files/ into the new filesystem",
+                    )
+                });
+                let _ = nix::mount::umount2(&source, nix::mount::MntFlags::MNT_DETACH);
+                r
+            });
+        let _ = fs::remove_dir(&source);
         if let Err(e) = copy {
             cleanup(true);
             return Err(Error::Invalid(format!(
@@ -423,11 +567,9 @@ pub fn provision(
         return Err(e);
     }
     let _ = fs::remove_dir(&staging);
-    if busy() {
+    if let Err(e) = before_swap() {
         cleanup(false);
-        return Err(Error::Invalid(
-            "a sandbox of the workspace started while files/ was copied: nothing changed; try again once it has ended".into(),
-        ));
+        return Err(e);
     }
     // Swap: the old image comes off files/ (never lazily: busy means in use), or the plain
     // directory moves aside.
@@ -440,7 +582,7 @@ pub fn provision(
         }
         false
     } else if files.exists() {
-        let _ = fs::remove_dir_all(&old_dir);
+        // Never a leftover here: recover_interrupted took care of it above.
         fs::rename(&files, &old_dir).map_err(|e| Error::io(&files, e))?;
         fs::create_dir(&files).map_err(|e| Error::io(&files, e))?;
         true
@@ -464,6 +606,10 @@ pub fn provision(
 pub fn ensure_mounted(ws_dir: &Path) -> Result<()> {
     let files = ws_dir.join("files");
     let image = ws_dir.join(IMAGE_NAME);
+    if mounted_here(&files, &image) {
+        return Ok(());
+    }
+    recover_interrupted(ws_dir)?;
     if mounted_here(&files, &image) {
         return Ok(());
     }
@@ -587,6 +733,10 @@ mod tests {
             Some("/dev/loop5")
         );
         assert_eq!(mount_source(info, Path::new("/s/w/x/files")), None);
+        assert_eq!(
+            mount_options(info, Path::new("/s/w/a b/files")).as_deref(),
+            Some("rw,nosuid")
+        );
         assert_eq!(loop_backing_file("/dev/../etc"), None);
         assert_eq!(loop_backing_file("/dev/sda"), None);
     }
@@ -613,6 +763,110 @@ mod tests {
         assert!(verify(&fs(EXT4_SUPER_MAGIC, 58 * m, 1 << 30), 64 * m, 16000).is_err());
         // Unreadable (zeros) never matches a limit.
         assert!(verify(&WorkspaceFs::default(), 64 * m, 0).is_err());
+    }
+
+    /// What an interrupted first `--disk` left (no image yet): `.files-old` holds the only
+    /// copy of the tenant's files; it goes back to `files/`, never away.
+    #[test]
+    fn an_interrupted_change_gives_the_moved_files_back() {
+        for files_state in ["missing", "empty"] {
+            let d = tempfile::tempdir().unwrap();
+            let ws = d.path();
+            fs::create_dir_all(ws.join(".files-old/sub")).unwrap();
+            fs::write(ws.join(".files-old/sub/f"), "kept").unwrap();
+            if files_state == "empty" {
+                fs::create_dir(ws.join("files")).unwrap();
+            }
+            recover_interrupted(ws).unwrap();
+            assert_eq!(
+                fs::read_to_string(ws.join("files/sub/f")).unwrap(),
+                "kept",
+                "files/ {files_state}"
+            );
+            assert!(!ws.join(OLD_DIR).exists());
+            // Nothing left to do: a second call changes nothing.
+            recover_interrupted(ws).unwrap();
+            assert_eq!(fs::read_to_string(ws.join("files/sub/f")).unwrap(), "kept");
+        }
+    }
+
+    /// Both `files/` and `.files-old` hold files: neither is touched, and the error says
+    /// what to do.
+    #[test]
+    fn an_interrupted_change_with_two_copies_is_refused_and_both_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = d.path();
+        fs::create_dir_all(ws.join(".files-old")).unwrap();
+        fs::write(ws.join(".files-old/a"), "old").unwrap();
+        fs::create_dir_all(ws.join("files")).unwrap();
+        fs::write(ws.join("files/b"), "new").unwrap();
+        let e = recover_interrupted(ws).unwrap_err().to_string();
+        assert!(
+            e.contains("interrupted") && e.contains("remove .files-old"),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(ws.join(".files-old/a")).unwrap(), "old");
+        assert_eq!(fs::read_to_string(ws.join("files/b")).unwrap(), "new");
+        // ensure_mounted (every sandbox start of a limited workspace) refuses the same way.
+        let e = ensure_mounted(ws).unwrap_err().to_string();
+        assert!(e.contains("interrupted"), "{e}");
+        assert!(ws.join(".files-old/a").exists());
+    }
+
+    /// The source the copy reads: a symlink in it is read as a link, never followed (a
+    /// directory swapped for a link to another tenant's files mid-copy gives ELOOP), and
+    /// nothing can be written through it. Root only (a bind mount).
+    #[test]
+    fn the_copy_source_follows_no_symlink() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("BULKHEAD_PRIV_TESTS_MUST_RUN").is_none(),
+                "the_copy_source_follows_no_symlink needs root"
+            );
+            eprintln!("skipped: the_copy_source_follows_no_symlink needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let files = d.path().join("files");
+        let outside = d.path().join("outside");
+        fs::create_dir_all(files.join("real")).unwrap();
+        fs::write(files.join("real/x"), "mine").unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), "neighbour's").unwrap();
+        std::os::unix::fs::symlink(&outside, files.join("a")).unwrap();
+        let at = d.path().join(SOURCE_DIR);
+        fs::create_dir(&at).unwrap();
+        bind_nosymfollow(&files, &at).unwrap();
+        let through = fs::read_to_string(at.join("a/secret"));
+        let link = fs::read_link(at.join("a"));
+        let mine = fs::read_to_string(at.join("real/x"));
+        let write = fs::write(at.join("new"), "x");
+        let dest = d.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let mut src = at.clone().into_os_string();
+        src.push("/.");
+        let cp = run(
+            tool_cmd("cp")
+                .unwrap()
+                .args(["-a", "--reflink=never", "--"])
+                .arg(&src)
+                .arg(&dest),
+            "cp",
+        );
+        nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        assert_eq!(
+            through.unwrap_err().raw_os_error(),
+            Some(nix::errno::Errno::ELOOP as i32)
+        );
+        assert_eq!(link.unwrap(), outside);
+        assert_eq!(mine.unwrap(), "mine");
+        assert_eq!(
+            write.unwrap_err().raw_os_error(),
+            Some(nix::errno::Errno::EROFS as i32)
+        );
+        cp.unwrap();
+        assert_eq!(fs::read_link(dest.join("a")).unwrap(), outside);
+        assert_eq!(fs::read_to_string(dest.join("real/x")).unwrap(), "mine");
     }
 
     #[test]

@@ -476,7 +476,7 @@ impl Platform {
                 &dir,
                 limits.disk_bytes,
                 limits.inodes,
-                &|| false,
+                &mut || Ok(()),
             ) {
                 let _ = crate::disk::release(&dir);
                 let _ = fs::remove_dir_all(&dir);
@@ -730,7 +730,17 @@ impl Workspace {
     /// size and copies `files/` into it ([`crate::disk::provision`]): refused while a
     /// sandbox of the workspace runs, when the files do not fit, and where the state
     /// directory cannot enforce a limit. A disk limit cannot be removed (set a larger one).
+    ///
+    /// A disk change holds the workspace's `skill-freeze.lock` exclusively (taken before the
+    /// platform lock, the order every sandbox start uses) from the running check to the
+    /// record write: no sandbox of the workspace starts meanwhile (each start holds it
+    /// shared until its sandbox is registered), so none can bind `files/` mid-swap.
     pub fn set_limits(&mut self, change: &LimitsConfig) -> Result<()> {
+        let no_start = if change.disk_bytes.is_some() || change.inodes.is_some() {
+            Some(self.exclude_starts(std::time::Duration::from_secs(30))?)
+        } else {
+            None
+        };
         let _lock = self.state.lock()?;
         let mut record = read_record(&self.state, &self.record.id)?;
         let before = without_disk(&self.defaults)
@@ -742,7 +752,14 @@ impl Workspace {
             .apply(bulkhead_policy::default_limits());
         check_disk_limits(&after)?;
         check_limits(&after)?;
-        if (before.disk_bytes, before.inodes) != (after.disk_bytes, after.inodes) {
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        let changed = (before.disk_bytes, before.inodes) != (after.disk_bytes, after.inodes);
+        // The same limit again remakes a filesystem that is missing (an interrupted first
+        // change), as the error of a sandbox start without it says.
+        let missing = no_start.is_some()
+            && after.disk_bytes != 0
+            && !self.dir().join(crate::disk::IMAGE_NAME).is_file();
+        if changed || missing {
             if before.disk_bytes != 0 && after.disk_bytes == 0 {
                 return Err(Error::Invalid(
                     "a disk limit cannot be removed: set a larger one".into(),
@@ -756,16 +773,25 @@ impl Workspace {
                     self.record.id
                 )));
             }
+            // The record carries the new limit before the swap: a sandbox started after any
+            // crash in it is attested against the limit (or refused by ensure_mounted).
             crate::disk::provision(
                 self.state.root(),
                 &self.dir(),
                 after.disk_bytes,
                 after.inodes,
-                &|| self.running_sandboxes() > 0,
+                &mut || {
+                    if self.running_sandboxes() > 0 {
+                        return Err(Error::Invalid(
+                            "a sandbox of the workspace started while files/ was copied: nothing changed; try again once it has ended".into(),
+                        ));
+                    }
+                    write_atomic(&self.config_path(), &json, 0o600)
+                },
             )?;
+        } else {
+            write_atomic(&self.config_path(), &json, 0o600)?;
         }
-        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
-        write_atomic(&self.config_path(), &json, 0o600)?;
         log::info!(
             target: "workspace",
             workspace = self.record.id.as_str(),
@@ -991,6 +1017,24 @@ impl Workspace {
             let _lock = self.state.lock()?;
             crate::disk::ensure_mounted(&self.dir())?;
         }
+        // Backstop: a workspace with a filesystem of its own never runs on anything else
+        // (the attestation checks the size only when the spec carries the limit).
+        if image.exists() {
+            if limits.disk_bytes == 0 {
+                return Err(Error::Invalid(format!(
+                    "workspace {:?} has a filesystem of its own ({}) but workspace.json records no disk limit: a `workspace set --disk` was interrupted; run it again",
+                    self.record.id,
+                    image.display()
+                )));
+            }
+            if !crate::disk::mounted_here(&self.files_dir(), &image) {
+                return Err(Error::Invalid(format!(
+                    "files/ of workspace {:?} is not its filesystem {}: try again (a disk change may have just ended)",
+                    self.record.id,
+                    image.display()
+                )));
+            }
+        }
         let (uid, gid) = if launcher_privileged(&self.launcher_path()?) {
             let u = self.host_id()?;
             (u, u)
@@ -1029,26 +1073,66 @@ impl Workspace {
         self.dir().join("skill-freeze.lock")
     }
 
+    fn open_freeze_lock(&self) -> Result<fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let lock_path = self.skill_freeze_lock_path();
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))
+    }
+
+    /// `skill-freeze.lock` shared, for a sandbox start: hold it from before the launch spec
+    /// is made until the sandbox is registered in `run/` (waits while a credentialed skill
+    /// or a disk change holds it exclusively).
+    pub fn hold_for_start(&self) -> Result<nix::fcntl::Flock<fs::File>> {
+        let lock_path = self.skill_freeze_lock_path();
+        nix::fcntl::Flock::lock(self.open_freeze_lock()?, nix::fcntl::FlockArg::LockShared)
+            .map_err(|(_, e)| Error::io(&lock_path, e.into()))
+    }
+
+    /// `skill-freeze.lock` exclusively (no sandbox of the workspace starts while it is
+    /// held), waiting up to `wait` for starts in progress (or a credentialed skill) to end.
+    fn exclude_starts(&self, wait: std::time::Duration) -> Result<nix::fcntl::Flock<fs::File>> {
+        let lock_path = self.skill_freeze_lock_path();
+        let mut file = self.open_freeze_lock()?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) => file = f,
+                Err((_, e)) => return Err(Error::io(&lock_path, e.into())),
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Invalid(format!(
+                    "a sandbox of workspace {:?} kept starting (or a skill holding credentials kept its files) for {} s: nothing changed; try again later",
+                    self.record.id,
+                    wait.as_secs()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// This workspace with its record read again from `workspace.json`.
+    pub(crate) fn reloaded(&self) -> Result<Workspace> {
+        let mut w = self.clone();
+        w.record = read_record(&self.state, &self.record.id)?;
+        Ok(w)
+    }
+
     /// Starts a sandbox for this workspace (kept alive until dropped or shut down). While a
     /// skill holding credentials has the workspace's files, this waits for it to end: its
     /// freeze covers the sandboxes registered when it began, and no new one may start.
     pub fn sandbox(&self, extra: &LimitsConfig) -> Result<RunningSandbox> {
-        let spec = self.launch_spec(extra)?;
-        let lock_path = self.skill_freeze_lock_path();
-        let lock_file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-                .open(&lock_path)
-                .map_err(|e| Error::io(&lock_path, e))?
-        };
-        let _no_freeze_while_starting =
-            nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockShared)
-                .map_err(|(_, e)| Error::io(&lock_path, e.into()))?;
+        let _no_freeze_while_starting = self.hold_for_start()?;
+        // The spec from the record as it is now (under the lock no disk change runs): a
+        // limit set by another process since this handle was opened is attested.
+        let spec = self.reloaded()?.launch_spec(extra)?;
         let launcher = match &self.launcher {
             Some(l) => l.clone(),
             None => find_launcher()?,

@@ -459,3 +459,198 @@ fn json_rpc_sets_the_disk_limit() {
     drop(stdin);
     child.wait().unwrap();
 }
+
+/// Runs `flock <mode> <lock> -c 'echo held; sleep 1.5'` and returns once it holds the lock.
+fn hold(lock: &std::path::Path, mode: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut holder = Command::new("flock")
+        .arg(mode)
+        .arg(lock)
+        .args(["-c", "echo held; sleep 1.5"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flock(1)");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    holder
+}
+
+/// `set --disk` and sandbox starts exclude each other through the workspace's
+/// `skill-freeze.lock`: a disk change waits for a start in progress (the lock held shared,
+/// as a start holds it until its sandbox is registered), and an exec or a skill's sandbox
+/// waits while a disk change holds it exclusively. A change while a sandbox runs is refused.
+#[test]
+fn a_disk_change_and_sandbox_starts_exclude_each_other() {
+    let test = "a_disk_change_and_sandbox_starts_exclude_each_other";
+    if !sandbox_or_skip(test) {
+        return;
+    }
+    let Some(root) = BtrfsRoot::or_skip("neighbours-lock", 1 << 30) else {
+        return;
+    };
+    let env = TestEnv::in_dir(root.path());
+    env.create("d");
+    ok(cmd(&env)
+        .args(["exec", "d", "--", "sh", "-c", "echo kept > /workspace/f"])
+        .output()
+        .unwrap());
+    let lock = env.state().join("workspaces/d/skill-freeze.lock");
+    let held = std::time::Duration::from_millis(1400);
+
+    // A start in progress: the disk change waits for it, then is done.
+    let mut holder = hold(&lock, "-s");
+    let t = std::time::Instant::now();
+    ok(cmd(&env)
+        .args(["workspace", "set", "d", "--disk", "32M"])
+        .output()
+        .unwrap());
+    assert!(
+        t.elapsed() >= held,
+        "set --disk ran while a sandbox start held the lock ({:?})",
+        t.elapsed()
+    );
+    assert!(holder.wait().unwrap().success());
+    let (size, ..) = df_in(&env, "d");
+    assert!((24 * MIB..=32 * MIB).contains(&size), "{size}");
+
+    // A disk change in progress (the lock held exclusively): an exec waits for it.
+    let mut holder = hold(&lock, "-x");
+    let t = std::time::Instant::now();
+    let out = ok(cmd(&env)
+        .args(["exec", "d", "--", "cat", "/workspace/f"])
+        .output()
+        .unwrap());
+    assert!(
+        t.elapsed() >= held,
+        "a sandbox started during a disk change ({:?})",
+        t.elapsed()
+    );
+    assert_eq!(text(&out.stdout), "kept\n");
+    assert!(holder.wait().unwrap().success());
+
+    // A skill's sandbox (no credentials: it took no lock before) waits too.
+    env.ensure_config();
+    let sk = env.state().join("skills/hello");
+    std::fs::create_dir_all(&sk).unwrap();
+    std::fs::write(
+        sk.join("SKILL.md"),
+        "+++\nname = \"hello\"\ndescription = \"says hi\"\n+++\nUsage of hello.\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let p = sk.join("execute.sh");
+        std::fs::write(&p, "#!/bin/sh\necho hi from the skill\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    ok(cmd(&env)
+        .args(["skill", "enable", "d", "hello"])
+        .output()
+        .unwrap());
+    let mut holder = hold(&lock, "-x");
+    let t = std::time::Instant::now();
+    let out = ok(cmd(&env)
+        .args(["skill", "run", "d", "hello"])
+        .output()
+        .unwrap());
+    assert!(
+        t.elapsed() >= held,
+        "a skill's sandbox started during a disk change ({:?})",
+        t.elapsed()
+    );
+    assert!(
+        text(&out.stdout).contains("hi from the skill"),
+        "{}",
+        show(&out)
+    );
+    assert!(holder.wait().unwrap().success());
+
+    // A running sandbox: the change is refused, nothing changes.
+    let mut sleeper = cmd(&env)
+        .args(["exec", "d", "--", "sleep", "20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run_dir = env.state().join("workspaces/d/run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&run_dir).map_or(0, |r| r.count()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox never registered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = cmd(&env)
+        .args(["workspace", "set", "d", "--disk", "48M"])
+        .output()
+        .unwrap();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(text(&out.stderr).contains("running"), "{}", show(&out));
+}
+
+/// A crash of `set --disk` after the plain files/ was moved aside (`.files-old`) and an
+/// empty files/ made: the next `set --disk` gives the files back and moves them into the
+/// new filesystem (it used to delete `.files-old` first).
+#[test]
+fn an_interrupted_disk_change_loses_no_files() {
+    let test = "an_interrupted_disk_change_loses_no_files";
+    if !sandbox_or_skip(test) {
+        return;
+    }
+    let Some(root) = BtrfsRoot::or_skip("neighbours-crash", 1 << 30) else {
+        return;
+    };
+    let env = TestEnv::in_dir(root.path());
+    env.create("e");
+    ok(cmd(&env)
+        .args([
+            "exec",
+            "e",
+            "--",
+            "sh",
+            "-c",
+            "mkdir /workspace/d && echo kept > /workspace/d/f",
+        ])
+        .output()
+        .unwrap());
+    let ws = env.state().join("workspaces/e");
+    std::fs::rename(ws.join("files"), ws.join(".files-old")).unwrap();
+    std::fs::create_dir(ws.join("files")).unwrap();
+    ok(cmd(&env)
+        .args(["workspace", "set", "e", "--disk", "32M"])
+        .output()
+        .unwrap());
+    let out = ok(cmd(&env)
+        .args(["exec", "e", "--", "cat", "/workspace/d/f"])
+        .output()
+        .unwrap());
+    assert_eq!(text(&out.stdout), "kept\n");
+    assert!(!ws.join(".files-old").exists());
+    let (size, ..) = df_in(&env, "e");
+    assert!((24 * MIB..=32 * MIB).contains(&size), "{size}");
+    // Both a files/ with files and a .files-old: refused, both kept.
+    std::fs::create_dir_all(ws.join(".files-old")).unwrap();
+    std::fs::write(ws.join(".files-old/g"), "old").unwrap();
+    let out = cmd(&env)
+        .args(["workspace", "set", "e", "--disk", "48M"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("remove .files-old"),
+        "{}",
+        show(&out)
+    );
+    assert!(ws.join(".files-old/g").exists());
+    let out = ok(cmd(&env)
+        .args(["exec", "e", "--", "cat", "/workspace/d/f"])
+        .output()
+        .unwrap());
+    assert_eq!(text(&out.stdout), "kept\n");
+}

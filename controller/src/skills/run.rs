@@ -534,8 +534,16 @@ pub fn run_skill_with(
         (None, None)
     };
 
-    // The sandbox: the workspace's spec with the skill's limits and /workspace.
-    let mut spec = ws.launch_spec(&skill.limits)?;
+    // No disk change (nor a credentialed skill's freeze) begins while this sandbox starts:
+    // `skill-freeze.lock` shared until it is registered (a turn above holds it already).
+    let starting = if _turn.is_none() {
+        Some(ws.hold_for_start()?)
+    } else {
+        None
+    };
+    // The sandbox: the workspace's spec (from its record as it is now) with the skill's
+    // limits and /workspace.
+    let mut spec = ws.reloaded()?.launch_spec(&skill.limits)?;
     // Where the skill's files are inside: a per-run copy, always read-only (the skill
     // cannot change its own code). By default it is /workspace itself and the skill sees
     // nothing else; a skill that declares access to the agent's files gets those at
@@ -582,6 +590,7 @@ pub fn run_skill_with(
     })?;
     let egress_chan = sb.take_egress_channel();
     let mut rs = ws.adopt_sandbox(sb, spec.limits.clone());
+    drop(starting);
     // Cancel: SIGTERM to the launcher kills every process of the sandbox and the blocked
     // request returns (the launcher is our unreaped child while the guard lives).
     let cancel_hook = options.cancel.as_ref().map(|c| {

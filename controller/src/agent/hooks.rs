@@ -541,16 +541,27 @@ pub(crate) fn run_exec_until(
     }
     check_executable(&spec.path).map_err(|e| e.to_string())?;
     let payload = serde_json::to_vec(ev).map_err(|e| format!("payload: {e}"))?;
-    let mut child = Command::new(&spec.path)
-        .env_clear()
+    let mut cmd = Command::new(&spec.path);
+    cmd.env_clear()
         .env("PATH", "/usr/bin:/bin")
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("could not start: {e}"))?;
+        .process_group(0);
+    // ETXTBSY: a hook file just written may still be open for writing in a child another
+    // thread of this process forked before the writer closed it (until that child execs);
+    // it clears within moments, so a few short retries, bounded.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => break r.map_err(|e| format!("could not start: {e}"))?,
+        }
+    };
     let pid = child.id() as i32;
     let mut stdin = child.stdin.take();
     let writer = std::thread::spawn(move || {

@@ -106,16 +106,23 @@ fn attack(a: &Isolated, name: &str, script: &str) -> Attack {
     attack
 }
 
+/// Tenant A's isolated workspace in a state directory on a loop-mounted btrfs of its own, as
+/// a shared host's state disk would be; `None` (after saying why) where this host cannot.
+fn on_btrfs(test: &str) -> Option<(BtrfsRoot, Isolated)> {
+    if !sandbox_or_skip(test) {
+        return None;
+    }
+    let root = BtrfsRoot::or_skip(test, 2 << 30)?;
+    let a = Isolated::in_env(TestEnv::in_dir(root.path()));
+    Some((root, a))
+}
+
 #[test]
 fn tenant_b_works_while_tenant_a_attacks() {
-    // On a loop-mounted btrfs state root of its own, as a shared host's state disk would be.
-    if !sandbox_or_skip("tenant_b_works_while_tenant_a_attacks") {
-        return;
-    }
-    let Some(root) = BtrfsRoot::or_skip("tenant_b_works_while_tenant_a_attacks", 2 << 30) else {
+    // `a` is bound after `_root`, so it is dropped (its sandboxes and state gone) first.
+    let Some((_root, a)) = on_btrfs("tenant_b_works_while_tenant_a_attacks") else {
         return;
     };
-    let a = Isolated::in_env(TestEnv::in_dir(root.path()));
     a.env.create(B);
     let alone = b_works(&a.env, "nothing (warm-up)");
     let alone = alone.min(b_works(&a.env, "nothing"));
@@ -287,14 +294,10 @@ print(json.dumps(r))
 
 #[test]
 fn tenant_a_kernel_surface_is_refused() {
-    // On a loop-mounted btrfs state root of its own, as a shared host's state disk would be.
-    if !sandbox_or_skip("tenant_a_kernel_surface_is_refused") {
-        return;
-    }
-    let Some(root) = BtrfsRoot::or_skip("tenant_a_kernel_surface_is_refused", 2 << 30) else {
+    // `a` is bound after `_root`, so it is dropped (its sandboxes and state gone) first.
+    let Some((_root, a)) = on_btrfs("tenant_a_kernel_surface_is_refused") else {
         return;
     };
-    let a = Isolated::in_env(TestEnv::in_dir(root.path()));
     let r = probe_kernel_surface(&a);
     let all = serde_json::to_string_pretty(&r).unwrap();
     // Exotic IP protocols: refused by seccomp before inet_create (never EPROTONOSUPPORT,

@@ -435,6 +435,19 @@ impl BtrfsRoot {
         }
     }
 
+    /// For a sandbox test: checks sandboxes can run, then makes a btrfs of `size` bytes named
+    /// after `test` and a state directory on it; `None` after saying why the test is skipped
+    /// (a panic under `BULKHEAD_PRIV_TESTS_MUST_RUN=1`). Bind the pair as `(_root, env)`, so the
+    /// state directory is dropped before its filesystem.
+    pub fn state_for(test: &str, size: u64) -> Option<(BtrfsRoot, TestEnv)> {
+        if !sandbox_or_skip(test) {
+            return None;
+        }
+        let root = BtrfsRoot::or_skip(test, size)?;
+        let env = TestEnv::in_dir(root.path());
+        Some((root, env))
+    }
+
     /// The mount point.
     pub fn path(&self) -> &Path {
         &self.mnt

@@ -119,13 +119,9 @@ fn b_works(env: &TestEnv, mock: &MockLlm, round: u32) {
 #[test]
 fn a_tenant_filling_its_disk_leaves_its_neighbour_working() {
     let test = "a_tenant_filling_its_disk_leaves_its_neighbour_working";
-    if !sandbox_or_skip(test) {
-        return;
-    }
-    let Some(root) = BtrfsRoot::or_skip("neighbours-disk", 1 << 30) else {
+    let Some((root, env)) = BtrfsRoot::state_for(test, 1 << 30) else {
         return;
     };
-    let env = TestEnv::in_dir(root.path());
     let mock = MockLlm::start(Script::new());
     env.create("b");
     let free_before = root.free_bytes();
@@ -241,13 +237,9 @@ fn a_tenant_filling_its_disk_leaves_its_neighbour_working() {
 #[test]
 fn setting_a_disk_limit_keeps_the_files_and_refuses_what_does_not_fit() {
     let test = "setting_a_disk_limit_keeps_the_files_and_refuses_what_does_not_fit";
-    if !sandbox_or_skip(test) {
-        return;
-    }
-    let Some(root) = BtrfsRoot::or_skip("neighbours-set", 1 << 30) else {
+    let Some((_root, env)) = BtrfsRoot::state_for(test, 1 << 30) else {
         return;
     };
-    let env = TestEnv::in_dir(root.path());
     env.create("c");
     ok(cmd(&env)
         .args([
@@ -485,13 +477,9 @@ fn hold(lock: &std::path::Path, mode: &str) -> std::process::Child {
 #[test]
 fn a_disk_change_and_sandbox_starts_exclude_each_other() {
     let test = "a_disk_change_and_sandbox_starts_exclude_each_other";
-    if !sandbox_or_skip(test) {
-        return;
-    }
-    let Some(root) = BtrfsRoot::or_skip("neighbours-lock", 1 << 30) else {
+    let Some((_root, env)) = BtrfsRoot::state_for(test, 1 << 30) else {
         return;
     };
-    let env = TestEnv::in_dir(root.path());
     env.create("d");
     ok(cmd(&env)
         .args(["exec", "d", "--", "sh", "-c", "echo kept > /workspace/f"])
@@ -600,13 +588,9 @@ fn a_disk_change_and_sandbox_starts_exclude_each_other() {
 #[test]
 fn an_interrupted_disk_change_loses_no_files() {
     let test = "an_interrupted_disk_change_loses_no_files";
-    if !sandbox_or_skip(test) {
-        return;
-    }
-    let Some(root) = BtrfsRoot::or_skip("neighbours-crash", 1 << 30) else {
+    let Some((_root, env)) = BtrfsRoot::state_for(test, 1 << 30) else {
         return;
     };
-    let env = TestEnv::in_dir(root.path());
     env.create("e");
     ok(cmd(&env)
         .args([

@@ -109,12 +109,8 @@ fn attack(a: &Isolated, name: &str, script: &str) -> Attack {
 /// Tenant A's isolated workspace in a state directory on a loop-mounted btrfs of its own, as
 /// a shared host's state disk would be; `None` (after saying why) where this host cannot.
 fn on_btrfs(test: &str) -> Option<(BtrfsRoot, Isolated)> {
-    if !sandbox_or_skip(test) {
-        return None;
-    }
-    let root = BtrfsRoot::or_skip(test, 2 << 30)?;
-    let a = Isolated::in_env(TestEnv::in_dir(root.path()));
-    Some((root, a))
+    let (root, env) = BtrfsRoot::state_for(test, 2 << 30)?;
+    Some((root, Isolated::in_env(env)))
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use std::process::{Command, Output, Stdio};
 
 use bulkhead_tests::mock_llm::{MockLlm, Reply, Script};
-use bulkhead_tests::{sandbox_or_skip, text, BtrfsRoot, TestEnv};
+use bulkhead_tests::{text, BtrfsRoot, TestEnv};
 
 const MIB: u64 = 1 << 20;
 /// A's disk limit.

@@ -35,8 +35,8 @@ pub const IMAGE_NAME: &str = "disk.img";
 pub const EXT4_SUPER_MAGIC: u64 = 0xef53;
 /// Where the tools are looked for (not `$PATH`: bulkhead runs them as root).
 const TOOL_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-/// Where the README explains how to put the state directory on a filesystem that works.
-pub const DOC_HINT: &str = "see \"Disk limits\" in the README";
+/// Where the docs explain how to put the state directory on a filesystem that works.
+pub const DOC_HINT: &str = "see docs/disk-limits.md";
 
 fn tool(name: &str) -> Option<PathBuf> {
     TOOL_DIRS

@@ -1,4 +1,4 @@
-//! Default limits and ceilings for a workspace's sandbox. Documented in the README.
+//! Default limits and ceilings for a workspace's sandbox. Documented in docs/cgroups.md.
 
 use bulkhead_shared::{IoMax, Limits};
 

@@ -10,7 +10,7 @@ use bulkhead_tests::mock_llm::{MockLlm, Reply, Script, Step};
 use bulkhead_tests::{text, TestEnv};
 use serde_json::Value;
 
-/// `bulkhead run` exit code when every model of the chain failed (README, "Exit codes").
+/// `bulkhead run` exit code when every model of the chain failed (docs/agent-runs.md, "Exit codes").
 const ALL_MODELS_FAILED: i32 = 9;
 
 const KEY: &str = "sk-ant-ssrf-test-0123456789abcdef";

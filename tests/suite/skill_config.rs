@@ -317,29 +317,29 @@ fn skill_config_agent_background_process_is_frozen_during_a_credentialed_skill()
 }
 
 #[test]
-fn skill_config_readme_lists_every_variable_and_git_override() {
-    let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+fn skill_config_doc_lists_every_variable_and_git_override() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/skills.md"),
     )
     .unwrap();
-    let section = readme
+    let section = doc
         .split("<!-- skill-environment -->")
         .nth(1)
-        .expect("README has a <!-- skill-environment --> section");
-    let section = &section[..section.find("\n### ").unwrap_or(section.len())];
+        .expect("docs/skills.md has a <!-- skill-environment --> section");
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
     for (name, _) in bulkhead::skills::run::skill_env(true) {
         if name.starts_with("GIT_CONFIG_KEY_") || name.starts_with("GIT_CONFIG_VALUE_") {
             continue;
         }
         assert!(
             section.contains(&format!("`{name}`")) || name == "HOME",
-            "the README's skill environment does not list {name}"
+            "docs/skills.md's skill environment does not list {name}"
         );
     }
     for (key, _) in bulkhead::skills::run::GIT_OVERRIDES {
         assert!(
             section.contains(&format!("`{key}")),
-            "the README's skill environment does not list git's {key}"
+            "docs/skills.md's skill environment does not list git's {key}"
         );
     }
     assert!(section.contains("[skills] allow_write_with_credentials"));

@@ -4,7 +4,7 @@
 //! A text's vector is the mean of the rows of its WordPiece tokens (BERT's uncased
 //! tokenization), L2-normalized. Rows are int8 with one f32 scale each. How the rows were made,
 //! and how to remake them byte for byte, is in `controller/model/distill.py`; why this model
-//! (measured against the feature-hashing baseline on real text) is in the README.
+//! (measured against the feature-hashing baseline on real text) is in docs/memory.md.
 //!
 //! The model is hostile-input safe by construction: the tokenizer is a bounded greedy scan
 //! (words longer than [`MAX_WORD_CHARS`] become `[UNK]`), and embedding cost is linear in the

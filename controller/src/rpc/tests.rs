@@ -237,16 +237,16 @@ fn base64_round_trips() {
 }
 
 #[test]
-fn the_readme_lists_every_error_code() {
-    let readme = include_str!("../../../README.md");
-    let section = readme
-        .split("### JSON-RPC")
+fn the_json_rpc_doc_lists_every_error_code() {
+    let doc = include_str!("../../../docs/json-rpc.md");
+    let section = doc
+        .split("# JSON-RPC")
         .nth(1)
-        .expect("README has a JSON-RPC section");
+        .expect("docs/json-rpc.md has a JSON-RPC heading");
     for (c, what, _) in code::TABLE {
         assert!(
             section.contains(&c.to_string()),
-            "README's JSON-RPC section lacks code {c} ({what})"
+            "docs/json-rpc.md lacks code {c} ({what})"
         );
     }
 }

@@ -61,8 +61,8 @@ pub const SKILL_HOME: &str = bulkhead_policy::mounts::SKILL_HOME;
 pub const SECRETS_DIR: &str = "/tmp/secrets";
 /// Git settings given at the command-line level (`GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n`), which
 /// git reads after, and lets win over, the repository's `.git/config`: the fixed keys of that
-/// file that name a program git would run by itself. Not covered (README, skill environment):
-/// `diff.external`, and the drivers that `.gitattributes` names (`filter.<name>.*`,
+/// file that name a program git would run by itself. Not covered (docs/skills.md, skill
+/// environment): `diff.external`, and the drivers that `.gitattributes` names (`filter.<name>.*`,
 /// `diff.<name>.textconv`, `merge.<name>.driver`), which no fixed list can reach. An empty
 /// `credential.helper` clears the list of helpers the repository may have set.
 pub const GIT_OVERRIDES: &[(&str, &str)] = &[

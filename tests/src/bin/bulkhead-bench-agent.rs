@@ -2299,7 +2299,7 @@ fn run(opts: &Opts) -> Result<bool, String> {
         println!("\n{} sandboxes left running", left.len());
     }
 
-    println!("\n--- summary (paste into the README) ---\n");
+    println!("\n--- summary (paste into docs/benchmarks.md) ---\n");
     print!("{}", summary(opts, Some(&single_rep), conc.as_ref(), &idle));
     println!("\n--- end of summary ---");
     drop(platform);

@@ -2179,7 +2179,7 @@ fn run(opts: &Opts) -> Result<bool, String> {
     for g in &goals {
         println!("  {g}");
     }
-    println!("\n--- summary (paste into the README) ---\n");
+    println!("\n--- summary (paste into docs/benchmarks.md) ---\n");
     print!(
         "{}",
         summary(opts, &env, cold_rep.as_ref(), dens.as_ref(), bw.as_ref())

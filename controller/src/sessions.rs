@@ -65,6 +65,7 @@ use serde_json::{json, Value};
 
 use crate::error::{exit, Error, Result};
 use crate::platform::{Platform, Workspace};
+use crate::util::human_size;
 use crate::util::text::safe;
 
 /// Longest line (one serialized event, without its newline) written or read: 16 MiB.
@@ -1356,15 +1357,6 @@ pub fn run(p: &Platform, cmd: SessionCmd, json: bool) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-    }
-}
-
-fn human_size(n: u64) -> String {
-    match n {
-        n if n < 1 << 10 => format!("{n} B"),
-        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n if n < 1 << 30 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
     }
 }
 

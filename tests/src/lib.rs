@@ -38,10 +38,9 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Whether sandbox tests must run (a skip is then a failure).
-pub fn must_run() -> bool {
-    std::env::var("BULKHEAD_PRIV_TESTS_MUST_RUN").is_ok_and(|v| v == "1")
-}
+/// Whether sandbox tests must run (a skip is then a failure), and the skip that is a failure
+/// then: one rule for every crate's tests, in `bulkhead-testkit`.
+pub use bulkhead_testkit::{must_run, skip, skip_as};
 
 /// Why this host cannot run sandboxes, if it cannot (checked once by starting one).
 pub fn sandbox_unavailable() -> Option<String> {
@@ -67,9 +66,8 @@ pub fn sandbox_unavailable() -> Option<String> {
 pub fn sandbox_or_skip(test: &str) -> bool {
     match sandbox_unavailable() {
         None => true,
-        Some(why) if must_run() => panic!("{test}: BULKHEAD_PRIV_TESTS_MUST_RUN=1 but {why}"),
         Some(why) => {
-            eprintln!("SKIP {test}: {why}");
+            skip_as(test, why);
             false
         }
     }
@@ -427,9 +425,8 @@ impl BtrfsRoot {
     pub fn or_skip(test: &str, size: u64) -> Option<BtrfsRoot> {
         match BtrfsRoot::new(test, size) {
             Ok(r) => Some(r),
-            Err(why) if must_run() => panic!("{test}: BULKHEAD_PRIV_TESTS_MUST_RUN=1 but {why}"),
             Err(why) => {
-                eprintln!("SKIP {test}: {why}");
+                skip_as(test, why);
                 None
             }
         }

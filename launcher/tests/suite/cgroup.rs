@@ -19,12 +19,7 @@ use std::time::{Duration, Instant};
 use bulkhead_policy::cgroup::{CgroupFile, CgroupPlan, LEAF_NAME};
 use bulkhead_shared::{CgroupVersion, Limits};
 
-fn skip(reason: &str) {
-    if std::env::var("BULKHEAD_PRIV_TESTS_MUST_RUN").as_deref() == Ok("1") {
-        panic!("BULKHEAD_PRIV_TESTS_MUST_RUN=1 but this test cannot run: {reason}");
-    }
-    eprintln!("skipping: {reason}");
-}
+use bulkhead_testkit::skip;
 
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")

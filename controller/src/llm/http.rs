@@ -152,7 +152,17 @@ pub(crate) struct Call<'a> {
     pub deadline: Option<Instant>,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    /// A call of `req` to `provider` with `key` (its model and deadline are the request's).
+    pub fn of(provider: &'a str, req: &'a super::ChatRequest, key: &'a ApiKey) -> Self {
+        Call {
+            provider,
+            model: &req.model,
+            key,
+            deadline: req.deadline,
+        }
+    }
+
     /// The call's deadline has passed.
     pub fn deadline_passed(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
@@ -561,6 +571,31 @@ impl HttpClient {
             let start: String = String::from_utf8_lossy(&raw).chars().take(200).collect();
             call.format(format!("the response is not valid JSON ({e}): {start}"))
         })
+    }
+
+    /// A chat call without streaming: POSTs `body`, refuses a reply that is an error object
+    /// (an `error` and no `reply_key`, where the provider sends those with HTTP 200), parses
+    /// it with `parse`, and passes its text to `on_text_delta` whole.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn chat_once(
+        &self,
+        call: &Call<'_>,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &serde_json::Value,
+        reply_key: Option<&str>,
+        parse: fn(&serde_json::Value) -> Result<super::ChatResponse, String>,
+        on_text_delta: &mut dyn FnMut(&str),
+    ) -> Result<super::ChatResponse, ProviderError> {
+        let v = self.post_json(call, url, headers, body)?;
+        if reply_key.is_some_and(|k| v.get("error").is_some() && v.get(k).is_none()) {
+            return Err(call.stream_error(&v.to_string()));
+        }
+        let resp = parse(&v).map_err(|e| call.format(e))?;
+        if !resp.text.is_empty() {
+            on_text_delta(&resp.text);
+        }
+        Ok(resp)
     }
 
     /// POSTs `body` and returns the event stream of the reply.

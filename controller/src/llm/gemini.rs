@@ -382,11 +382,7 @@ impl Provider for GeminiProvider {
         let mut stream = self.http.post_sse(&call, &url, &headers, &body)?;
         let mut state = State::default();
         while let Some(ev) = stream.next(&call)? {
-            let v: Value = serde_json::from_str(&ev.data)
-                .map_err(|e| call.format(format!("invalid JSON in stream chunk: {e}")))?;
-            if v.get("error").is_some() && v.get("candidates").is_none() {
-                return Err(call.stream_error(&ev.data));
-            }
+            let v = call.stream_chunk(&ev.data, "candidates")?;
             state.chunk(&v, on_text_delta);
         }
         if state.finish.is_none() && state.blocked.is_none() {

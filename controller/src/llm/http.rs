@@ -28,6 +28,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
@@ -195,6 +196,17 @@ impl<'a> Call<'a> {
         self.err(reason, None, msg, retry_after)
     }
 
+    /// One chunk of a stream as JSON. An error object in its place (an `error` and no
+    /// `reply_key`, as OpenAI-style and Gemini streams send) is the provider's error.
+    pub fn stream_chunk(&self, data: &str, reply_key: &str) -> Result<Value, ProviderError> {
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| self.format(format!("invalid JSON in stream chunk: {e}")))?;
+        if is_error_object(&v, reply_key) {
+            return Err(self.stream_error(data));
+        }
+        Ok(v)
+    }
+
     /// A reply that does not have the expected shape.
     pub fn format(&self, what: impl std::fmt::Display) -> ProviderError {
         self.err(FailoverReason::Format, None, what.to_string(), None)
@@ -209,6 +221,11 @@ impl<'a> Call<'a> {
             None,
         )
     }
+}
+
+/// Whether a reply is an error object sent with HTTP 200: an `error` and no `reply_key`.
+fn is_error_object(v: &Value, reply_key: &str) -> bool {
+    v.get("error").is_some() && v.get(reply_key).is_none()
 }
 
 /// The URL without credentials or query, for messages.
@@ -588,7 +605,7 @@ impl HttpClient {
         on_text_delta: &mut dyn FnMut(&str),
     ) -> Result<super::ChatResponse, ProviderError> {
         let v = self.post_json(call, url, headers, body)?;
-        if reply_key.is_some_and(|k| v.get("error").is_some() && v.get(k).is_none()) {
+        if reply_key.is_some_and(|k| is_error_object(&v, k)) {
             return Err(call.stream_error(&v.to_string()));
         }
         let resp = parse(&v).map_err(|e| call.format(e))?;

@@ -374,11 +374,7 @@ impl Provider for OpenAiProvider {
             if data.is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(data)
-                .map_err(|e| call.format(format!("invalid JSON in stream chunk: {e}")))?;
-            if v.get("error").is_some() && v.get("choices").is_none() {
-                return Err(call.stream_error(data));
-            }
+            let v = call.stream_chunk(data, "choices")?;
             state.chunk(&v, on_text_delta);
         }
         if !state.done && state.stop.is_none() {

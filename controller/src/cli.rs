@@ -11,6 +11,7 @@ use crate::error::{exit, Error, Result};
 use crate::platform::{
     IoMaxSetting, LimitsConfig, Platform, PlatformConfig, Workspace, WorkspaceConfig,
 };
+use crate::util::{human_size, parse_size};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -347,33 +348,6 @@ struct ExecArgs {
     argv: Vec<String>,
 }
 
-/// Parses `512M`, `1G`, `1024K`, `100000` into bytes.
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let (num, mul) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                'B' => 1,
-                _ => return Err(format!("{s:?} is not a size: use a number with an optional K, M, G or T suffix (examples: 512M, 1G, 1048576)")),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 512M, 1G, 1048576)"))?;
-    if !(n.is_finite() && n >= 0.0) {
-        return Err(format!("{s:?} is not a size"));
-    }
-    Ok((n * mul as f64) as u64)
-}
-
 /// The command-line interface as a clap [`clap::Command`] (man pages, shell completions).
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
@@ -629,23 +603,6 @@ fn say(line: impl std::fmt::Display) -> Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64;
-    let mut unit = "B";
-    for u in UNITS {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
 }
 
 fn net_ports(pattern: &str) -> &'static str {
@@ -949,7 +906,7 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
             say(format_args!(
                 "bandwidth:       {}",
                 n.bandwidth_bytes_per_sec
-                    .map(|b| format!("{}/s per direction", human_bytes(b)))
+                    .map(|b| format!("{}/s per direction", human_size(b)))
                     .unwrap_or_else(|| "unlimited".into())
             ))?;
             let op = p.operator_network();
@@ -976,8 +933,8 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
                 t["allowed"],
                 t["denied"],
                 t["failed"],
-                human_bytes(t["bytes_up"].as_u64().unwrap_or(0)),
-                human_bytes(t["bytes_down"].as_u64().unwrap_or(0))
+                human_size(t["bytes_up"].as_u64().unwrap_or(0)),
+                human_size(t["bytes_down"].as_u64().unwrap_or(0))
             ))?;
             say(format_args!(
                 "audit log:       {}",
@@ -1087,7 +1044,7 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
                     w.id(),
                     effective,
                     n.bandwidth_bytes_per_sec
-                        .map(|b| format!("{}/s per direction", human_bytes(b)))
+                        .map(|b| format!("{}/s per direction", human_size(b)))
                         .unwrap_or_else(|| "unlimited".into())
                 ))?;
             }
@@ -1121,8 +1078,8 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
                     }
                     _ => format!(
                         ", {} up, {} down",
-                        human_bytes(r.bytes_up),
-                        human_bytes(r.bytes_down)
+                        human_size(r.bytes_up),
+                        human_size(r.bytes_down)
                     ),
                 };
                 say(format_args!(

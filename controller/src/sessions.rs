@@ -65,6 +65,7 @@ use serde_json::{json, Value};
 
 use crate::error::{exit, Error, Result};
 use crate::platform::{Platform, Workspace};
+use crate::util::human_size;
 use crate::util::text::safe;
 
 /// Longest line (one serialized event, without its newline) written or read: 16 MiB.
@@ -432,52 +433,9 @@ fn has_type_tag(v: &Value) -> bool {
 // Time and ids
 // ---------------------------------------------------------------------------------------
 
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn split_time(unix_ms: u64) -> (i64, u32, u32, u64, u64, u64, u64) {
-    let secs = unix_ms / 1000;
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let sod = secs % 86_400;
-    (
-        y,
-        mo,
-        d,
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60,
-        unix_ms % 1000,
-    )
-}
-
-/// Formats milliseconds since the epoch as RFC 3339 UTC: `2026-11-26T21:45:01.123Z`.
-pub fn format_timestamp(unix_ms: u64) -> String {
-    let (y, mo, d, h, mi, s, ms) = split_time(unix_ms);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
-}
-
-fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// The current time as an event timestamp (RFC 3339, UTC, milliseconds).
-pub fn timestamp_now() -> String {
-    format_timestamp(unix_ms_now())
-}
+// The time formats live in `crate::util::time`; these stay reachable from here for callers
+// that name them by this module.
+pub use crate::util::time::{format_timestamp, timestamp_now};
 
 /// Checks a session id: `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`.
 pub fn validate_session_id(sid: &str) -> Result<()> {
@@ -509,9 +467,10 @@ pub fn generate_session_id() -> String {
     h.write_u128(now.as_nanos());
     h.write_u32(std::process::id());
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let (y, mo, d, hh, mi, s, _) = split_time(now.as_millis() as u64);
+    let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
     format!(
-        "{y:04}{mo:02}{d:02}T{hh:02}{mi:02}{s:02}Z-{:08x}",
+        "{}-{:08x}",
+        crate::util::time::compact_utc(ms),
         h.finish() as u32
     )
 }
@@ -1401,15 +1360,6 @@ pub fn run(p: &Platform, cmd: SessionCmd, json: bool) -> Result<i32> {
     }
 }
 
-fn human_size(n: u64) -> String {
-    match n {
-        n if n < 1 << 10 => format!("{n} B"),
-        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n if n < 1 << 30 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-    }
-}
-
 fn write_jsonl(out: &mut impl Write, events: &[Event]) -> io::Result<()> {
     for e in events {
         serde_json::to_writer(&mut *out, e)?;
@@ -1525,19 +1475,6 @@ fn write_human(out: &mut impl Write, workspace: &str, t: &Transcript) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            format_timestamp(951_782_400_123),
-            "2000-02-29T00:00:00.123Z"
-        );
-        assert_eq!(
-            format_timestamp(1_795_729_501_007),
-            "2026-11-26T21:45:01.007Z"
-        );
-    }
 
     #[test]
     fn generated_ids_are_valid_and_time_sortable() {

@@ -32,6 +32,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::defaults::*;
+use crate::size::parse_size;
 use crate::spec::check_abs_path;
 
 /// Where a privileged launcher reads its configuration. Fixed at build time: a setuid
@@ -58,7 +59,7 @@ pub enum Principal {
     Name(String),
 }
 
-/// A byte size: a number, or a string with a K, M, G or T suffix.
+/// A byte size: a number, or a string such as `512M` or `1.5G` ([`parse_size`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "SizeRepr")]
 pub struct Size(pub u64);
@@ -78,29 +79,6 @@ impl TryFrom<SizeRepr> for Size {
             SizeRepr::Str(s) => parse_size(&s).map(Size),
         }
     }
-}
-
-/// Parses `512M`, `1G`, `1048576` into bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("{s:?} is not a size (use 512M, 4G, 1048576)")),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size (use 512M, 4G, 1048576)"))
 }
 
 /// Ceilings on what one sandbox may get.
@@ -522,6 +500,25 @@ nofile_max = 65536
         assert!(!c.in_bind_paths("/opt/toolsx"));
         assert!(c.cgroup_allowed("/system.slice/bulkhead.service/x"));
         assert!(!c.cgroup_allowed("/user.slice/user-1000.slice"));
+    }
+
+    /// The same sizes as the CLI's `--memory`: fractions and a `B` suffix too.
+    #[test]
+    fn sizes_are_written_as_on_the_command_line() {
+        let c = LaunchConfig::parse(
+            "state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\n\
+             memory_max=\"1.5G\"\ntmp_max=\"0.5G\"\nshm_max=\"65536B\"",
+        )
+        .unwrap();
+        assert_eq!(c.limits.memory_max, Size(3 << 29));
+        assert_eq!(c.limits.tmp_max, Size(1 << 29));
+        assert_eq!(c.limits.shm_max, Size(65536));
+        let e = LaunchConfig::parse(
+            "state_roots=[\"/s\"]\nallowed_users=[\"a\"]\n[limits]\nmemory_max=\"1.5.5G\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a size") && e.contains("1.5G"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod launchconf;
 pub mod mounts;
 pub mod rlimits;
 pub mod seccomp;
+pub mod size;
 pub mod spec;
 
 pub use defaults::default_limits;

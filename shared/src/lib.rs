@@ -22,7 +22,7 @@ pub use ends::{ControllerEnd, WorkerEnd};
 pub use frame::{FrameError, MAX_FRAME_BYTES};
 pub use ids::{validate_workspace_id, IdError};
 pub use msg::*;
-pub use ratelimit::{MethodKind, RateLimiter, DEFAULT_RATE_PER_SEC};
+pub use ratelimit::{MethodKind, RateLimiter, TokenBucket, DEFAULT_RATE_PER_SEC};
 
 /// Version of the protocol; sent by the worker in its first message ([`WorkerMsg::Hello`])
 /// and checked by the controller. Bump it on any change to a message layout.

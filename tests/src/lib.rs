@@ -38,10 +38,9 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Whether sandbox tests must run (a skip is then a failure).
-pub fn must_run() -> bool {
-    std::env::var("BULKHEAD_PRIV_TESTS_MUST_RUN").is_ok_and(|v| v == "1")
-}
+/// Whether sandbox tests must run (a skip is then a failure), and the skip that is a failure
+/// then: one rule for every crate's tests, in `bulkhead-testkit`.
+pub use bulkhead_testkit::{must_run, skip, skip_as};
 
 /// Why this host cannot run sandboxes, if it cannot (checked once by starting one).
 pub fn sandbox_unavailable() -> Option<String> {
@@ -67,12 +66,21 @@ pub fn sandbox_unavailable() -> Option<String> {
 pub fn sandbox_or_skip(test: &str) -> bool {
     match sandbox_unavailable() {
         None => true,
-        Some(why) if must_run() => panic!("{test}: BULKHEAD_PRIV_TESTS_MUST_RUN=1 but {why}"),
         Some(why) => {
-            eprintln!("SKIP {test}: {why}");
+            skip_as(test, why);
             false
         }
     }
+}
+
+/// A finished command for an assertion message: its exit status, stdout and stderr.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
 }
 
 /// Lossy UTF-8.
@@ -168,6 +176,43 @@ impl TestEnv {
         c.env_remove("BULKHEAD_LAUNCH");
         c.stdin(Stdio::null());
         c
+    }
+
+    /// [`TestEnv::cmd`] with the credential key `key` (if any) and no other credential or
+    /// log setting from the caller's environment.
+    pub fn cmd_with_key(&self, key: Option<&str>) -> Command {
+        let mut c = self.cmd();
+        for v in [
+            "BULKHEAD_CREDENTIAL_KEY",
+            "BULKHEAD_NEW_CREDENTIAL_KEY",
+            "BULKHEAD_CREDENTIAL_CIPHER",
+            "BULKHEAD_LOG_LEVEL",
+            "BULKHEAD_LOG_FILE",
+            "BULKHEAD_LOG_FORMAT",
+        ] {
+            c.env_remove(v);
+        }
+        if let Some(k) = key {
+            c.env("BULKHEAD_CREDENTIAL_KEY", k);
+        }
+        c
+    }
+
+    /// Writes a global skill: `<state>/skills/<id>/SKILL.md` with the TOML front matter
+    /// `front`, and the executable entry point `entry` holding `code`.
+    pub fn write_skill(&self, id: &str, front: &str, entry: &str, code: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        self.ensure_config();
+        let d = self.state().join("skills").join(id);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("SKILL.md"),
+            format!("+++\n{front}\n+++\nUsage of {id}.\n"),
+        )
+        .unwrap();
+        let p = d.join(entry);
+        std::fs::write(&p, code).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     /// Runs `bulkhead --state-dir … ARGS`.
@@ -427,9 +472,8 @@ impl BtrfsRoot {
     pub fn or_skip(test: &str, size: u64) -> Option<BtrfsRoot> {
         match BtrfsRoot::new(test, size) {
             Ok(r) => Some(r),
-            Err(why) if must_run() => panic!("{test}: BULKHEAD_PRIV_TESTS_MUST_RUN=1 but {why}"),
             Err(why) => {
-                eprintln!("SKIP {test}: {why}");
+                skip_as(test, why);
                 None
             }
         }

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bulkhead_tests::mock_llm::{Api, Fault, MockLlm, Reply, Script, Step};
-use bulkhead_tests::{sandbox_or_skip, text, TestEnv};
+use bulkhead_tests::{sandbox_or_skip, show, text, TestEnv};
 use serde_json::{json, Value};
 
 /// A `bulkhead` command against `env`'s state dir with only PATH and `vars` in its
@@ -32,15 +32,6 @@ fn run(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> Output {
     let mut c = cmd(env, vars);
     c.arg("run").args(args);
     c.output().expect("run bulkhead")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 fn transcript_path(env: &TestEnv, ws: &str, sid: &str) -> PathBuf {

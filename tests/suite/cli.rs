@@ -76,6 +76,36 @@ fn workspace_lifecycle_with_json() {
     assert_eq!(out.status.code(), Some(3));
 }
 
+/// `--memory` takes the sizes `launch.toml` takes (one parser, in the policy crate):
+/// fractions, K/M/G/T in any case, a `B` suffix; anything else is a usage error that says
+/// how to write one.
+#[test]
+fn sizes_on_the_command_line() {
+    let env = TestEnv::new();
+    let out = env.bulkhead(&["--json", "workspace", "create", "half", "--memory", "1.5G"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["limits"]["memory_bytes"], 3u64 << 29);
+    let out = env.bulkhead(&["workspace", "show", "half"]);
+    assert!(
+        text(&out.stdout).contains("memory:  1536 MiB"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = env.bulkhead(&["--json", "workspace", "create", "low", "--memory", "65536k"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["limits"]["memory_bytes"], 64u64 << 20);
+    for bad in ["1.5.5G", "1e9", "12Q", "99999999999999999999T"] {
+        let out = env.bulkhead(&["workspace", "create", "bad", "--memory", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("not a size") || err.contains("too large"),
+            "{bad}: {err}"
+        );
+    }
+    assert!(!env.state().join("workspaces/bad").exists());
+}
+
 #[test]
 fn invalid_ids_and_input_are_clear_errors() {
     let env = TestEnv::new();

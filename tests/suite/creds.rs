@@ -30,21 +30,7 @@ const KEY2: &str = "tr0ub4dor&3 is a worse passphrase";
 /// A `bulkhead` command with the credential key (if any) and no other credential or log
 /// settings from the caller's environment.
 fn cmd(env: &TestEnv, key: Option<&str>) -> Command {
-    let mut c = env.cmd();
-    for v in [
-        "BULKHEAD_CREDENTIAL_KEY",
-        "BULKHEAD_NEW_CREDENTIAL_KEY",
-        "BULKHEAD_CREDENTIAL_CIPHER",
-        "BULKHEAD_LOG_LEVEL",
-        "BULKHEAD_LOG_FILE",
-        "BULKHEAD_LOG_FORMAT",
-    ] {
-        c.env_remove(v);
-    }
-    if let Some(k) = key {
-        c.env("BULKHEAD_CREDENTIAL_KEY", k);
-    }
-    c
+    env.cmd_with_key(key)
 }
 
 fn run(env: &TestEnv, key: Option<&str>, args: &[&str]) -> Output {

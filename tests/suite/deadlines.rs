@@ -19,7 +19,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use bulkhead_tests::mock_llm::{Fault, MockLlm, Reply, Script, Step};
-use bulkhead_tests::{bin, sandbox_or_skip, text, TestEnv};
+use bulkhead_tests::{bin, sandbox_or_skip, show, text, TestEnv};
 use serde_json::{json, Value};
 
 use super::rpc::{cmd, Server, MODEL};
@@ -210,15 +210,6 @@ fn a_stalled_worker_fails_its_tool_call_then_the_run_at_its_timeout_and_frees_th
         "shutdown waited {:?}: a request was still in flight",
         t0.elapsed()
     );
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 /// `bulkhead --json run WS … --session s --timeout SECS EXTRA… MESSAGE`, timed.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bulkhead_tests::mock_llm::{Fault, MockLlm, Reply, Script, Step};
-use bulkhead_tests::{sandbox_or_skip, text, TestEnv};
+use bulkhead_tests::{sandbox_or_skip, show, text, TestEnv};
 use serde_json::{json, Value};
 
 const KEY: &str = "sk-ant-hooks-test-0123456789abcdef";
@@ -21,15 +21,6 @@ fn cmd(env: &TestEnv) -> Command {
     c.env("PATH", std::env::var_os("PATH").unwrap_or_default());
     c.env("ANTHROPIC_API_KEY", KEY);
     c
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 /// Writes an executable `/bin/sh` script into the test's directory (outside the state dir's

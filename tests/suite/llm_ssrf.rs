@@ -7,7 +7,7 @@
 use std::process::{Command, Output};
 
 use bulkhead_tests::mock_llm::{MockLlm, Reply, Script, Step};
-use bulkhead_tests::{text, TestEnv};
+use bulkhead_tests::{show, text, TestEnv};
 use serde_json::Value;
 
 /// `bulkhead run` exit code when every model of the chain failed (docs/agent-runs.md, "Exit codes").
@@ -25,15 +25,6 @@ fn cmd(env: &TestEnv, vars: &[(&str, &str)]) -> Command {
         c.env(k, v);
     }
     c
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 /// The operator's config.toml, written before the first `bulkhead` command (so the test

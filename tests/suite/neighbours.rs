@@ -9,7 +9,7 @@
 use std::process::{Command, Output, Stdio};
 
 use bulkhead_tests::mock_llm::{MockLlm, Reply, Script};
-use bulkhead_tests::{text, BtrfsRoot, TestEnv};
+use bulkhead_tests::{show, text, BtrfsRoot, TestEnv};
 
 const MIB: u64 = 1 << 20;
 /// A's disk limit.
@@ -21,15 +21,6 @@ const LIMIT: u64 = 64 * MIB;
 const SLACK: u64 = 8 * MIB;
 
 const KEY: &str = "correct horse battery staple, neighbours";
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
 
 /// A `bulkhead` command for `env` with the credential key and nothing else of ours.
 fn cmd(env: &TestEnv) -> Command {
@@ -520,20 +511,12 @@ fn a_disk_change_and_sandbox_starts_exclude_each_other() {
     assert!(holder.wait().unwrap().success());
 
     // A skill's sandbox (no credentials: it took no lock before) waits too.
-    env.ensure_config();
-    let sk = env.state().join("skills/hello");
-    std::fs::create_dir_all(&sk).unwrap();
-    std::fs::write(
-        sk.join("SKILL.md"),
-        "+++\nname = \"hello\"\ndescription = \"says hi\"\n+++\nUsage of hello.\n",
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let p = sk.join("execute.sh");
-        std::fs::write(&p, "#!/bin/sh\necho hi from the skill\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    env.write_skill(
+        "hello",
+        "name = \"hello\"\ndescription = \"says hi\"",
+        "execute.sh",
+        "#!/bin/sh\necho hi from the skill\n",
+    );
     ok(cmd(&env)
         .args(["skill", "enable", "d", "hello"])
         .output()

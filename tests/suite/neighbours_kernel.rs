@@ -18,19 +18,12 @@ use std::time::{Duration, Instant};
 use bulkhead::protocol::LaunchSpec;
 use bulkhead::sandbox::verify_attestation;
 use bulkhead::{LimitsConfig, Platform, PlatformConfig, Sandbox, WorkspaceConfig};
-use bulkhead_tests::{bin, sandbox_or_skip, text, BtrfsRoot, Isolated, TestEnv, NEIGHBOUR_ATTACKS};
+use bulkhead_tests::{
+    bin, sandbox_or_skip, show, text, BtrfsRoot, Isolated, TestEnv, NEIGHBOUR_ATTACKS,
+};
 
 /// The bystander's workspace id.
 const B: &str = "bystander";
-
-fn show(out: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
 
 /// B's ordinary work: a command that writes and reads its workspace. Must succeed; returns
 /// how long it took.

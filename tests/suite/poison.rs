@@ -207,18 +207,12 @@ fn poisons() -> Vec<(&'static str, Value, Option<&'static str>)> {
 
 /// A skill for A, so `skill_list` / `skill_execute` are offered.
 fn echo_skill(env: &TestEnv) {
-    use std::os::unix::fs::PermissionsExt;
-    env.ensure_config();
-    let d = env.state().join("skills").join("echo");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("SKILL.md"),
-        "+++\nname = \"echo\"\ndescription = \"prints its parameters\"\n+++\nUsage of echo.\n",
-    )
-    .unwrap();
-    let p = d.join("execute.sh");
-    std::fs::write(&p, "#!/bin/sh\ncat\n").unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write_skill(
+        "echo",
+        "name = \"echo\"\ndescription = \"prints its parameters\"",
+        "execute.sh",
+        "#!/bin/sh\ncat\n",
+    );
 }
 
 #[test]

@@ -10,48 +10,20 @@
 
 use std::sync::Arc;
 
-use bulkhead_tests::{text, Isolated, TestEnv};
+use bulkhead_tests::{show, text, Isolated, TestEnv};
 use serde_json::{json, Value};
 
 const KEY: &str = "correct horse battery staple (skill config)";
 const TOKEN: &str = "ghp_PlantedC0nfigT0ken_abc123";
 
 fn bh(env: &TestEnv, args: &[&str]) -> std::process::Output {
-    let mut c = env.cmd();
-    for v in [
-        "BULKHEAD_CREDENTIAL_KEY",
-        "BULKHEAD_LOG_LEVEL",
-        "BULKHEAD_LOG_FILE",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("BULKHEAD_CREDENTIAL_KEY", KEY);
+    let mut c = env.cmd_with_key(Some(KEY));
     c.args(args).output().expect("run bulkhead")
-}
-
-fn show(o: &std::process::Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    )
 }
 
 /// Writes `<state>/skills/<id>/SKILL.md` and an executable `execute.sh`, and enables it.
 fn skill(env: &TestEnv, ws: &str, id: &str, front: &str, code: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    env.ensure_config();
-    let d = env.state().join("skills").join(id);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("SKILL.md"),
-        format!("+++\n{front}\n+++\nUsage of {id}.\n"),
-    )
-    .unwrap();
-    let p = d.join("execute.sh");
-    std::fs::write(&p, code).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write_skill(id, front, "execute.sh", code);
     let o = bh(env, &["skill", "enable", ws, id]);
     assert!(o.status.success(), "enable {id}: {}", show(&o));
 }

@@ -7,60 +7,29 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulkhead_tests::{sandbox_or_skip, text, TestEnv};
+use bulkhead_tests::{sandbox_or_skip, show, text, TestEnv};
 use serde_json::Value;
 
 const KEY: &str = "correct horse battery staple (skills)";
 const TOKEN: &str = "ghp_Sk1llT0ken/with+odd=chars?&";
 
 fn cmd(env: &TestEnv) -> Command {
-    let mut c = env.cmd();
-    for v in [
-        "BULKHEAD_CREDENTIAL_KEY",
-        "BULKHEAD_NEW_CREDENTIAL_KEY",
-        "BULKHEAD_CREDENTIAL_CIPHER",
-        "BULKHEAD_LOG_LEVEL",
-        "BULKHEAD_LOG_FILE",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("BULKHEAD_CREDENTIAL_KEY", KEY);
-    c
+    env.cmd_with_key(Some(KEY))
 }
 
 fn bh(env: &TestEnv, args: &[&str]) -> Output {
     cmd(env).args(args).output().expect("run bulkhead")
 }
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    )
-}
-
 /// Writes `<state>/skills/<id>/SKILL.md` and the entry point.
 fn skill(env: &TestEnv, id: &str, front: &str, entry: &str, code: &str) {
-    env.ensure_config();
-    let d = env.state().join("skills").join(id);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("SKILL.md"),
-        format!("+++\n{front}\n+++\nUsage of {id}.\n"),
-    )
-    .unwrap();
-    let p = d.join(entry);
-    std::fs::write(&p, code).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write_skill(id, front, entry, code);
 }
 
 fn enable(env: &TestEnv, ws: &str, id: &str) {

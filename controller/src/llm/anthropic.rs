@@ -346,12 +346,7 @@ impl Provider for AnthropicProvider {
         key: &ApiKey,
         on_text_delta: &mut dyn FnMut(&str),
     ) -> Result<ChatResponse, ProviderError> {
-        let call = Call {
-            provider: "anthropic",
-            model: &req.model,
-            key,
-            deadline: req.deadline,
-        };
+        let call = Call::of("anthropic", req, key);
         let mut headers = vec![("anthropic-version", ANTHROPIC_VERSION.to_string())];
         if !key.is_empty() {
             headers.push(("x-api-key", key.expose_secret().to_string()));
@@ -359,12 +354,16 @@ impl Provider for AnthropicProvider {
         let body = build_body(req);
         let url = self.messages_url();
         if !req.stream {
-            let v = self.http.post_json(&call, &url, &headers, &body)?;
-            let resp = parse_response(&v).map_err(|e| call.format(e))?;
-            if !resp.text.is_empty() {
-                on_text_delta(&resp.text);
-            }
-            return Ok(resp);
+            // No error-object check (`None`): an Anthropic error has an error status.
+            return self.http.chat_once(
+                &call,
+                &url,
+                &headers,
+                &body,
+                None,
+                parse_response,
+                on_text_delta,
+            );
         }
         let mut stream = self.http.post_sse(&call, &url, &headers, &body)?;
         let mut state = StreamState::default();

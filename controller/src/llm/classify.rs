@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::FailoverReason;
 use crate::net::SsrfError;
+use crate::util::time::{parse_http_date, parse_rfc3339};
 
 /// Classifies a failed call. `status` is `None` for an error that arrived inside a stream;
 /// `headers` are the response headers (any case).
@@ -750,78 +751,6 @@ fn retry_hint_in_text(text: &str) -> Option<Duration> {
     None
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn to_system_time(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: f64) -> Option<SystemTime> {
-    if !(1..=12).contains(&mo)
-        || !(1..=31).contains(&d)
-        || h > 23
-        || mi > 59
-        || !(0.0..61.0).contains(&s)
-    {
-        return None;
-    }
-    let secs = days_from_civil(y, mo, d) * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(s))
-}
-
-/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form HTTP uses.
-pub fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let [_, day, mon, year, time, tz] = parts.as_slice() else {
-        return None;
-    };
-    if !tz.eq_ignore_ascii_case("GMT") && !tz.eq_ignore_ascii_case("UTC") {
-        return None;
-    }
-    const MONTHS: [&str; 12] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    let mon = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon))? as u32 + 1;
-    let mut t = time.split(':');
-    let (h, mi, sec) = (t.next()?, t.next()?, t.next()?);
-    to_system_time(
-        year.parse().ok()?,
-        mon,
-        day.parse().ok()?,
-        h.parse().ok()?,
-        mi.parse().ok()?,
-        sec.parse().ok()?,
-    )
-}
-
-/// An RFC 3339 UTC timestamp (`2024-05-01T12:00:30Z`, fractions and `+00:00` accepted).
-pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let (date, rest) = s.split_once(['T', 't', ' '])?;
-    let rest = rest
-        .strip_suffix('Z')
-        .or_else(|| rest.strip_suffix('z'))
-        .or_else(|| rest.strip_suffix("+00:00"))?;
-    let mut d = date.split('-');
-    let (y, mo, da) = (d.next()?, d.next()?, d.next()?);
-    let mut t = rest.split(':');
-    let (h, mi, sec) = (t.next()?, t.next()?, t.next()?);
-    to_system_time(
-        y.parse().ok()?,
-        mo.parse().ok()?,
-        da.parse().ok()?,
-        h.parse().ok()?,
-        mi.parse().ok()?,
-        sec.parse().ok()?,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1014,20 +943,6 @@ mod tests {
         assert_eq!(parse_duration_units("abc"), None);
         assert_eq!(parse_duration_units("5x"), None);
         assert_eq!(parse_duration_units(""), None);
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(
-            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(UNIX_EPOCH + Duration::from_secs(784_111_777))
-        );
-        assert_eq!(
-            parse_rfc3339("1994-11-06T08:49:37.5Z"),
-            Some(UNIX_EPOCH + Duration::from_millis(784_111_777_500))
-        );
-        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
-        assert_eq!(parse_rfc3339("1994-13-06T08:49:37Z"), None);
     }
 
     #[test]

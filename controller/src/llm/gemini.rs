@@ -356,12 +356,7 @@ impl Provider for GeminiProvider {
         key: &ApiKey,
         on_text_delta: &mut dyn FnMut(&str),
     ) -> Result<ChatResponse, ProviderError> {
-        let call = Call {
-            provider: &self.name,
-            model: &req.model,
-            key,
-            deadline: req.deadline,
-        };
+        let call = Call::of(&self.name, req, key);
         let url = self.url(&req.model, req.stream).ok_or_else(|| {
             call.format(format!(
                 "model id {:?} is not a plain Gemini model name",
@@ -374,24 +369,20 @@ impl Provider for GeminiProvider {
         }
         let body = build_body(req);
         if !req.stream {
-            let v = self.http.post_json(&call, &url, &headers, &body)?;
-            if v.get("error").is_some() && v.get("candidates").is_none() {
-                return Err(call.stream_error(&v.to_string()));
-            }
-            let resp = parse_response(&v).map_err(|e| call.format(e))?;
-            if !resp.text.is_empty() {
-                on_text_delta(&resp.text);
-            }
-            return Ok(resp);
+            return self.http.chat_once(
+                &call,
+                &url,
+                &headers,
+                &body,
+                Some("candidates"),
+                parse_response,
+                on_text_delta,
+            );
         }
         let mut stream = self.http.post_sse(&call, &url, &headers, &body)?;
         let mut state = State::default();
         while let Some(ev) = stream.next(&call)? {
-            let v: Value = serde_json::from_str(&ev.data)
-                .map_err(|e| call.format(format!("invalid JSON in stream chunk: {e}")))?;
-            if v.get("error").is_some() && v.get("candidates").is_none() {
-                return Err(call.stream_error(&ev.data));
-            }
+            let v = call.stream_chunk(&ev.data, "candidates")?;
             state.chunk(&v, on_text_delta);
         }
         if state.finish.is_none() && state.blocked.is_none() {

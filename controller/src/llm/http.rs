@@ -28,6 +28,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
@@ -152,7 +153,17 @@ pub(crate) struct Call<'a> {
     pub deadline: Option<Instant>,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    /// A call of `req` to `provider` with `key` (its model and deadline are the request's).
+    pub fn of(provider: &'a str, req: &'a super::ChatRequest, key: &'a ApiKey) -> Self {
+        Call {
+            provider,
+            model: &req.model,
+            key,
+            deadline: req.deadline,
+        }
+    }
+
     /// The call's deadline has passed.
     pub fn deadline_passed(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
@@ -185,6 +196,17 @@ impl Call<'_> {
         self.err(reason, None, msg, retry_after)
     }
 
+    /// One chunk of a stream as JSON. An error object in its place (an `error` and no
+    /// `reply_key`, as OpenAI-style and Gemini streams send) is the provider's error.
+    pub fn stream_chunk(&self, data: &str, reply_key: &str) -> Result<Value, ProviderError> {
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| self.format(format!("invalid JSON in stream chunk: {e}")))?;
+        if is_error_object(&v, reply_key) {
+            return Err(self.stream_error(data));
+        }
+        Ok(v)
+    }
+
     /// A reply that does not have the expected shape.
     pub fn format(&self, what: impl std::fmt::Display) -> ProviderError {
         self.err(FailoverReason::Format, None, what.to_string(), None)
@@ -199,6 +221,11 @@ impl Call<'_> {
             None,
         )
     }
+}
+
+/// Whether a reply is an error object sent with HTTP 200: an `error` and no `reply_key`.
+fn is_error_object(v: &Value, reply_key: &str) -> bool {
+    v.get("error").is_some() && v.get(reply_key).is_none()
 }
 
 /// The URL without credentials or query, for messages.
@@ -561,6 +588,31 @@ impl HttpClient {
             let start: String = String::from_utf8_lossy(&raw).chars().take(200).collect();
             call.format(format!("the response is not valid JSON ({e}): {start}"))
         })
+    }
+
+    /// A chat call without streaming: POSTs `body`, refuses a reply that is an error object
+    /// (an `error` and no `reply_key`, where the provider sends those with HTTP 200), parses
+    /// it with `parse`, and passes its text to `on_text_delta` whole.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn chat_once(
+        &self,
+        call: &Call<'_>,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &serde_json::Value,
+        reply_key: Option<&str>,
+        parse: fn(&serde_json::Value) -> Result<super::ChatResponse, String>,
+        on_text_delta: &mut dyn FnMut(&str),
+    ) -> Result<super::ChatResponse, ProviderError> {
+        let v = self.post_json(call, url, headers, body)?;
+        if reply_key.is_some_and(|k| is_error_object(&v, k)) {
+            return Err(call.stream_error(&v.to_string()));
+        }
+        let resp = parse(&v).map_err(|e| call.format(e))?;
+        if !resp.text.is_empty() {
+            on_text_delta(&resp.text);
+        }
+        Ok(resp)
     }
 
     /// POSTs `body` and returns the event stream of the reply.

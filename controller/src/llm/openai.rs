@@ -345,12 +345,7 @@ impl Provider for OpenAiProvider {
         key: &ApiKey,
         on_text_delta: &mut dyn FnMut(&str),
     ) -> Result<ChatResponse, ProviderError> {
-        let call = Call {
-            provider: &self.name,
-            model: &req.model,
-            key,
-            deadline: req.deadline,
-        };
+        let call = Call::of(&self.name, req, key);
         let mut headers = Vec::new();
         if !key.is_empty() {
             headers.push(("authorization", format!("Bearer {}", key.expose_secret())));
@@ -358,15 +353,15 @@ impl Provider for OpenAiProvider {
         let body = self.build_body(req);
         let url = self.completions_url();
         if !req.stream {
-            let v = self.http.post_json(&call, &url, &headers, &body)?;
-            if v.get("error").is_some() && v.get("choices").is_none() {
-                return Err(call.stream_error(&v.to_string()));
-            }
-            let resp = parse_response(&v).map_err(|e| call.format(e))?;
-            if !resp.text.is_empty() {
-                on_text_delta(&resp.text);
-            }
-            return Ok(resp);
+            return self.http.chat_once(
+                &call,
+                &url,
+                &headers,
+                &body,
+                Some("choices"),
+                parse_response,
+                on_text_delta,
+            );
         }
         let mut stream = self.http.post_sse(&call, &url, &headers, &body)?;
         let mut state = StreamState::default();
@@ -379,11 +374,7 @@ impl Provider for OpenAiProvider {
             if data.is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(data)
-                .map_err(|e| call.format(format!("invalid JSON in stream chunk: {e}")))?;
-            if v.get("error").is_some() && v.get("choices").is_none() {
-                return Err(call.stream_error(data));
-            }
+            let v = call.stream_chunk(data, "choices")?;
             state.chunk(&v, on_text_delta);
         }
         if !state.done && state.stop.is_none() {

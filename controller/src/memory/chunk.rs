@@ -81,12 +81,8 @@ fn blocks(text: &str) -> Vec<Block> {
 }
 
 /// The largest char boundary ≤ `i`.
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
+fn floor_boundary(s: &str, i: usize) -> usize {
+    crate::util::text::prefix_within(s, i).len()
 }
 
 /// Cuts `s` at most `max` bytes in, preferring a sentence end, then a space, in the second

@@ -320,16 +320,9 @@ fn cap_in_range(v: Option<i64>, default: u32, max: u32, key: &str) -> Result<u32
     }
 }
 
+/// A pattern quoted in an error: its first 80 bytes.
 fn clip(s: &str) -> String {
-    const MAX: usize = 80;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    crate::util::text::clip(s, 80)
 }
 
 /// Validates a pattern and returns its normalized form (`PyPI.org.` → `pypi.org`).

@@ -236,16 +236,9 @@ const METADATA_V6: &[Ipv6Addr] = &[
 ];
 const METADATA_REASON: &str = "link-local / cloud metadata address";
 
+/// A URL quoted in an error: its first 200 bytes.
 fn clip(s: &str) -> String {
-    const MAX: usize = 200;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    crate::util::text::clip(s, 200)
 }
 
 fn invalid(url: &str, reason: impl Into<String>) -> SsrfError {

@@ -13,6 +13,7 @@ use crate::creds::{CredentialKey, SecretString};
 use crate::error::Error;
 use crate::memory::{Memory, SearchMode, SearchOptions};
 use crate::platform::{LimitsConfig, WorkspaceConfig};
+use crate::util::encoding::{base64_decode, base64_encode};
 
 type Handler = fn(&Ctx<'_>, &Map<String, Value>) -> RpcResult;
 
@@ -1476,45 +1477,4 @@ fn h_skill_run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     };
     let r = run_skill_with(&ws, &reg, &id, &params, key.as_ref(), &opts)?;
     Ok(r.to_json())
-}
-
-// ------------------------------------------------------------------------------------
-// base64 (standard alphabet, padded)
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-pub fn base64_encode(data: &[u8]) -> String {
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
-}
-
-/// Decodes standard base64 (padding optional, whitespace refused); `None` when invalid.
-pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in s.bytes() {
-        let v = B64.iter().position(|&x| x == b)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    (bits < 6).then_some(out)
 }

@@ -217,26 +217,6 @@ fn cancel_of_an_unknown_request_says_so() {
 }
 
 #[test]
-fn base64_round_trips() {
-    for s in [
-        &b""[..],
-        b"f",
-        b"fo",
-        b"foo",
-        b"foob",
-        b"fooba",
-        b"foobar",
-        &[0, 255, 128],
-    ] {
-        let e = methods::base64_encode(s);
-        assert_eq!(methods::base64_decode(&e).unwrap(), s);
-    }
-    assert_eq!(methods::base64_encode(b"foobar"), "Zm9vYmFy");
-    assert_eq!(methods::base64_encode(b"fo"), "Zm8=");
-    assert!(methods::base64_decode("Z!==").is_none());
-}
-
-#[test]
 fn the_json_rpc_doc_lists_every_error_code() {
     let doc = include_str!("../../../docs/json-rpc.md");
     let section = doc

@@ -334,14 +334,7 @@ pub fn is_enabled(ws: &Workspace, id: &str) -> Result<bool> {
 }
 
 fn cap_utf8(s: &str, max: usize) -> (&str, bool) {
-    if s.len() <= max {
-        return (s, false);
-    }
-    let mut n = max;
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    (&s[..n], true)
+    (crate::util::text::prefix_within(s, max), s.len() > max)
 }
 
 /// Creates the skill's empty private home and, with credentials, writes each to a file of

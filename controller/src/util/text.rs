@@ -1,4 +1,5 @@
-//! Tenant text made safe for an operator's terminal.
+//! Tenant text made safe for an operator's terminal, and text cut to a byte budget on a
+//! character boundary.
 //!
 //! Names of files a sandbox wrote, snippets of its notes, model and tool output: all of it is
 //! hostile, and a terminal obeys what it prints. An ESC starts an ANSI sequence (recolour,
@@ -51,9 +52,40 @@ pub fn safe_line(s: &str) -> String {
     o
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn prefix_within(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` after it when cut (for
+/// quoting untrusted input in an error message).
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    format!("{}…", prefix_within(s, max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuts_on_character_boundaries() {
+        assert_eq!(prefix_within("abc", 10), "abc");
+        assert_eq!(prefix_within("abc", 2), "ab");
+        assert_eq!(prefix_within("", 0), "");
+        // `é` is two bytes: a cut inside it keeps neither.
+        assert_eq!(prefix_within("aé", 2), "a");
+        assert_eq!(prefix_within("aé", 3), "aé");
+        assert_eq!(clip("short", 80), "short");
+        assert_eq!(clip("aéz", 2), "a…");
+        assert_eq!(clip(&"x".repeat(300), 200), format!("{}…", "x".repeat(200)));
+    }
 
     #[test]
     fn escapes_ansi_and_control_characters_keeps_layout() {

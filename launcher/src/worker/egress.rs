@@ -22,6 +22,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+pub use bulkhead_shared::ratelimit::TokenBucket;
 use bulkhead_shared::{EGRESS_FD, PROXY_PORT};
 
 use crate::sys;
@@ -55,38 +56,6 @@ pub fn proxy_env() -> Vec<(String, String)> {
         env.push((k.to_string(), "localhost,127.0.0.1,::1".to_string()));
     }
     env
-}
-
-/// Tokens refilled continuously at `rate` a second, at most `rate` held.
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    pub fn new(rate: u32, now: Instant) -> TokenBucket {
-        TokenBucket {
-            rate: f64::from(rate),
-            tokens: f64::from(rate),
-            last: now,
-        }
-    }
-
-    /// Takes a token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// Which egress fd a poll entry is for.
@@ -358,20 +327,6 @@ mod tests {
             );
         }
         assert!(env.contains(&("NO_PROXY".into(), "localhost,127.0.0.1,::1".into())));
-    }
-
-    #[test]
-    fn token_bucket_allows_a_burst_then_the_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(64, t0);
-        assert_eq!((0..100).filter(|_| b.take(t0)).count(), 64);
-        assert!(!b.take(t0));
-        // A quarter second later: 16 more.
-        let t1 = t0 + Duration::from_millis(250);
-        assert_eq!((0..100).filter(|_| b.take(t1)).count(), 16);
-        // Never more than the burst, however long it waited.
-        let t2 = t1 + Duration::from_secs(60);
-        assert_eq!((0..100).filter(|_| b.take(t2)).count(), 64);
     }
 
     #[test]

@@ -19,12 +19,7 @@ use std::time::{Duration, Instant};
 use bulkhead_policy::cgroup::{CgroupFile, CgroupPlan, LEAF_NAME};
 use bulkhead_shared::{CgroupVersion, Limits};
 
-fn skip(reason: &str) {
-    if std::env::var("BULKHEAD_PRIV_TESTS_MUST_RUN").as_deref() == Ok("1") {
-        panic!("BULKHEAD_PRIV_TESTS_MUST_RUN=1 but this test cannot run: {reason}");
-    }
-    eprintln!("skipping: {reason}");
-}
+use bulkhead_testkit::skip;
 
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
@@ -149,12 +144,12 @@ fn sandbox_cgroup_limits_oom_and_teardown() {
         "/tmp",
     ) {
         Ok(plan) => plan,
-        Err(e) => return skip(&format!("no usable cgroup hierarchy: {e}")),
+        Err(e) => return skip(format!("no usable cgroup hierarchy: {e}")),
     };
     let mut cleanup = Cleanup::default();
     let cg = match imp::create(&plan) {
         Ok(cg) => cg,
-        Err(e) if denied(e.errno) => return skip(&format!("cgroup not writable: {e}")),
+        Err(e) if denied(e.errno) => return skip(format!("cgroup not writable: {e}")),
         Err(e) => panic!("create failed: {e}"),
     };
     cleanup.cgroups.push(cg.clone());
@@ -259,7 +254,7 @@ fn io_ceilings_reach_the_kernel_or_fail_closed() {
     }
     let dir = env!("CARGO_MANIFEST_DIR");
     let Some((major, minor)) = imp::block_device(dir) else {
-        return skip(&format!("{dir} is not on a block device"));
+        return skip(format!("{dir} is not on a block device"));
     };
     let name = format!("suite-io-{}", std::process::id());
     let mut limits = Limits {
@@ -283,14 +278,14 @@ fn io_ceilings_reach_the_kernel_or_fail_closed() {
     let plan = match imp::plan_for_self(&own, &name, &limits, dir) {
         Ok(plan) => plan,
         Err(e) if e.detail.contains("io") => {
-            return skip(&format!("no io controller here: {e}"));
+            return skip(format!("no io controller here: {e}"));
         }
-        Err(e) => return skip(&format!("no usable cgroup hierarchy: {e}")),
+        Err(e) => return skip(format!("no usable cgroup hierarchy: {e}")),
     };
     let mut cleanup = Cleanup::default();
     let cg = match imp::create(&plan) {
         Ok(cg) => cg,
-        Err(e) if denied(e.errno) => return skip(&format!("cgroup not writable: {e}")),
+        Err(e) if denied(e.errno) => return skip(format!("cgroup not writable: {e}")),
         Err(e) => panic!("create failed: {e}"),
     };
     cleanup.cgroups.push(cg.clone());
@@ -350,10 +345,7 @@ fn v2_leaf_move_reuse_and_kill() {
     match fs::create_dir(&d) {
         Ok(()) => cleanup.dirs.push(d.clone()),
         Err(e) if denied(e.raw_os_error().unwrap_or(0)) => {
-            return skip(&format!(
-                "cannot create a cgroup in {}: {e}",
-                base.display()
-            ))
+            return skip(format!("cannot create a cgroup in {}: {e}", base.display()))
         }
         Err(e) => panic!("mkdir {}: {e}", d.display()),
     }

@@ -28,12 +28,7 @@ const PROBE_ENV: &str = "BULKHEAD_SECCOMP_PROBE";
 const PROBE_TEST: &str = "suite::seccomp::probe_child";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn skip(reason: &str) {
-    if std::env::var("BULKHEAD_PRIV_TESTS_MUST_RUN").as_deref() == Ok("1") {
-        panic!("BULKHEAD_PRIV_TESTS_MUST_RUN=1 but this test cannot run: {reason}");
-    }
-    eprintln!("skipping: {reason}");
-}
+use bulkhead_testkit::skip;
 
 /// The first executable called `name` on `PATH`.
 fn which(name: &str) -> Option<PathBuf> {

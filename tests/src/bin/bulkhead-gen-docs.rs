@@ -478,7 +478,7 @@ fn policy_5() -> Res<String> {
     sh(&mut r, "DESCRIPTION");
     para(&mut r, md("Two TOML files. `launch.toml` is the operator's policy for the setuid-root launcher, bulkhead-launch(8): who may use it and the most any sandbox may get. Only root can change it, and nothing a caller passes can widen it. `config.toml` is the controller's platform configuration: logging, defaults for new workspaces, the launcher's path, the egress and model-server rules no workspace can override. Unknown keys are errors in both, never ignored."));
     sh(&mut r, "LAUNCH.TOML");
-    para(&mut r, md("Read by the launcher at every start when it runs setuid root. It must be a regular file owned by root that neither its group nor others can write, or the launcher refuses to run. Sizes are a number of bytes or a string with a K, M, G or T suffix (\"512M\", \"8G\"). A request beyond the rules is refused, never clamped."));
+    para(&mut r, md("Read by the launcher at every start when it runs setuid root. It must be a regular file owned by root that neither its group nor others can write, or the launcher refuses to run. Sizes are a number of bytes or a string with a K, M, G or T suffix (\"512M\", \"1.5G\", \"8G\"). A request beyond the rules is refused, never clamped."));
     for (key, ty, what) in LAUNCH_KEYS {
         tp(
             &mut r,

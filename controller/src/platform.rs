@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bulkhead_shared::{validate_workspace_id, IoMax, LaunchSpec, Limits};
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::WorkspaceError;
 use crate::error::{Error, Result};
 use crate::sandbox::{find_launcher, Sandbox};
 use crate::state::{mkdir, write_atomic, StateDir};
@@ -444,7 +445,7 @@ impl Platform {
         let _lock = self.state.lock()?;
         let dir = self.state.workspace(id);
         if dir.exists() {
-            return Err(Error::WorkspaceExists(id.into()));
+            return Err(WorkspaceError::Exists(id.into()).into());
         }
         // The host uid is given at the first privileged launch (Workspace::host_id): files
         // stay ours on disk and reach the sandbox through an id-mapped mount, so no chown.
@@ -564,7 +565,7 @@ fn read_record(state: &StateDir, id: &str) -> Result<WorkspaceRecord> {
     let data = match fs::read(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NoSuchWorkspace(id.into()))
+            return Err(WorkspaceError::NoSuch(id.into()).into())
         }
         Err(e) => return Err(Error::io(&path, e)),
     };

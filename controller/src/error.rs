@@ -45,31 +45,15 @@ pub enum Error {
     /// Invalid input from the caller.
     #[error("{0}")]
     Invalid(String),
-    /// No such workspace.
-    #[error("workspace {0:?} does not exist (see `bulkhead workspace list`)")]
-    NoSuchWorkspace(String),
-    /// The workspace exists already.
-    #[error("workspace {0:?} already exists")]
-    WorkspaceExists(String),
-    /// No such session in the workspace.
-    #[error("session {sid:?} does not exist in workspace {workspace:?} (see `bulkhead session list {workspace}`)")]
-    NoSuchSession {
-        /// Workspace id.
-        workspace: String,
-        /// Session id.
-        sid: String,
-    },
-    /// The session exists already.
-    #[error("session {sid:?} already exists in workspace {workspace:?}")]
-    SessionExists {
-        /// Workspace id.
-        workspace: String,
-        /// Session id.
-        sid: String,
-    },
-    /// Another run holds the session's lock.
-    #[error("session {0} is in use by another run; retry when it has finished")]
-    SessionBusy(String),
+    /// A workspace is missing or exists already.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// A session is missing, exists already or is held by another run.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// A credential key is missing or wrong, or a credential set is missing.
+    #[error(transparent)]
+    Cred(#[from] CredError),
     /// A state file is damaged.
     #[error("{path}: {detail}")]
     Corrupt {
@@ -107,17 +91,6 @@ pub enum Error {
     /// A tool request failed inside the sandbox.
     #[error("{0}")]
     Tool(bulkhead_shared::ToolError),
-    /// `creds.enc` does not open: wrong key, or altered, truncated or foreign file.
-    #[error("wrong credential key or damaged file: {path}: {detail}")]
-    WrongCredentialKey {
-        /// File.
-        path: PathBuf,
-        /// What failed (never file contents).
-        detail: String,
-    },
-    /// No credential passphrase was given (the message names where to give it).
-    #[error("{0}")]
-    NoCredentialKey(String),
     /// Every model of a run's chain failed.
     #[error("all models failed ({} attempt(s)):{}", .attempts.len(), crate::agent::format_attempts(.attempts))]
     AllModelsFailed {
@@ -134,9 +107,60 @@ pub enum Error {
     /// the log has the panic).
     #[error("internal error: {0} (a bug in bulkhead; the log has the details, please report it)")]
     Internal(String),
-    /// No credential set of that name.
+}
+
+/// Errors of workspaces (re-exported as `platform::WorkspaceError`).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// No such workspace (exit 3).
+    #[error("workspace {0:?} does not exist (see `bulkhead workspace list`)")]
+    NoSuch(String),
+    /// The workspace exists already (exit 4).
+    #[error("workspace {0:?} already exists")]
+    Exists(String),
+}
+
+/// Errors of sessions (re-exported as `sessions::SessionError`).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No such session in the workspace (exit 3).
+    #[error("session {sid:?} does not exist in workspace {workspace:?} (see `bulkhead session list {workspace}`)")]
+    NoSuch {
+        /// Workspace id.
+        workspace: String,
+        /// Session id.
+        sid: String,
+    },
+    /// The session exists already (exit 4).
+    #[error("session {sid:?} already exists in workspace {workspace:?}")]
+    Exists {
+        /// Workspace id.
+        workspace: String,
+        /// Session id.
+        sid: String,
+    },
+    /// Another run holds the session's lock (exit 8).
+    #[error("session {0} is in use by another run; retry when it has finished")]
+    Busy(String),
+}
+
+/// Errors of credentials (re-exported as `creds::CredError`).
+#[derive(Debug, thiserror::Error)]
+pub enum CredError {
+    /// `creds.enc` does not open: wrong key, or altered, truncated or foreign file (exit 6).
+    #[error("wrong credential key or damaged file: {path}: {detail}")]
+    WrongKey {
+        /// File.
+        path: PathBuf,
+        /// What failed (never file contents).
+        detail: String,
+    },
+    /// No credential passphrase was given; the message names where to give it (exit 7).
+    #[error("{0}")]
+    NoKey(String),
+    /// No credential set of that name (exit 3).
     #[error("workspace {workspace:?} has no credential set {name:?} (see `bulkhead cred list {workspace}`)")]
-    NoSuchCredential {
+    NoSuchSet {
         /// Workspace id.
         workspace: String,
         /// Set name.
@@ -150,14 +174,14 @@ impl Error {
         use bulkhead_shared::ToolErrorKind as K;
         match self {
             Error::Invalid(_) => exit::USAGE,
-            Error::NoSuchWorkspace(_) => exit::NOT_FOUND,
-            Error::WrongCredentialKey { .. } => exit::WRONG_CREDENTIAL_KEY,
-            Error::NoCredentialKey(_) => exit::NO_CREDENTIAL_KEY,
-            Error::NoSuchCredential { .. } => exit::NOT_FOUND,
-            Error::WorkspaceExists(_) => exit::EXISTS,
-            Error::NoSuchSession { .. } => exit::NOT_FOUND,
-            Error::SessionExists { .. } => exit::EXISTS,
-            Error::SessionBusy(_) => exit::SESSION_BUSY,
+            Error::Workspace(WorkspaceError::NoSuch(_)) => exit::NOT_FOUND,
+            Error::Workspace(WorkspaceError::Exists(_)) => exit::EXISTS,
+            Error::Cred(CredError::WrongKey { .. }) => exit::WRONG_CREDENTIAL_KEY,
+            Error::Cred(CredError::NoKey(_)) => exit::NO_CREDENTIAL_KEY,
+            Error::Cred(CredError::NoSuchSet { .. }) => exit::NOT_FOUND,
+            Error::Session(SessionError::NoSuch { .. }) => exit::NOT_FOUND,
+            Error::Session(SessionError::Exists { .. }) => exit::EXISTS,
+            Error::Session(SessionError::Busy(_)) => exit::SESSION_BUSY,
             Error::AllModelsFailed { .. } => exit::ALL_MODELS_FAILED,
             Error::Cancelled(_) => exit::CANCELLED,
             Error::RunTimedOut(_) => exit::EXEC_TIMEOUT,
@@ -189,3 +213,97 @@ pub(crate) fn secs(d: std::time::Duration) -> String {
 
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each typed failure a caller acts on: its exit code and its text, byte for byte as
+    /// before the per-module enums (users and scripts match both).
+    fn cases() -> Vec<(Error, i32, &'static str)> {
+        let ws = || "acme".to_string();
+        vec![
+            (
+                WorkspaceError::NoSuch(ws()).into(),
+                exit::NOT_FOUND,
+                r#"workspace "acme" does not exist (see `bulkhead workspace list`)"#,
+            ),
+            (
+                WorkspaceError::Exists(ws()).into(),
+                exit::EXISTS,
+                r#"workspace "acme" already exists"#,
+            ),
+            (
+                SessionError::NoSuch {
+                    workspace: ws(),
+                    sid: "s1".into(),
+                }
+                .into(),
+                exit::NOT_FOUND,
+                r#"session "s1" does not exist in workspace "acme" (see `bulkhead session list acme`)"#,
+            ),
+            (
+                SessionError::Exists {
+                    workspace: ws(),
+                    sid: "s1".into(),
+                }
+                .into(),
+                exit::EXISTS,
+                r#"session "s1" already exists in workspace "acme""#,
+            ),
+            (
+                SessionError::Busy("s1".into()).into(),
+                exit::SESSION_BUSY,
+                "session s1 is in use by another run; retry when it has finished",
+            ),
+            (
+                CredError::WrongKey {
+                    path: "/s/creds.enc".into(),
+                    detail: "authentication failed".into(),
+                }
+                .into(),
+                exit::WRONG_CREDENTIAL_KEY,
+                "wrong credential key or damaged file: /s/creds.enc: authentication failed",
+            ),
+            (
+                CredError::NoKey("no credential key: set X".into()).into(),
+                exit::NO_CREDENTIAL_KEY,
+                "no credential key: set X",
+            ),
+            (
+                CredError::NoSuchSet {
+                    workspace: ws(),
+                    name: "gh".into(),
+                }
+                .into(),
+                exit::NOT_FOUND,
+                r#"workspace "acme" has no credential set "gh" (see `bulkhead cred list acme`)"#,
+            ),
+        ]
+    }
+
+    #[test]
+    fn typed_failures_keep_their_exit_codes_and_text() {
+        for (e, code, text) in cases() {
+            assert_eq!(e.exit_code(), code, "{e:?}");
+            assert_eq!(e.to_string(), text);
+        }
+        assert_eq!(exit::SESSION_BUSY, 8);
+        assert_eq!(exit::WRONG_CREDENTIAL_KEY, 6);
+        assert_eq!(exit::NO_CREDENTIAL_KEY, 7);
+    }
+
+    #[test]
+    fn question_mark_lifts_a_module_error_into_the_crate_error() {
+        fn busy() -> Result<()> {
+            Err(SessionError::Busy("s1".into()))?;
+            Ok(())
+        }
+        let e = busy().unwrap_err();
+        assert!(
+            matches!(e, Error::Session(SessionError::Busy(ref s)) if s == "s1"),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), exit::SESSION_BUSY);
+    }
+}

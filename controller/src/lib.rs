@@ -39,7 +39,7 @@ pub use bulkhead_shared as protocol;
 pub use creds::{
     Cipher, CredentialKey, CredentialOptions, CredentialStore, KdfParams, SecretString,
 };
-pub use error::{Error, Result};
+pub use error::{CredError, Error, Result, SessionError, WorkspaceError};
 pub use platform::{
     LimitsConfig, Platform, PlatformConfig, RunningSandbox, Workspace, WorkspaceConfig,
 };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bulkhead_shared::{validate_workspace_id, IoMax, LaunchSpec, Limits};
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::WorkspaceError;
 use crate::error::{Error, Result};
 use crate::sandbox::{find_launcher, Sandbox};
 use crate::state::{mkdir, write_atomic, StateDir};
@@ -348,6 +349,13 @@ fn read_foreign_ids(path: &Path) -> std::collections::BTreeSet<u32> {
         .unwrap_or_default()
 }
 
+/// The launcher refused `host_uid` because its id registry gives it to another caller (its
+/// typed reason, never its text): the id is to be noted as foreign and another tried.
+fn is_foreign_refusal(e: &bulkhead_shared::SetupError, host_uid: u32) -> bool {
+    e.step == bulkhead_shared::SetupStep::Spec
+        && matches!(e.reason, bulkhead_shared::SetupReason::ForeignHostId { id, .. } if id == host_uid)
+}
+
 /// Whether sandboxes started with `launcher` run privileged: this process is root, or the
 /// launcher is installed setuid-root. Then every workspace gets a host uid of its own from
 /// the operator's range ([`launch_rules`]).
@@ -437,7 +445,7 @@ impl Platform {
         let _lock = self.state.lock()?;
         let dir = self.state.workspace(id);
         if dir.exists() {
-            return Err(Error::WorkspaceExists(id.into()));
+            return Err(WorkspaceError::Exists(id.into()).into());
         }
         // The host uid is given at the first privileged launch (Workspace::host_id): files
         // stay ours on disk and reach the sandbox through an id-mapped mount, so no chown.
@@ -557,7 +565,7 @@ fn read_record(state: &StateDir, id: &str) -> Result<WorkspaceRecord> {
     let data = match fs::read(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NoSuchWorkspace(id.into()))
+            return Err(WorkspaceError::NoSuch(id.into()).into())
         }
         Err(e) => return Err(Error::io(&path, e)),
     };
@@ -900,10 +908,7 @@ impl Workspace {
         const ATTEMPTS: usize = 64;
         for _ in 0..ATTEMPTS {
             match Sandbox::start_with(launcher, &spec, options) {
-                Err(Error::Setup(e))
-                    if e.step == bulkhead_shared::SetupStep::Spec
-                        && e.detail.contains(bulkhead_policy::launchconf::FOREIGN_ID) =>
-                {
+                Err(Error::Setup(e)) if is_foreign_refusal(&e, spec.host_uid) => {
                     log::info!(
                         target: "sandbox",
                         workspace = self.record.id.as_str();
@@ -1360,5 +1365,45 @@ impl Drop for RunningSandbox {
             drop(sb);
             let _ = fs::remove_file(&self.run_file);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_shared::{SetupError, SetupReason, SetupStep};
+
+    fn refusal(step: SetupStep, reason: SetupReason, detail: &str) -> SetupError {
+        SetupError {
+            step,
+            errno: 0,
+            path: "/var/lib/bulkhead-launch/ids/7".into(),
+            detail: detail.into(),
+            reason,
+        }
+    }
+
+    #[test]
+    fn a_foreign_host_id_is_recognised_by_its_typed_reason_not_its_text() {
+        let foreign = SetupReason::ForeignHostId { id: 7, owner: 1001 };
+        assert!(is_foreign_refusal(
+            &refusal(SetupStep::Spec, foreign, "pick another id"),
+            7
+        ));
+        // The words alone decide nothing (a path or a message may carry them).
+        let words = format!("host id 7 {}", bulkhead_policy::launchconf::FOREIGN_ID);
+        assert!(!is_foreign_refusal(
+            &refusal(SetupStep::Spec, SetupReason::Other, &words),
+            7
+        ));
+        // Another id than the one asked for, or another step, is no such refusal.
+        assert!(!is_foreign_refusal(
+            &refusal(SetupStep::Spec, foreign, &words),
+            8
+        ));
+        assert!(!is_foreign_refusal(
+            &refusal(SetupStep::Mounts, foreign, &words),
+            7
+        ));
     }
 }

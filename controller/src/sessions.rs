@@ -20,7 +20,7 @@
 //!
 //! A writer holds a [`SessionHandle`], which holds an exclusive `flock(2)` on the `.jsonl`
 //! itself, so two runs of one session serialize ([`LockMode::Wait`]) or the second fails
-//! at once with [`Error::SessionBusy`] ([`LockMode::FailFast`], CLI exit 8). Locks are per
+//! at once with [`SessionError::Busy`] ([`LockMode::FailFast`], CLI exit 8). Locks are per
 //! open file, so two threads of one process exclude each other as two processes do.
 //!
 //! Events of a turn are buffered ([`SessionHandle::push`]) and [`SessionHandle::commit`]ted
@@ -63,6 +63,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use crate::error::SessionError;
 use crate::error::{exit, Error, Result};
 use crate::platform::{Platform, Workspace};
 use crate::util::human_size;
@@ -736,9 +737,9 @@ fn scan_file(path: &Path, sid: &str) -> io::Result<SessionInfo> {
 pub enum LockMode {
     /// Wait until the run holding the session ends.
     Wait,
-    /// Wait at most this long, then fail with [`Error::SessionBusy`].
+    /// Wait at most this long, then fail with [`SessionError::Busy`].
     WaitTimeout(Duration),
-    /// Fail at once with [`Error::SessionBusy`] (CLI exit 8) if another run holds it.
+    /// Fail at once with [`SessionError::Busy`] (CLI exit 8) if another run holds it.
     FailFast,
 }
 
@@ -798,7 +799,7 @@ impl Sessions {
 
     /// Creates a new session and returns it locked for writing. Without `sid` a
     /// time-sortable id is generated ([`generate_session_id`]); with one that exists,
-    /// [`Error::SessionExists`]. `mode` matters only in a race with another opener.
+    /// [`SessionError::Exists`]. `mode` matters only in a race with another opener.
     pub fn create(&self, sid: Option<&str>, mode: LockMode) -> Result<SessionHandle> {
         match sid {
             Some(s) => {
@@ -809,7 +810,7 @@ impl Sessions {
                 for _ in 0..16 {
                     let s = generate_session_id();
                     match self.open_with(&s, mode, Create::New) {
-                        Err(Error::SessionExists { .. }) => continue,
+                        Err(Error::Session(SessionError::Exists { .. })) => continue,
                         r => return r,
                     }
                 }
@@ -821,7 +822,7 @@ impl Sessions {
     }
 
     /// Opens an existing session for writing, taking its lock per `mode`:
-    /// [`Error::NoSuchSession`] if it does not exist, [`Error::SessionBusy`] if another run
+    /// [`SessionError::NoSuch`] if it does not exist, [`SessionError::Busy`] if another run
     /// holds it (fail-fast, or the timeout passed). Repairs a torn last line (see the module
     /// documentation) before returning.
     pub fn open(&self, sid: &str, mode: LockMode) -> Result<SessionHandle> {
@@ -837,7 +838,7 @@ impl Sessions {
     }
 
     /// Reads a session without locking it: every event, and how many damaged lines were
-    /// skipped. Never fails on a damaged line; [`Error::NoSuchSession`] if it does not exist.
+    /// skipped. Never fails on a damaged line; [`SessionError::NoSuch`] if it does not exist.
     pub fn read(&self, sid: &str) -> Result<Transcript> {
         validate_session_id(sid)?;
         let path = self.path(sid);
@@ -876,9 +877,9 @@ impl Sessions {
         Ok(out)
     }
 
-    /// Deletes a session. Refused with [`Error::SessionBusy`] while a run holds it (it never
-    /// waits); [`Error::NoSuchSession`] if it does not exist. A run waiting for the lock
-    /// when the session is removed gets [`Error::NoSuchSession`] from `open`.
+    /// Deletes a session. Refused with [`SessionError::Busy`] while a run holds it (it never
+    /// waits); [`SessionError::NoSuch`] if it does not exist. A run waiting for the lock
+    /// when the session is removed gets [`SessionError::NoSuch`] from `open`.
     pub fn remove(&self, sid: &str) -> Result<()> {
         validate_session_id(sid)?;
         let path = self.path(sid);
@@ -912,33 +913,35 @@ impl Sessions {
 
     fn busy_or_gone(&self, sid: &str, path: &Path) -> Error {
         if path.exists() {
-            Error::SessionBusy(sid.into())
+            SessionError::Busy(sid.into()).into()
         } else {
             self.no_such(sid)
         }
     }
 
     fn no_such(&self, sid: &str) -> Error {
-        Error::NoSuchSession {
+        SessionError::NoSuch {
             workspace: self.workspace.clone(),
             sid: sid.into(),
         }
+        .into()
     }
 
     fn io_err(&self, sid: &str, path: &Path, e: io::Error) -> Error {
         match e.kind() {
             io::ErrorKind::NotFound => self.no_such(sid),
-            io::ErrorKind::AlreadyExists => Error::SessionExists {
+            io::ErrorKind::AlreadyExists => SessionError::Exists {
                 workspace: self.workspace.clone(),
                 sid: sid.into(),
-            },
+            }
+            .into(),
             _ => Error::io(path, e),
         }
     }
 
     fn lock_err(&self, sid: &str, path: &Path, e: LockError) -> Error {
         match e {
-            LockError::Busy => Error::SessionBusy(sid.into()),
+            LockError::Busy => SessionError::Busy(sid.into()).into(),
             LockError::Io(e) => Error::io(path, e),
         }
     }
@@ -1005,7 +1008,7 @@ impl Sessions {
                 repaired,
             });
         }
-        Err(Error::SessionBusy(sid.into()))
+        Err(SessionError::Busy(sid.into()).into())
     }
 }
 

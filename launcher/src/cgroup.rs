@@ -104,6 +104,7 @@ pub fn plan_for_self(
         errno: 0,
         path: e.path.display().to_string(),
         detail: e.detail,
+        reason: bulkhead_shared::SetupReason::Other,
     })
 }
 
@@ -121,6 +122,7 @@ pub fn attach(cg: &Cgroup, pid: libc::pid_t) -> Result<(), SetupError> {
             errno: libc::EINVAL,
             path: String::new(),
             detail: format!("cannot attach pid {pid} to the sandbox cgroup: not a process id"),
+            reason: bulkhead_shared::SetupReason::Other,
         });
     }
     for dir in &cg.dirs {
@@ -193,6 +195,7 @@ fn setup_error(err: &io::Error, path: &Path, detail: String) -> SetupError {
         errno: err.raw_os_error().unwrap_or(0),
         path: path.display().to_string(),
         detail,
+        reason: bulkhead_shared::SetupReason::Other,
     }
 }
 

@@ -57,6 +57,7 @@ fn fail(path: &str, what: &str, e: io::Error) -> SetupError {
         errno: e.raw_os_error().unwrap_or(0),
         path: path.to_string(),
         detail: format!("{what}: {e}"),
+        reason: bulkhead_shared::SetupReason::Other,
     }
 }
 

@@ -13,6 +13,7 @@ fn fail(path: &str, detail: String) -> SetupError {
         errno: 0,
         path: path.into(),
         detail,
+        reason: bulkhead_shared::SetupReason::Other,
     }
 }
 

@@ -145,6 +145,7 @@ fn err(step: SetupStep, e: &std::io::Error, path: &str, detail: impl Into<String
         errno: e.raw_os_error().unwrap_or(0),
         path: path.to_string(),
         detail: format!("{}: {e}", detail.into()),
+        reason: bulkhead_shared::SetupReason::Other,
     }
 }
 
@@ -154,6 +155,7 @@ fn plain(step: SetupStep, path: &str, detail: impl Into<String>) -> SetupError {
         errno: 0,
         path: path.to_string(),
         detail: detail.into(),
+        reason: bulkhead_shared::SetupReason::Other,
     }
 }
 

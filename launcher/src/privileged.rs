@@ -247,11 +247,14 @@ fn lock_registry(dir: RawFd, wait: std::time::Duration) -> std::io::Result<bool>
 fn free_for(holder: Holder, id: u32, caller: u32, path: &str) -> Result<Option<bool>, SetupError> {
     match holder {
         Holder::Uid(owner) if owner == caller => Ok(None),
-        Holder::Uid(owner) => Err(plain(
-            SetupStep::Spec,
-            path,
-            format!("host id {id} {FOREIGN_ID} of this launcher (uid {owner}): pick another id of the range"),
-        )),
+        Holder::Uid(owner) => Err(SetupError {
+            reason: bulkhead_shared::SetupReason::ForeignHostId { id, owner },
+            ..plain(
+                SetupStep::Spec,
+                path,
+                format!("host id {id} {FOREIGN_ID} of this launcher (uid {owner}): pick another id of the range"),
+            )
+        }),
         Holder::Nobody => Ok(Some(false)),
         Holder::Torn => Ok(Some(true)),
     }
@@ -695,5 +698,29 @@ mod tests {
         let root = sys::is_mount_root(fd).unwrap();
         sys::close(fd);
         assert!(root);
+    }
+
+    #[test]
+    fn a_host_id_held_by_another_caller_is_refused_with_a_typed_reason() {
+        use bulkhead_shared::SetupReason;
+        let e = free_for(Holder::Uid(1001), 200_007, 1000, "/r/200007").unwrap_err();
+        assert_eq!(e.step, SetupStep::Spec);
+        assert_eq!(
+            e.reason,
+            SetupReason::ForeignHostId {
+                id: 200_007,
+                owner: 1001
+            }
+        );
+        // The text for humans is unchanged.
+        assert!(e.detail.contains(FOREIGN_ID), "{e}");
+        assert!(e.detail.contains("uid 1001"), "{e}");
+        // The caller's own id, a free one and a torn record are no refusal.
+        assert_eq!(free_for(Holder::Uid(1000), 7, 1000, "/r/7").unwrap(), None);
+        assert_eq!(
+            free_for(Holder::Nobody, 7, 1000, "/r/7").unwrap(),
+            Some(false)
+        );
+        assert_eq!(free_for(Holder::Torn, 7, 1000, "/r/7").unwrap(), Some(true));
     }
 }

@@ -43,7 +43,8 @@ pub const LAUNCH_CONFIG_PATH: &str = "/etc/bulkhead/launch.toml";
 pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
 
 /// What the launcher's refusal of a host id held by another caller says (see
-/// `id_registry`); the controller looks for it to pick another id.
+/// `id_registry`), for humans; the controller acts on the refusal's typed reason
+/// (`SetupReason::ForeignHostId`) and picks another id.
 pub const FOREIGN_ID: &str = "belongs to another caller";
 
 /// Smallest allowed `host_id_start`: below it live ordinary accounts (and 65534, nobody).

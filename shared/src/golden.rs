@@ -168,6 +168,17 @@ pub(crate) fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 errno: 2,
                 path: "/x".into(),
                 detail: "d".into(),
+                reason: SetupReason::Other,
+            })),
+        ),
+        (
+            "SetupFailed/ForeignHostId",
+            enc(&WorkerMsg::SetupFailed(SetupError {
+                step: SetupStep::Spec,
+                errno: 0,
+                path: "/r/7".into(),
+                detail: "d".into(),
+                reason: SetupReason::ForeignHostId { id: 7, owner: 1000 },
             })),
         ),
         (
@@ -272,7 +283,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Request/Ping", "03000000010706"),
     ("Cancel", "020000000207"),
     ("Shutdown", "0100000003"),
-    ("SetupFailed", "08000000000504022f780164"),
+    ("SetupFailed", "09000000000504022f78016400"),
+    ("SetupFailed/ForeignHostId", "0f000000000100042f722f3701640107fbe803"),
     ("Hello", "68000000010101fbe803fbe80301020100000000000c01010203040506070b31303030203130303020310b313030302031303030203101026c6f010101154d6178207265616c74696d65207072696f72697479000001042f757372046578743401fb53effc0000c003fb0040"),
     ("Output", "07000000020701036f7574"),
     ("Response/Exec", "0c0000000307000001120100010a141e"),

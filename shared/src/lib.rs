@@ -31,7 +31,8 @@ pub use ratelimit::{MethodKind, RateLimiter, TokenBucket, DEFAULT_RATE_PER_SEC};
 /// 3: [`LaunchSpec::binds`].
 /// 4: [`Limits::io_weight`], [`Limits::io_max`], [`Limits::disk_bytes`], [`Limits::inodes`];
 ///    [`Attestation::rlimits`], [`Attestation::mounts`], [`Attestation::workspace_fs`].
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: [`SetupError::reason`].
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// TCP port of the egress proxy endpoint inside a sandbox launched with
 /// [`LaunchOptions::egress`]: the worker listens on `127.0.0.1:PROXY_PORT` (in the sandbox's

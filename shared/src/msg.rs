@@ -584,8 +584,26 @@ pub struct SetupError {
     pub errno: i32,
     /// Path involved, if any.
     pub path: String,
-    /// What went wrong and what to do.
+    /// What went wrong and what to do (for humans; a program acts on [`SetupError::reason`]).
     pub detail: String,
+    /// What the controller can act on, where it can.
+    pub reason: SetupReason,
+}
+
+/// The typed reason of a [`SetupError`]: the failures the controller acts on get a variant
+/// of their own, so it never decides on [`SetupError::detail`]'s text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum SetupReason {
+    /// Nothing the controller acts on; the detail says what failed.
+    Other,
+    /// The spec's host id is held in a setuid launcher's id registry by another caller:
+    /// the controller notes it as foreign and tries another id.
+    ForeignHostId {
+        /// The refused host id.
+        id: u32,
+        /// The uid of the caller that holds it.
+        owner: u32,
+    },
 }
 
 impl std::fmt::Display for SetupError {

@@ -15,7 +15,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bulkhead::creds::{self, Cipher, CredentialKey, CredentialOptions, KdfParams, SecretString};
+use bulkhead::creds::{
+    self, Cipher, CredError, CredentialKey, CredentialOptions, KdfParams, SecretString,
+};
 use bulkhead::error::exit;
 use bulkhead::{Error, Platform, PlatformConfig, Workspace, WorkspaceConfig};
 use bulkhead_tests::{sandbox_or_skip, text, TestEnv};
@@ -635,7 +637,10 @@ fn wrong_key_exits_6_and_leaves_the_file_untouched() {
     let e = workspace(&env, "acme")
         .credentials(&CredentialKey::new("wrong passphrase"))
         .unwrap_err();
-    assert!(matches!(e, Error::WrongCredentialKey { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Cred(CredError::WrongKey { .. })),
+        "{e:?}"
+    );
 }
 
 /// Flips every bit pattern `x ^ 0x01`, `x ^ 0x80` and `x ^ 0xff` at every byte position;
@@ -657,7 +662,7 @@ fn every_flipped_byte_and_every_truncation_is_detected() {
         let expect_refused = |bytes: &[u8], what: String| {
             fs::write(&path, bytes).unwrap();
             match ws.credentials_with(&key, opts) {
-                Err(Error::WrongCredentialKey { detail, .. }) => {
+                Err(Error::Cred(CredError::WrongKey { detail, .. })) => {
                     assert!(!detail.contains("abc"), "{what}: {detail}");
                 }
                 Err(e) => panic!("{cipher}: {what}: unexpected error {e:?}"),
@@ -701,7 +706,10 @@ fn a_file_copied_into_another_workspace_does_not_open_there() {
     let b_before = fs::read(b.credentials_path()).unwrap();
     fs::copy(a.credentials_path(), b.credentials_path()).unwrap();
     let e = b.credentials_with(&key, fast()).unwrap_err();
-    assert!(matches!(e, Error::WrongCredentialKey { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Cred(CredError::WrongKey { .. })),
+        "{e:?}"
+    );
     // Through the CLI as well (same key, real binary).
     let out = run(&env, Some(KEY), &["cred", "list", "beta"]);
     code(&out, 6);

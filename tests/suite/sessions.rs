@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, TryRecvError};
 use std::time::{Duration, Instant};
 
 use bulkhead::error::exit;
-use bulkhead::sessions::{self, MAX_LINE_BYTES};
+use bulkhead::sessions::{self, SessionError, MAX_LINE_BYTES};
 use bulkhead::{
     Error, Event, LockMode, Platform, PlatformConfig, Sessions, Usage, Workspace, WorkspaceConfig,
 };
@@ -225,21 +225,27 @@ fn create_open_and_ids() {
     assert!(s.path(&sid).is_file());
 
     let e = s.create(Some(&sid), LockMode::FailFast).unwrap_err();
-    assert!(matches!(e, Error::SessionExists { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Session(SessionError::Exists { .. })),
+        "{e}"
+    );
     assert_eq!(e.exit_code(), exit::EXISTS);
 
     let e = s.open("missing", LockMode::FailFast).unwrap_err();
-    assert!(matches!(e, Error::NoSuchSession { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Session(SessionError::NoSuch { .. })),
+        "{e}"
+    );
     assert_eq!(e.exit_code(), exit::NOT_FOUND);
     assert!(e.to_string().contains("does not exist"), "{e}");
     assert!(!s.path("missing").exists(), "open must not create");
     assert!(matches!(
         s.read("missing").unwrap_err(),
-        Error::NoSuchSession { .. }
+        Error::Session(SessionError::NoSuch { .. })
     ));
     assert!(matches!(
         s.remove("missing").unwrap_err(),
-        Error::NoSuchSession { .. }
+        Error::Session(SessionError::NoSuch { .. })
     ));
 
     let mut h = s.open_or_create("either", LockMode::FailFast).unwrap();
@@ -267,7 +273,7 @@ fn busy_session_fails_fast_or_waits() {
     held.append_now(Event::user_message("mine")).unwrap();
 
     let e = s.open("busy", LockMode::FailFast).unwrap_err();
-    assert!(matches!(e, Error::SessionBusy(_)), "{e}");
+    assert!(matches!(e, Error::Session(SessionError::Busy(_))), "{e}");
     assert_eq!(e.exit_code(), exit::SESSION_BUSY);
     assert_eq!(exit::SESSION_BUSY, 8);
     assert!(
@@ -280,13 +286,13 @@ fn busy_session_fails_fast_or_waits() {
     let e = s
         .open("busy", LockMode::WaitTimeout(Duration::from_millis(200)))
         .unwrap_err();
-    assert!(matches!(e, Error::SessionBusy(_)), "{e}");
+    assert!(matches!(e, Error::Session(SessionError::Busy(_))), "{e}");
     assert!(t0.elapsed() >= Duration::from_millis(200));
 
     // Removal is refused while held, by the library and the CLI (another process).
     assert!(matches!(
         s.remove("busy").unwrap_err(),
-        Error::SessionBusy(_)
+        Error::Session(SessionError::Busy(_))
     ));
     let out = env.bulkhead(&["session", "rm", "acme", "busy"]);
     assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));

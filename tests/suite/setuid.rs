@@ -828,6 +828,16 @@ fn a_host_id_belongs_to_one_caller() {
         why.contains("belongs to another caller") && why.contains(&format!("uid {USER}")),
         "{why}"
     );
+    // The refusal says so in a typed reason too: the controller acts on that, not the text.
+    let e = setup_refusal(&rig.wrapper(OTHER), &theirs);
+    assert_eq!(
+        e.reason,
+        bulkhead_shared::SetupReason::ForeignHostId {
+            id: ID_START + 7,
+            owner: USER
+        },
+        "{e:?}"
+    );
     theirs.host_uid = ID_START + 8;
     theirs.host_gid = ID_START + 8;
     Sandbox::start(&rig.wrapper(OTHER), &theirs)

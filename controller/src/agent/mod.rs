@@ -40,7 +40,7 @@
 //!    model, the transcript or an event sees them. No other workspace's secret is in it.
 //! 3. **Session.** The transcript `sessions/<sid>.jsonl` is opened with
 //!    [`RunRequest::lock`] — by default [`LockMode::FailFast`]: a second run of a busy session
-//!    fails at once with [`Error::SessionBusy`] (CLI exit 8) instead of queueing silently;
+//!    fails at once with [`SessionError::Busy`](crate::sessions::SessionError::Busy) (CLI exit 8) instead of queueing silently;
 //!    set [`LockMode::Wait`] to serialize. Earlier turns become the context
 //!    ([`context`] explains how, compactions included).
 //! 4. **System prompt**: the caller's (or [`DEFAULT_SYSTEM_PROMPT`]), a note on the sandbox

@@ -125,10 +125,11 @@ pub fn run(p: &Platform, cmd: CredCmd, json: bool, key_file: Option<&Path>) -> R
             let key = CredentialKey::resolve(key_file)?;
             let mut store = ws.credentials(&key)?;
             if !store.remove(&name)? {
-                return Err(Error::NoSuchCredential {
+                return Err(crate::error::CredError::NoSuchSet {
                     workspace: id,
                     name,
-                });
+                }
+                .into());
             }
             if json {
                 println!("{}", json!({"workspace": id, "removed": name}));

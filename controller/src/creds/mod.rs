@@ -11,7 +11,7 @@
 //! let platform = Platform::open(PlatformConfig::default())?;
 //! let ws = platform.workspace("acme")?;
 //! let key = CredentialKey::resolve(None)?; // --credential-key-file, else $BULKHEAD_CREDENTIAL_KEY
-//! let mut creds = ws.credentials(&key)?; // decrypts (wrong key: Error::WrongCredentialKey)
+//! let mut creds = ws.credentials(&key)?; // decrypts (wrong key: CredError::WrongKey)
 //! creds.set("github", BTreeMap::from([("token".to_string(), SecretString::from("ghp_…"))]))?;
 //! let token = creds.get("github").and_then(|s| s.get("token"));
 //! println!("{:?}", token); // Some([redacted])
@@ -21,7 +21,7 @@
 //! # The passphrase
 //! [`CredentialKey::resolve`]: the file given by `--credential-key-file PATH` (for systemd
 //! credentials; trailing newlines stripped; a warning if other users can read it), else
-//! `$BULKHEAD_CREDENTIAL_KEY`. Neither → [`Error::NoCredentialKey`] (exit 7) naming both.
+//! `$BULKHEAD_CREDENTIAL_KEY`. Neither → [`CredError::NoKey`] (exit 7) naming both.
 //!
 //! # Names, keys and values
 //! - set names: `[A-Za-z0-9_.-]{1,64}`;
@@ -60,7 +60,7 @@
 //! length, value.
 //!
 //! A wrong passphrase, an altered, truncated or foreign file all give
-//! [`Error::WrongCredentialKey`] ("wrong credential key or damaged file", exit 6), and the
+//! [`CredError::WrongKey`] ("wrong credential key or damaged file", exit 6), and the
 //! file is left as it was. Writes go through [`crate::state::write_atomic`] (temp file,
 //! fsync, rename, directory fsync; mode 0600) under a per-workspace lock
 //! (`.creds.lock`), so a crash leaves the old or the new file and concurrent writers do
@@ -89,6 +89,7 @@ use std::sync::Arc;
 
 use zeroize::{Zeroize, Zeroizing};
 
+pub use crate::error::CredError;
 use crate::error::{Error, Result};
 use crate::platform::{Platform, Workspace};
 use crate::state::write_atomic;
@@ -256,9 +257,10 @@ impl fmt::Debug for CredentialKey {
 }
 
 fn no_key(what: &str, env: &str, flag: &str) -> Error {
-    Error::NoCredentialKey(format!(
+    CredError::NoKey(format!(
         "no {what}: set {env} or pass {flag} PATH (a file holding the passphrase, e.g. a systemd credential)"
     ))
+    .into()
 }
 
 impl CredentialKey {
@@ -295,10 +297,10 @@ impl CredentialKey {
     /// warning when other users may read it. Unreadable or empty → exit 7.
     pub fn from_file(path: &Path) -> Result<CredentialKey> {
         let fail = |detail: String| {
-            Error::NoCredentialKey(format!(
+            Error::from(CredError::NoKey(format!(
                 "cannot use the credential key file {}: {detail}",
                 path.display()
-            ))
+            )))
         };
         let f = File::open(path).map_err(|e| fail(e.to_string()))?;
         let meta = f.metadata().map_err(|e| fail(e.to_string()))?;
@@ -334,7 +336,7 @@ impl CredentialKey {
     }
 
     /// The passphrase: `file` (the `--credential-key-file` flag) if given, else
-    /// `$BULKHEAD_CREDENTIAL_KEY`, else [`Error::NoCredentialKey`] naming both.
+    /// `$BULKHEAD_CREDENTIAL_KEY`, else [`CredError::NoKey`] naming both.
     pub fn resolve(file: Option<&Path>) -> Result<CredentialKey> {
         match file {
             Some(f) => Self::from_file(f),
@@ -344,7 +346,7 @@ impl CredentialKey {
     }
 
     /// The new passphrase of a rekey: `file` (`--new-key-file`) if given, else
-    /// `$BULKHEAD_NEW_CREDENTIAL_KEY`, else [`Error::NoCredentialKey`] naming both.
+    /// `$BULKHEAD_NEW_CREDENTIAL_KEY`, else [`CredError::NoKey`] naming both.
     pub fn resolve_new(file: Option<&Path>) -> Result<CredentialKey> {
         match file {
             Some(f) => Self::from_file(f),
@@ -644,10 +646,11 @@ fn read_capped(path: &Path, cap: usize) -> Result<Option<Vec<u8>>> {
 }
 
 fn wrong_key(path: &Path, detail: impl Into<String>) -> Error {
-    Error::WrongCredentialKey {
+    CredError::WrongKey {
         path: path.to_path_buf(),
         detail: detail.into(),
     }
+    .into()
 }
 
 const AUTH_FAILED: &str = "authentication failed: the key is wrong, or the file was altered, \
@@ -882,7 +885,7 @@ impl Workspace {
     /// Opens (decrypts) the workspace's credential store with `key`, writing with the
     /// platform's cipher setting (`[credentials] cipher` in `config.toml`, or
     /// `$BULKHEAD_CREDENTIAL_CIPHER`) and the default KDF. A wrong key or a damaged file is
-    /// [`Error::WrongCredentialKey`]; a missing file is an empty store.
+    /// [`CredError::WrongKey`]; a missing file is an empty store.
     pub fn credentials(&self, key: &CredentialKey) -> Result<CredentialStore> {
         let options = CredentialOptions::for_state_dir(self.state_root())?;
         self.credentials_with(key, options)
@@ -930,11 +933,11 @@ pub fn rekey_workspace(
     envelope::Header::parse(&data).map_err(|d| wrong_key(&path, d))?;
     match decrypt(&path, &data, ws.id(), new) {
         Ok(_) => return Ok(RekeyOutcome::AlreadyNewKey),
-        Err(Error::WrongCredentialKey { .. }) => {}
+        Err(Error::Cred(CredError::WrongKey { .. })) => {}
         Err(e) => return Err(e),
     }
     let (file, sets) = decrypt(&path, &data, ws.id(), old).map_err(|e| match e {
-        Error::WrongCredentialKey { path, .. } => wrong_key(
+        Error::Cred(CredError::WrongKey { path, .. }) => wrong_key(
             &path,
             "neither the new nor the old credential key opens it (or it was altered)",
         ),
@@ -1079,7 +1082,7 @@ mod tests {
         assert_eq!(s2.cipher(), Some(Cipher::Aes256Gcm));
         // Another workspace id, a wrong key: refused.
         let e = CredentialStore::open(dir.path(), "other", &key, opts).unwrap_err();
-        assert!(matches!(e, Error::WrongCredentialKey { .. }), "{e}");
+        assert!(matches!(e, Error::Cred(CredError::WrongKey { .. })), "{e}");
         let e =
             CredentialStore::open(dir.path(), "acme", &CredentialKey::new("x"), opts).unwrap_err();
         assert_eq!(e.exit_code(), crate::error::exit::WRONG_CREDENTIAL_KEY);

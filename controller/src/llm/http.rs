@@ -37,8 +37,8 @@ use super::sse::{SseError, SseLimits, SseReader};
 use super::{ApiKey, FailoverReason, ProviderError};
 use crate::config::LlmConfig;
 use crate::net::{
-    check_host, guarded_agent, parse_url_host, GuardConfig, GuardedClient, GuardingResolver,
-    SsrfError, SsrfPolicy,
+    check_host, guarded_agent, parse_url_host, AddressClass, GuardConfig, GuardedClient,
+    GuardingResolver, SsrfError, SsrfPolicy,
 };
 
 /// The operator setting that lets model calls reach loopback, as written in `config.toml`.
@@ -248,21 +248,26 @@ pub(crate) fn refusal(call: &Call<'_>, url: &str, e: &SsrfError) -> ProviderErro
     let shown = display_url(url);
     let reason = classify_refusal(e);
     let detail = match e {
-        SsrfError::BlockedAddress { host, ip, reason } => {
+        SsrfError::BlockedAddress {
+            host,
+            ip,
+            class,
+            reason,
+        } => {
             let what = if *host == ip.to_string() {
                 format!("the host is {ip} ({reason})")
             } else {
                 format!("{host} resolves to {ip} ({reason})")
             };
-            let hint = if reason.starts_with("loopback") {
+            let hint = if *class == AddressClass::Loopback {
                 format!(
                     "which this host's operator does not allow; set `{LOOPBACK_SETTING}` in \
                      config.toml for a local model server"
                 )
-            } else if reason.starts_with("private")
-                || reason.starts_with("shared")
-                || reason.starts_with("unique local")
-            {
+            } else if matches!(
+                class,
+                AddressClass::Private | AddressClass::Shared | AddressClass::UniqueLocal
+            ) {
                 format!(
                     "which this host's operator does not allow; set `{PRIVATE_SETTING}` in \
                      config.toml for a model server on a private network"

@@ -747,7 +747,7 @@ pub fn index_sessions(ws: &Workspace, mem: &Memory, th: SessionThresholds) -> Re
         }
         let t = match sessions.read(&info.sid) {
             Ok(t) => t,
-            Err(Error::NoSuchSession { .. }) => continue,
+            Err(Error::Session(crate::error::SessionError::NoSuch { .. })) => continue,
             Err(e) => return Err(e),
         };
         let text = session_text(&t.events);

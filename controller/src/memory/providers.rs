@@ -38,7 +38,7 @@ use crate::llm::classify::{classify, error_message};
 use crate::llm::keys::{resolve_keys, KeySource};
 use crate::llm::{ApiKey, FailoverReason, KeyRing, RetryDecision, RetryPolicy};
 use crate::net::{
-    check_redirect, guarded_agent, GuardConfig, GuardedClient, SsrfError, SsrfPolicy,
+    check_redirect, guarded_agent, AddressClass, GuardConfig, GuardedClient, SsrfError, SsrfPolicy,
 };
 
 /// Texts per request by default.
@@ -254,13 +254,18 @@ fn check_name(what: &str, s: &str) -> Result<()> {
 /// would allow it.
 fn refusal(provider: &str, e: &SsrfError) -> Error {
     let hint = match e {
-        SsrfError::BlockedAddress { reason, .. } if reason.starts_with("loopback") => format!(
+        SsrfError::BlockedAddress {
+            class: AddressClass::Loopback,
+            ..
+        } => format!(
             " (an operator can allow loopback embedding endpoints with `{LOOPBACK_SETTING}` \
              in config.toml)"
         ),
-        SsrfError::BlockedAddress { reason, .. }
-            if reason.starts_with("private") || reason.starts_with("shared") =>
-        {
+        // (Not UniqueLocal: this hint never named fc00::/7; kept as it was.)
+        SsrfError::BlockedAddress {
+            class: AddressClass::Private | AddressClass::Shared,
+            ..
+        } => {
             format!(
                 " (an operator can allow private embedding endpoints with `{PRIVATE_SETTING}` \
                  in config.toml)"

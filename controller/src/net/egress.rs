@@ -828,9 +828,12 @@ impl EgressPolicy {
                         host: format!("{host} (resolves to {})", a.ip()),
                         reason,
                     },
-                    SsrfError::BlockedAddress { ip, reason, .. } => SsrfError::BlockedAddress {
+                    SsrfError::BlockedAddress {
+                        ip, class, reason, ..
+                    } => SsrfError::BlockedAddress {
                         host: host.to_string(),
                         ip,
+                        class,
                         reason,
                     },
                     other => other,
@@ -888,7 +891,10 @@ impl EgressPolicy {
                     ),
                 }
             }
-            SsrfError::BlockedHost { host: h, reason } if reason.contains("metadata") => Denial {
+            SsrfError::BlockedHost {
+                host: h,
+                reason: reason @ ssrf::HostBlock::MetadataName,
+            } => Denial {
                 kind: "metadata",
                 message: format!("bulkhead egress: host {h} is {reason}; never allowed"),
             },

@@ -18,3 +18,4 @@ pub use ssrf::{
     resolve_and_check, resolve_and_check_all, GuardConfig, GuardedClient, GuardedResponse,
     GuardingResolver, Host, PinnedResolver, Scheme, SsrfError, SsrfPolicy,
 };
+pub use ssrf::{AddressClass, HostBlock};

@@ -51,6 +51,42 @@ pub struct SsrfPolicy {
     pub deny_hosts: Vec<String>,
 }
 
+/// The class of a refused address: callers pick their hint (which operator setting, if any,
+/// would allow it) from this, never from [`SsrfError::BlockedAddress`]'s text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressClass {
+    /// Loopback (`127/8`, `::1`); [`SsrfPolicy::allow_loopback`] allows it.
+    Loopback,
+    /// Private (`10/8`, `172.16/12`, `192.168/16`); [`SsrfPolicy::allow_private`] allows it.
+    Private,
+    /// Shared (CGNAT, `100.64/10`); [`SsrfPolicy::allow_private`] allows it.
+    Shared,
+    /// IPv6 unique local (`fc00::/7`); [`SsrfPolicy::allow_private`] allows it.
+    UniqueLocal,
+    /// A cloud metadata address; never allowed.
+    Metadata,
+    /// Any other address no setting allows (link-local, multicast, documentation, reserved).
+    Reserved,
+}
+
+/// Why a host name is refused whatever it resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostBlock {
+    /// A cloud metadata host name (`metadata.google.internal`, ...); never allowed.
+    MetadataName,
+    /// A `deny_hosts` rule names it.
+    Denied,
+}
+
+impl fmt::Display for HostBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostBlock::MetadataName => "a cloud metadata host name",
+            HostBlock::Denied => "denied by policy",
+        })
+    }
+}
+
 /// Why an outbound call was refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SsrfError {
@@ -74,7 +110,9 @@ pub enum SsrfError {
         host: String,
         /// The refused address.
         ip: IpAddr,
-        /// Which kind of address it is.
+        /// Its class, for a caller choosing a hint (never decide on `reason`'s text).
+        class: AddressClass,
+        /// Which kind of address it is, for humans.
         reason: String,
     },
     /// The host name is refused (metadata name, `deny_hosts`).
@@ -82,7 +120,7 @@ pub enum SsrfError {
         /// The host.
         host: String,
         /// Why.
-        reason: String,
+        reason: HostBlock,
     },
     /// An allowlist is set and does not name this host and port.
     NotAllowlisted {
@@ -137,7 +175,9 @@ impl fmt::Display for SsrfError {
                     "refused: url {url:?} carries userinfo (user@host), which is not allowed"
                 )
             }
-            SsrfError::BlockedAddress { host, ip, reason } => {
+            SsrfError::BlockedAddress {
+                host, ip, reason, ..
+            } => {
                 if host == &ip.to_string() {
                     write!(f, "refused: {host} is a {reason}")
                 } else {
@@ -255,12 +295,13 @@ fn invalid(url: &str, reason: impl Into<String>) -> SsrfError {
 /// Checks one address against the policy.
 pub fn check_ip(ip: IpAddr, policy: &SsrfPolicy) -> Result<(), SsrfError> {
     let r = match ip {
-        IpAddr::V4(v4) => check_v4(v4, policy).map_err(str::to_string),
+        IpAddr::V4(v4) => check_v4(v4, policy).map_err(|(c, r)| (c, r.to_string())),
         IpAddr::V6(v6) => check_v6(v6, policy),
     };
-    r.map_err(|reason| SsrfError::BlockedAddress {
+    r.map_err(|(class, reason)| SsrfError::BlockedAddress {
         host: ip.to_string(),
         ip,
+        class,
         reason,
     })
 }
@@ -283,21 +324,24 @@ fn v6_in(ip: Ipv6Addr, net: Ipv6Addr, bits: u32) -> bool {
     u128::from(ip) & mask == u128::from(net) & mask
 }
 
-fn check_v4(ip: Ipv4Addr, p: &SsrfPolicy) -> Result<(), &'static str> {
+fn check_v4(ip: Ipv4Addr, p: &SsrfPolicy) -> Result<(), (AddressClass, &'static str)> {
     if METADATA_V4.contains(&ip) {
-        return Err(METADATA_REASON);
+        return Err((AddressClass::Metadata, METADATA_REASON));
     }
     if ip.is_unspecified() {
-        return Err("unspecified address");
+        return Err((AddressClass::Reserved, "unspecified address"));
     }
     if v4_in(ip, [0, 0, 0, 0], 8) {
-        return Err("reserved \"this network\" address (0.0.0.0/8)");
+        return Err((
+            AddressClass::Reserved,
+            "reserved \"this network\" address (0.0.0.0/8)",
+        ));
     }
     if v4_in(ip, [127, 0, 0, 0], 8) {
         return if p.allow_loopback {
             Ok(())
         } else {
-            Err("loopback address")
+            Err((AddressClass::Loopback, "loopback address"))
         };
     }
     if v4_in(ip, [10, 0, 0, 0], 8)
@@ -307,42 +351,48 @@ fn check_v4(ip: Ipv4Addr, p: &SsrfPolicy) -> Result<(), &'static str> {
         return if p.allow_private {
             Ok(())
         } else {
-            Err("private address")
+            Err((AddressClass::Private, "private address"))
         };
     }
     if v4_in(ip, [100, 64, 0, 0], 10) {
         return if p.allow_private {
             Ok(())
         } else {
-            Err("shared (cgnat) address")
+            Err((AddressClass::Shared, "shared (cgnat) address"))
         };
     }
     if v4_in(ip, [169, 254, 0, 0], 16) {
-        return Err("link-local address");
+        return Err((AddressClass::Reserved, "link-local address"));
     }
     if v4_in(ip, [192, 0, 0, 0], 24) {
-        return Err("ietf protocol assignment address (192.0.0.0/24)");
+        return Err((
+            AddressClass::Reserved,
+            "ietf protocol assignment address (192.0.0.0/24)",
+        ));
     }
     if v4_in(ip, [192, 0, 2, 0], 24)
         || v4_in(ip, [198, 51, 100, 0], 24)
         || v4_in(ip, [203, 0, 113, 0], 24)
     {
-        return Err("documentation address");
+        return Err((AddressClass::Reserved, "documentation address"));
     }
     if v4_in(ip, [198, 18, 0, 0], 15) {
-        return Err("benchmarking address");
+        return Err((AddressClass::Reserved, "benchmarking address"));
     }
     if v4_in(ip, [192, 88, 99, 0], 24) {
-        return Err("deprecated 6to4 relay anycast address");
+        return Err((
+            AddressClass::Reserved,
+            "deprecated 6to4 relay anycast address",
+        ));
     }
     if ip.is_broadcast() {
-        return Err("broadcast address");
+        return Err((AddressClass::Reserved, "broadcast address"));
     }
     if v4_in(ip, [224, 0, 0, 0], 4) {
-        return Err("multicast address");
+        return Err((AddressClass::Reserved, "multicast address"));
     }
     if v4_in(ip, [240, 0, 0, 0], 4) {
-        return Err("reserved address (240.0.0.0/4)");
+        return Err((AddressClass::Reserved, "reserved address (240.0.0.0/4)"));
     }
     Ok(())
 }
@@ -377,28 +427,28 @@ pub fn canonical_host(host: &Host) -> Host {
     }
 }
 
-fn embedded(form: &str, v4: Ipv4Addr, p: &SsrfPolicy) -> Result<(), String> {
-    check_v4(v4, p).map_err(|r| format!("{r} ({form} of {v4})"))
+fn embedded(form: &str, v4: Ipv4Addr, p: &SsrfPolicy) -> Result<(), (AddressClass, String)> {
+    check_v4(v4, p).map_err(|(c, r)| (c, format!("{r} ({form} of {v4})")))
 }
 
 fn low_v4(ip: Ipv6Addr) -> Ipv4Addr {
     Ipv4Addr::from(u128::from(ip) as u32)
 }
 
-fn check_v6(ip: Ipv6Addr, p: &SsrfPolicy) -> Result<(), String> {
+fn check_v6(ip: Ipv6Addr, p: &SsrfPolicy) -> Result<(), (AddressClass, String)> {
     let n = u128::from(ip);
     let s = ip.segments();
     if METADATA_V6.contains(&ip) {
-        return Err(METADATA_REASON.into());
+        return Err((AddressClass::Metadata, METADATA_REASON.into()));
     }
     if ip.is_unspecified() {
-        return Err("unspecified address".into());
+        return Err((AddressClass::Reserved, "unspecified address".into()));
     }
     if ip.is_loopback() {
         return if p.allow_loopback {
             Ok(())
         } else {
-            Err("loopback address".into())
+            Err((AddressClass::Loopback, "loopback address".into()))
         };
     }
     // Forms that embed an IPv4 address: the embedded address must pass the same rules.
@@ -417,7 +467,10 @@ fn check_v6(ip: Ipv6Addr, p: &SsrfPolicy) -> Result<(), String> {
     if v6_in(ip, Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48) {
         // RFC 8215: local-use translation prefix; where the IPv4 address sits depends on the
         // local prefix length, so the whole prefix is refused.
-        return Err("local-use nat64 address (64:ff9b:1::/48)".into());
+        return Err((
+            AddressClass::Reserved,
+            "local-use nat64 address (64:ff9b:1::/48)".into(),
+        ));
     }
     if v6_in(ip, Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16) {
         let v4 = Ipv4Addr::from(((s[1] as u32) << 16) | s[2] as u32);
@@ -435,34 +488,46 @@ fn check_v6(ip: Ipv6Addr, p: &SsrfPolicy) -> Result<(), String> {
         return if p.allow_private {
             Ok(())
         } else {
-            Err("unique local (private) address".into())
+            Err((
+                AddressClass::UniqueLocal,
+                "unique local (private) address".into(),
+            ))
         };
     }
     if v6_in(ip, Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10) {
-        return Err("link-local address".into());
+        return Err((AddressClass::Reserved, "link-local address".into()));
     }
     if v6_in(ip, Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10) {
-        return Err("site-local address".into());
+        return Err((AddressClass::Reserved, "site-local address".into()));
     }
     if v6_in(ip, Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8) {
-        return Err("multicast address".into());
+        return Err((AddressClass::Reserved, "multicast address".into()));
     }
     if v6_in(ip, Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64) {
-        return Err("discard-only address".into());
+        return Err((AddressClass::Reserved, "discard-only address".into()));
     }
     if v6_in(ip, Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32)
         || v6_in(ip, Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20)
     {
-        return Err("documentation address".into());
+        return Err((AddressClass::Reserved, "documentation address".into()));
     }
     if v6_in(ip, Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23) {
-        return Err("ietf protocol assignment address (2001::/23)".into());
+        return Err((
+            AddressClass::Reserved,
+            "ietf protocol assignment address (2001::/23)".into(),
+        ));
     }
     if v6_in(ip, Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16) {
-        return Err("srv6 segment identifier address".into());
+        return Err((
+            AddressClass::Reserved,
+            "srv6 segment identifier address".into(),
+        ));
     }
     if !v6_in(ip, Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3) {
-        return Err("reserved address (not global unicast)".into());
+        return Err((
+            AddressClass::Reserved,
+            "reserved address (not global unicast)".into(),
+        ));
     }
     Ok(())
 }
@@ -699,7 +764,7 @@ pub fn check_host(host: &Host, port: u16, policy: &SsrfPolicy) -> Result<(), Ssr
         if METADATA_NAMES.contains(&name.as_str()) {
             return Err(SsrfError::BlockedHost {
                 host: name.clone(),
-                reason: "a cloud metadata host name".into(),
+                reason: HostBlock::MetadataName,
             });
         }
     }
@@ -710,7 +775,7 @@ pub fn check_host(host: &Host, port: u16, policy: &SsrfPolicy) -> Result<(), Ssr
     {
         return Err(SsrfError::BlockedHost {
             host: host.to_string(),
-            reason: "denied by policy".into(),
+            reason: HostBlock::Denied,
         });
     }
     if let Some(allow) = &policy.host_allowlist {
@@ -871,9 +936,12 @@ pub fn resolve_and_check_with(
     }
     for a in &addrs {
         check_ip(a.ip(), policy).map_err(|e| match e {
-            SsrfError::BlockedAddress { ip, reason, .. } => SsrfError::BlockedAddress {
+            SsrfError::BlockedAddress {
+                ip, class, reason, ..
+            } => SsrfError::BlockedAddress {
                 host: name.clone(),
                 ip,
+                class,
                 reason,
             },
             other => other,

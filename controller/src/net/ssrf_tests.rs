@@ -244,7 +244,9 @@ fn messages_name_host_and_reason() {
 fn hostname_resolving_to_loopback_is_refused() {
     let e = resolve_and_check("localhost", 80, &SsrfPolicy::default()).unwrap_err();
     match &e {
-        SsrfError::BlockedAddress { host, ip, reason } => {
+        SsrfError::BlockedAddress {
+            host, ip, reason, ..
+        } => {
             assert_eq!(host, "localhost");
             assert!(ip.is_loopback(), "{ip}");
             assert_eq!(reason, "loopback address");
@@ -617,4 +619,44 @@ fn oversized_body_is_an_error() {
         "request to 127.0.0.1 failed: the response body exceeds 4 bytes"
     );
     server.join().unwrap();
+}
+
+#[test]
+fn refusals_carry_a_typed_class_that_callers_choose_their_hint_from() {
+    let class = |ip: &str| match check_ip(ip.parse().unwrap(), &SsrfPolicy::default()) {
+        Err(SsrfError::BlockedAddress { class, .. }) => class,
+        other => panic!("{ip}: {other:?}"),
+    };
+    assert_eq!(class("127.0.0.1"), AddressClass::Loopback);
+    assert_eq!(class("::1"), AddressClass::Loopback);
+    // An embedded form is the class of the address it embeds (its text says more).
+    assert_eq!(class("::ffff:127.0.0.1"), AddressClass::Loopback);
+    assert_eq!(class("64:ff9b::a00:1"), AddressClass::Private);
+    assert_eq!(class("10.1.2.3"), AddressClass::Private);
+    assert_eq!(class("192.168.0.1"), AddressClass::Private);
+    assert_eq!(class("100.64.0.1"), AddressClass::Shared);
+    assert_eq!(class("fd12::1"), AddressClass::UniqueLocal);
+    assert_eq!(class("169.254.169.254"), AddressClass::Metadata);
+    assert_eq!(class("fd00:ec2::254"), AddressClass::Metadata);
+    assert_eq!(class("169.254.1.1"), AddressClass::Reserved);
+    assert_eq!(class("224.0.0.1"), AddressClass::Reserved);
+    // The text for humans is what it was.
+    let e = check_ip("::ffff:127.0.0.1".parse().unwrap(), &SsrfPolicy::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "refused: ::ffff:127.0.0.1 is a loopback address (ipv4-mapped form of 127.0.0.1)"
+    );
+
+    let policy = SsrfPolicy {
+        deny_hosts: vec!["evil.example".into()],
+        ..SsrfPolicy::default()
+    };
+    let host = |h: &str| match check_host(&parse_host(h).unwrap(), 443, &policy) {
+        Err(SsrfError::BlockedHost { reason, .. }) => reason,
+        other => panic!("{h}: {other:?}"),
+    };
+    assert_eq!(host("metadata.google.internal"), HostBlock::MetadataName);
+    assert_eq!(host("evil.example"), HostBlock::Denied);
+    let e = check_host(&parse_host("evil.example").unwrap(), 443, &policy).unwrap_err();
+    assert_eq!(e.to_string(), "refused: evil.example is denied by policy");
 }

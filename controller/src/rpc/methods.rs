@@ -1343,10 +1343,10 @@ fn h_cred_rm(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     let ws = ctx.platform.workspace(&id)?;
     crate::creds::validate_name(&name)?;
     if !ws.credentials(&key(ctx)?)?.remove(&name)? {
-        return Err(Error::NoSuchCredential {
+        return Err(Error::from(crate::error::CredError::NoSuchSet {
             workspace: id,
             name,
-        }
+        })
         .into());
     }
     Ok(json!({"workspace": id, "removed": name}))

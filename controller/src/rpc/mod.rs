@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::agent::CancelToken;
-use crate::error::Error;
+use crate::error::{CredError, Error, SessionError, WorkspaceError};
 use crate::platform::Platform;
 
 /// Version of this JSON-RPC API (`info.version` of the OpenRPC document). The major number
@@ -214,13 +214,14 @@ impl From<Error> for RpcError {
         let exit = e.exit_code();
         let kind = match &e {
             Error::Invalid(_) => code::INVALID_PARAMS,
-            Error::NoSuchWorkspace(_)
-            | Error::NoSuchSession { .. }
-            | Error::NoSuchCredential { .. } => code::NOT_FOUND,
-            Error::WorkspaceExists(_) | Error::SessionExists { .. } => code::EXISTS,
-            Error::WrongCredentialKey { .. } => code::WRONG_CREDENTIAL_KEY,
-            Error::NoCredentialKey(_) => code::NO_CREDENTIAL_KEY,
-            Error::SessionBusy(_) => code::SESSION_BUSY,
+            Error::Workspace(WorkspaceError::NoSuch(_))
+            | Error::Session(SessionError::NoSuch { .. })
+            | Error::Cred(CredError::NoSuchSet { .. }) => code::NOT_FOUND,
+            Error::Workspace(WorkspaceError::Exists(_))
+            | Error::Session(SessionError::Exists { .. }) => code::EXISTS,
+            Error::Cred(CredError::WrongKey { .. }) => code::WRONG_CREDENTIAL_KEY,
+            Error::Cred(CredError::NoKey(_)) => code::NO_CREDENTIAL_KEY,
+            Error::Session(SessionError::Busy(_)) => code::SESSION_BUSY,
             Error::AllModelsFailed { .. } => code::ALL_MODELS_FAILED,
             Error::Cancelled(_) => code::REQUEST_CANCELLED,
             Error::RunTimedOut(_) => code::TIMED_OUT,

@@ -230,3 +230,66 @@ fn the_json_rpc_doc_lists_every_error_code() {
         );
     }
 }
+
+#[test]
+fn typed_module_errors_map_to_their_json_rpc_codes_and_exit_codes() {
+    use crate::error::{CredError, SessionError, WorkspaceError};
+    let cases: Vec<(Error, i64, i32)> = vec![
+        (
+            WorkspaceError::NoSuch("a".into()).into(),
+            code::NOT_FOUND,
+            3,
+        ),
+        (WorkspaceError::Exists("a".into()).into(), code::EXISTS, 4),
+        (
+            SessionError::NoSuch {
+                workspace: "a".into(),
+                sid: "s".into(),
+            }
+            .into(),
+            code::NOT_FOUND,
+            3,
+        ),
+        (
+            SessionError::Exists {
+                workspace: "a".into(),
+                sid: "s".into(),
+            }
+            .into(),
+            code::EXISTS,
+            4,
+        ),
+        (SessionError::Busy("s".into()).into(), code::SESSION_BUSY, 8),
+        (
+            CredError::WrongKey {
+                path: "/c".into(),
+                detail: "d".into(),
+            }
+            .into(),
+            code::WRONG_CREDENTIAL_KEY,
+            6,
+        ),
+        (
+            CredError::NoKey("no key".into()).into(),
+            code::NO_CREDENTIAL_KEY,
+            7,
+        ),
+        (
+            CredError::NoSuchSet {
+                workspace: "a".into(),
+                name: "n".into(),
+            }
+            .into(),
+            code::NOT_FOUND,
+            3,
+        ),
+        (Error::Invalid("bad".into()), code::INVALID_PARAMS, 2),
+    ];
+    for (e, rpc, exit) in cases {
+        let text = e.to_string();
+        let r = RpcError::from(e);
+        assert_eq!(r.code, rpc, "{text}");
+        assert_eq!(r.message, text);
+        assert_eq!(r.data, Some(json!({"exit_code": exit})), "{text}");
+    }
+}

@@ -213,10 +213,10 @@ fn credential_env(ws: &Workspace, skill: &Skill, key: Option<&CredentialKey>) ->
         return Ok(Secrets::default());
     }
     let key = key.ok_or_else(|| {
-        Error::NoCredentialKey(format!(
+        Error::from(crate::error::CredError::NoKey(format!(
             "skill {:?} needs credentials; set $BULKHEAD_CREDENTIAL_KEY or --credential-key-file",
             skill.id
-        ))
+        )))
     })?;
     let store = ws.credentials(key)?;
     let mut env: BTreeMap<String, String> = BTreeMap::new();

@@ -13,7 +13,7 @@ use super::run::{is_enabled, run_skill_with, RunOptions};
 use super::Registry;
 use crate::agent::tools::{Tool, ToolContext, ToolOutput};
 use crate::creds::CredentialKey;
-use crate::error::{Error, Result};
+use crate::error::{CredError, Error, Result};
 use crate::platform::Workspace;
 
 /// What both tools share: the registry and the key that opens the workspace's credentials.
@@ -78,7 +78,7 @@ pub fn prompt_section(registry: &Registry, ws: &Workspace) -> Result<Option<(Str
 fn failure(what: &str, err: &Error) -> ToolOutput {
     match err {
         Error::Invalid(m) => ToolOutput::error(m.clone()),
-        Error::NoCredentialKey(_) | Error::WrongCredentialKey { .. } => {
+        Error::Cred(CredError::NoKey(_) | CredError::WrongKey { .. }) => {
             ToolOutput::error("the skill's credentials could not be opened (ask an operator)")
         }
         other => {

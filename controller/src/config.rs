@@ -336,7 +336,7 @@ fn check_embedder(origin: &str, key: &str, v: &str) -> Result<String> {
 }
 
 fn size(origin: &str, key: &str, v: &str) -> Result<u64> {
-    crate::cli::parse_size(v).map_err(|e| bad(origin, key, e))
+    crate::util::size::parse_size(v).map_err(|e| bad(origin, key, e))
 }
 
 impl Config {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::cancel::CancelToken;
+use crate::util::cancel::CancelToken;
 use super::context::{
     add_usage, assemble, compaction_boundary, history_from_events, message_tokens,
     prune_tool_results, read_instructions, render_for_summary, summary_message, summary_request,

@@ -37,7 +37,7 @@ use crate::llm::{
     RetryDecision, RetryPolicy,
 };
 
-use super::cancel::CancelToken;
+use crate::util::cancel::CancelToken;
 use super::events::{Attempt, RunEvent};
 
 /// Time between two probes of one model.

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::cancel::CancelToken;
+use crate::util::cancel::CancelToken;
 use super::context::{add_usage, truncate_middle};
 use super::events::{RunEvent, RunOutcome};
 use super::failover::Cooldowns;
@@ -797,11 +797,11 @@ mod tests {
     #[test]
     fn tool_arguments_parse_and_validate() {
         let args = json!({"tasks": [{"task": "a", "label": "A"}, {"task": "b", "role": "r"}]});
-        crate::agent::schema::validate(&SpawnSubagentsTool.schema(), &args).unwrap();
+        crate::util::schema::validate(&SpawnSubagentsTool.schema(), &args).unwrap();
         let t = tasks_from_args(&args).unwrap();
         assert_eq!(t[0], SubTask::new("a").label("A"));
         assert_eq!(t[1], SubTask::new("b").role("r"));
-        assert!(crate::agent::schema::validate(&SpawnSubagentsTool.schema(), &json!({})).is_err());
+        assert!(crate::util::schema::validate(&SpawnSubagentsTool.schema(), &json!({})).is_err());
     }
 
     #[test]

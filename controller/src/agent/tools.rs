@@ -21,7 +21,7 @@ use bulkhead_shared::{
 };
 use serde_json::{json, Value};
 
-use super::cancel::{CancelToken, HookGuard};
+use crate::util::cancel::{CancelToken, HookGuard};
 use crate::error::{Error, Result};
 use crate::llm::ToolSpec;
 use crate::platform::{LimitsConfig, RunningSandbox, Workspace};
@@ -563,7 +563,7 @@ pub(crate) fn resolve_call(
         args = Value::Object(Default::default());
     }
     let schema = tool.schema();
-    if let Err(msg) = super::schema::validate(&schema, &args) {
+    if let Err(msg) = crate::util::schema::validate(&schema, &args) {
         return Err(ToolOutput::error(format!(
             "invalid arguments for `{name}`: {msg}. Call it again with arguments matching its schema: {schema}"
         )));

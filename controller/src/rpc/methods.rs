@@ -67,7 +67,7 @@ impl Method {
     /// Checks `params` against the schema, then runs the handler.
     pub fn call(&self, ctx: &Ctx<'_>, params: &Map<String, Value>) -> RpcResult {
         let v = Value::Object(params.clone());
-        if let Err(why) = crate::agent::schema::validate(&self.schema, &v) {
+        if let Err(why) = crate::util::schema::validate(&self.schema, &v) {
             return Err(if self.sensitive {
                 RpcError::invalid_params(format!(
                     "invalid params for {}: they do not match its schema (see rpc.describe)",

@@ -263,7 +263,7 @@ pub fn parse_manifest(
         None => None,
         Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as u64),
         Some(toml::Value::String(s)) => {
-            Some(crate::cli::parse_size(s).map_err(|e| format!("limits.memory: {e}"))?)
+            Some(crate::util::size::parse_size(s).map_err(|e| format!("limits.memory: {e}"))?)
         }
         Some(o) => {
             return Err(format!(

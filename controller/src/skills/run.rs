@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 
 use super::redact::{Redactor, MIN_SECRET_LEN};
 use super::{skill_files, Registry, Skill, WorkspaceAccess};
-use crate::agent::CancelToken;
+use crate::util::cancel::CancelToken;
 use crate::creds::{shadows_environment, CredentialKey};
 use crate::error::{Error, Result};
 use crate::platform::Workspace;
@@ -493,7 +493,7 @@ pub fn run_skill_with(
             "skill parameters must be a JSON object".into(),
         ));
     }
-    crate::agent::schema::validate(&skill.input_schema, params)
+    crate::util::schema::validate(&skill.input_schema, params)
         .map_err(|e| Error::Invalid(format!("parameters of skill {id:?}: {e}")))?;
     let stdin = serde_json::to_vec(params).map_err(|e| Error::Invalid(e.to_string()))?;
     if stdin.len() > MAX_PARAMS_BYTES {

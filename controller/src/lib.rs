@@ -31,6 +31,7 @@ pub mod sandbox;
 pub mod sessions;
 pub mod skills;
 pub mod state;
+pub mod tool;
 pub mod util;
 
 pub use agent::{CancelToken, RunEvent, RunOutcome, RunRequest, RunResult};

@@ -8,6 +8,9 @@ use bulkhead_shared::{validate_workspace_id, IoMax, LaunchSpec, Limits};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+pub mod hook_spec;
+mod ops;
 use crate::sandbox::{find_launcher, Sandbox};
 use crate::state::{mkdir, write_atomic, StateDir};
 
@@ -245,7 +248,7 @@ pub struct WorkspaceConfig {
     /// Lifecycle hook executables (host programs chosen by the operator, never anything in
     /// the sandbox); see [`crate::agent::hooks`]. Absent in files written before hooks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hooks: Vec<crate::agent::hooks::HookSpec>,
+    pub hooks: Vec<hook_spec::HookSpec>,
 }
 
 /// Checks a `provider/model` string: a provider name `[a-z0-9][a-z0-9_-]*`, a slash, and a
@@ -955,7 +958,7 @@ impl Workspace {
     }
 
     /// The workspace's hook executables.
-    pub fn hooks(&self) -> &[crate::agent::hooks::HookSpec] {
+    pub fn hooks(&self) -> &[hook_spec::HookSpec] {
         &self.record.config.hooks
     }
 
@@ -964,7 +967,7 @@ impl Workspace {
     /// whose file is gone can still be removed).
     pub fn update_hooks<T>(
         &mut self,
-        change: impl FnOnce(&mut Vec<crate::agent::hooks::HookSpec>) -> Result<T>,
+        change: impl FnOnce(&mut Vec<hook_spec::HookSpec>) -> Result<T>,
     ) -> Result<T> {
         let _lock = self.state.lock()?;
         let path = self.config_path();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{configured_embedder, Embedder, Memory, SearchOptions, MAX_STORE_BYTES, SOURCE_TOOL};
-use crate::agent::tools::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
+use crate::tool::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 use crate::error::{Error, Result};
 
 /// Results of `memory_search` without a `limit`.
@@ -197,7 +197,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::agent::tools::SandboxSlot;
+    use crate::tool::SandboxSlot;
     use crate::agent::CancelToken;
     use crate::platform::{LimitsConfig, Platform, PlatformConfig, WorkspaceConfig};
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::run::{is_enabled, run_skill_with, RunOptions};
 use super::Registry;
-use crate::agent::tools::{Tool, ToolContext, ToolOutput};
+use crate::tool::{Tool, ToolContext, ToolOutput};
 use crate::creds::CredentialKey;
 use crate::error::{Error, Result};
 use crate::platform::Workspace;

@@ -65,7 +65,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::platform::LimitsConfig;
+pub mod limits;
+
+pub use limits::LimitsConfig;
 
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,7 +408,7 @@ impl Config {
             .map(|v| v.parse().map_err(|e| bad(origin, "limits.io_max", e)))
             .transpose()?;
         let limits = cfg.limits.apply(bulkhead_policy::default_limits());
-        crate::platform::check_limits(&limits)
+        limits::check_limits(&limits)
             .map_err(|e| Error::Invalid(format!("{origin}: [limits]: {e}")))?;
         cfg.launcher = f.sandbox.launcher;
         cfg.network = crate::net::egress::OperatorNetwork {

@@ -50,6 +50,37 @@ pub const ORDER: &[(&str, &[&str])] = &[
     ("front ends", &["doctor", "rpc", "cli"]),
 ];
 
+/// Upward edges that are known and not yet removed: (file under controller/src, from, to,
+/// path). The list may only shrink: an edge not listed fails the test, and so does an entry
+/// that no longer occurs (delete it when the edge goes).
+///
+/// - `config.rs` still checks `[network]`, `credential_cipher`, `[subagents]` and the
+///   embedder spec with the types and parsers of the services that own them; the next step
+///   is to move those value types into config (as `config/limits.rs` did for the limits)
+///   or to let each service validate its own section.
+/// - `net/proxy.rs` re-reads a workspace's policy through `platform::Workspace` while
+///   `Workspace::sandbox` starts the proxy; the next step is a small trait in net that
+///   `Workspace` implements (left for after the proxy.rs split, which touches the same code).
+pub const PENDING: &[(&str, &str, &str, &str)] = &[
+    ("config.rs", "config", "creds", "crate::creds::Cipher"),
+    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork"),
+    ("config.rs", "config", "agent", "crate::agent::SubagentOptions"),
+    ("config.rs", "config", "memory", "crate::memory::check_embedder_spec"),
+    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork::parse_deny"),
+    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork::parse_resolve"),
+    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork::parse_ceiling"),
+    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork::parse_total"),
+    ("net/proxy.rs", "net", "platform", "crate::platform::Platform"),
+    ("net/proxy.rs", "net", "platform", "crate::platform::Workspace"),
+];
+
+fn pending(e: &Edge, src: &Path) -> Option<usize> {
+    let rel = e.file.strip_prefix(src).unwrap_or(&e.file);
+    PENDING.iter().position(|(f, from, to, path)| {
+        rel == Path::new(f) && e.from == *from && e.to == *to && e.path == *path
+    })
+}
+
 /// One use of a module by another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edge {
@@ -697,12 +728,30 @@ fn controller_modules_respect_the_layer_order() {
         "the parser found only {} edges in controller/src: it is not reading the tree",
         edges.len()
     );
-    let bad = violations(&edges, ORDER);
+    let mut seen = vec![false; PENDING.len()];
+    let mut checked = Vec::new();
+    for e in edges {
+        match pending(&e, &src) {
+            Some(i) => seen[i] = true,
+            None => checked.push(e),
+        }
+    }
+    let bad = violations(&checked, ORDER);
     assert!(
         bad.is_empty(),
         "{} edge(s) against the layer order in controller/tests/layers.rs:\n{}",
         bad.len(),
         bad.join("\n")
+    );
+    let gone: Vec<_> = PENDING
+        .iter()
+        .zip(&seen)
+        .filter(|(_, s)| !**s)
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "these PENDING edges no longer occur: delete them from PENDING: {gone:?}"
     );
 }
 

@@ -66,8 +66,8 @@ use serde_json::{json, Value};
 use crate::error::{exit, Error, Result};
 use crate::platform::{Platform, Workspace};
 use crate::util::text::safe;
-pub use crate::util::time::{format_timestamp, timestamp_now};
 use crate::util::time::split_time;
+pub use crate::util::time::{format_timestamp, timestamp_now};
 
 /// Longest line (one serialized event, without its newline) written or read: 16 MiB.
 /// Longer events are refused on write and skipped on read, so reading needs bounded memory.

@@ -23,10 +23,7 @@ use std::path::{Path, PathBuf};
 pub const ORDER: &[(&str, &[&str])] = &[
     // Leaves: no knowledge of any service. util: text, sizes, time, cancellation, the JSON
     // Schema check; error: the error type and what it carries (model attempts).
-    (
-        "leaves",
-        &["util", "error", "state", "config", "logging"],
-    ),
+    ("leaves", &["util", "error", "state", "config", "logging"]),
     // Services, each using only the leaves and the services before it. disk: a workspace's
     // own filesystem; net: SSRF checks, egress policy and proxy; sandbox: the launcher and
     // the worker; platform: the workspace store (`Platform`, `Workspace`: records, limits,
@@ -62,13 +59,48 @@ pub const ORDER: &[(&str, &[&str])] = &[
 ///   `Workspace::sandbox` starts the proxy; the next step is a small trait in net that
 ///   `Workspace` implements (left for after the proxy.rs split, which touches the same code).
 pub const PENDING: &[(&str, &str, &str, &str)] = &[
-    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork"),
-    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork::parse_deny"),
-    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork::parse_resolve"),
-    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork::parse_ceiling"),
-    ("config.rs", "config", "net", "crate::net::egress::OperatorNetwork::parse_total"),
-    ("net/proxy.rs", "net", "platform", "crate::platform::Platform"),
-    ("net/proxy.rs", "net", "platform", "crate::platform::Workspace"),
+    (
+        "config.rs",
+        "config",
+        "net",
+        "crate::net::egress::OperatorNetwork",
+    ),
+    (
+        "config.rs",
+        "config",
+        "net",
+        "crate::net::egress::OperatorNetwork::parse_deny",
+    ),
+    (
+        "config.rs",
+        "config",
+        "net",
+        "crate::net::egress::OperatorNetwork::parse_resolve",
+    ),
+    (
+        "config.rs",
+        "config",
+        "net",
+        "crate::net::egress::OperatorNetwork::parse_ceiling",
+    ),
+    (
+        "config.rs",
+        "config",
+        "net",
+        "crate::net::egress::OperatorNetwork::parse_total",
+    ),
+    (
+        "net/proxy.rs",
+        "net",
+        "platform",
+        "crate::platform::Platform",
+    ),
+    (
+        "net/proxy.rs",
+        "net",
+        "platform",
+        "crate::platform::Workspace",
+    ),
 ];
 
 fn pending(e: &Edge, src: &Path) -> Option<usize> {
@@ -386,7 +418,9 @@ fn strip(src: &str) -> (String, Vec<String>) {
             let close: String = std::iter::once('"')
                 .chain(std::iter::repeat('#').take(hashes))
                 .collect();
-            let end = src[body..].find(&close).map_or(b.len(), |n| body + n + close.len());
+            let end = src[body..]
+                .find(&close)
+                .map_or(b.len(), |n| body + n + close.len());
             blank(&mut out, i, end);
             i = end;
         } else if c == b'"' {
@@ -400,9 +434,7 @@ fn strip(src: &str) -> (String, Vec<String>) {
         } else if c == b'\'' {
             // A char literal ('x', '\n', '\u{1F600}', a multi-byte char) or a lifetime.
             if b.get(i + 1) == Some(&b'\\') {
-                let end = src[i + 2..]
-                    .find('\'')
-                    .map_or(b.len(), |n| i + 2 + n + 1);
+                let end = src[i + 2..].find('\'').map_or(b.len(), |n| i + 2 + n + 1);
                 blank(&mut out, i, end);
                 i = end;
             } else if let Some(ch) = src[i + 1..].chars().next() {
@@ -694,10 +726,16 @@ fn paths_in(text: &str) -> Vec<(usize, Vec<String>)> {
             }
             segs.push(text[j..j + n].to_string());
             j += n;
-            let ws = b[j..].iter().take_while(|c| c.is_ascii_whitespace()).count();
+            let ws = b[j..]
+                .iter()
+                .take_while(|c| c.is_ascii_whitespace())
+                .count();
             if b.get(j + ws) == Some(&b':') && b.get(j + ws + 1) == Some(&b':') {
                 j += ws + 2;
-                j += b[j..].iter().take_while(|c| c.is_ascii_whitespace()).count();
+                j += b[j..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_whitespace())
+                    .count();
             } else {
                 break;
             }
@@ -763,7 +801,10 @@ fn every_top_level_module_is_in_the_order() {
         .collect();
     tops.sort();
     tops.dedup();
-    let missing: Vec<_> = tops.iter().filter(|t| !listed.contains(&t.as_str())).collect();
+    let missing: Vec<_> = tops
+        .iter()
+        .filter(|t| !listed.contains(&t.as_str()))
+        .collect();
     assert!(missing.is_empty(), "modules not in ORDER: {missing:?}");
 }
 
@@ -850,16 +891,31 @@ fn a_clean_tree_has_no_violation() {
 fn an_upward_use_is_reported_with_file_line_and_edge() {
     let (_d, v) = synthetic("", "use crate::llm::call;");
     assert_eq!(v.len(), 1, "{v:#?}");
-    assert!(v[0].contains("net/mod.rs:3: net -> llm (`crate::llm::call`)"), "{}", v[0]);
-    assert!(v[0].contains("net (services) may not use llm (services)"), "{}", v[0]);
+    assert!(
+        v[0].contains("net/mod.rs:3: net -> llm (`crate::llm::call`)"),
+        "{}",
+        v[0]
+    );
+    assert!(
+        v[0].contains("net (services) may not use llm (services)"),
+        "{}",
+        v[0]
+    );
 }
 
 #[test]
 fn an_upward_path_in_code_and_through_super_is_reported() {
-    let (_d, v) = synthetic("fn f() { super::cli::main() }", "fn g() { crate :: cli :: main(); }");
+    let (_d, v) = synthetic(
+        "fn f() { super::cli::main() }",
+        "fn g() { crate :: cli :: main(); }",
+    );
     assert_eq!(v.len(), 2, "{v:#?}");
-    assert!(v.iter().any(|s| s.contains("llm/mod.rs:3: llm -> cli (`super::cli::main`)")));
-    assert!(v.iter().any(|s| s.contains("net/mod.rs:3: net -> cli (`crate::cli::main`)")));
+    assert!(v
+        .iter()
+        .any(|s| s.contains("llm/mod.rs:3: llm -> cli (`super::cli::main`)")));
+    assert!(v
+        .iter()
+        .any(|s| s.contains("net/mod.rs:3: net -> cli (`crate::cli::main`)")));
 }
 
 #[test]
@@ -867,7 +923,11 @@ fn an_upward_edge_behind_a_re_export_is_reported() {
     // error re-exports llm's item; net uses it through error: that is net -> llm.
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path();
-    write(src, "lib.rs", "pub mod error;\npub mod net;\npub mod llm;\n");
+    write(
+        src,
+        "lib.rs",
+        "pub mod error;\npub mod net;\npub mod llm;\n",
+    );
     write(src, "error.rs", "pub use crate::llm::Attempt;\n");
     write(src, "llm.rs", "pub struct Attempt;\n");
     write(src, "net.rs", "use crate::error::Attempt;\n");
@@ -875,7 +935,9 @@ fn an_upward_edge_behind_a_re_export_is_reported() {
     let v = violations(&edges, TINY_ORDER);
     assert_eq!(v.len(), 2, "{v:#?}");
     assert!(v.iter().any(|s| s.contains("error.rs:1: error -> llm")));
-    assert!(v.iter().any(|s| s.contains("net.rs:1: net -> llm (`crate::error::Attempt`)")));
+    assert!(v
+        .iter()
+        .any(|s| s.contains("net.rs:1: net -> llm (`crate::error::Attempt`)")));
 }
 
 #[test]

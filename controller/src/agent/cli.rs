@@ -13,11 +13,11 @@ use clap::Args;
 use serde_json::Value;
 
 use super::{CancelToken, RunEvent, RunOutcome, RunRequest};
-pub use crate::util::cancel::cancel_on_signals;
 use crate::creds::{CredentialKey, KEY_ENV};
 use crate::error::{exit, Error, Result};
 use crate::platform::Platform;
 use crate::sessions::LockMode;
+pub use crate::util::cancel::cancel_on_signals;
 
 /// Arguments of `bulkhead run`.
 #[derive(Debug, Args)]

@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::llm::FailoverReason;
 use crate::error::ms;
 pub use crate::error::{format_attempts, Attempt};
+use crate::llm::FailoverReason;
 use crate::sessions::Usage;
 
 /// One tool call of a run and how it ended.

@@ -52,7 +52,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::util::cancel::CancelToken;
 use super::context::{add_usage, truncate_middle};
 use super::events::{RunEvent, RunOutcome};
 use super::failover::Cooldowns;
@@ -65,6 +64,7 @@ pub use crate::config::subagents::{
 use crate::error::{Error, Result};
 use crate::platform::Workspace;
 use crate::sessions::{generate_session_id, LockMode, Usage};
+use crate::util::cancel::CancelToken;
 
 /// The tool's name.
 pub const SPAWN_TOOL: &str = "spawn_subagents";

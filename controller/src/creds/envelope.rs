@@ -43,7 +43,6 @@ const KEY_LEN: usize = 32;
 
 pub use crate::config::cipher::Cipher;
 
-
 /// Key-derivation parameters: PBKDF2-HMAC-SHA512 with an iteration count.
 ///
 /// [`KdfParams::default`] is 210,000 iterations; [`KdfParams::pbkdf2_sha512`] refuses fewer.

@@ -14,7 +14,7 @@ use crate::util::size::parse_size;
 impl Workspace {
     /// A workspace as `--json workspace show` prints it (also the JSON-RPC result).
     pub fn to_json(&self) -> Value {
-            let w = self;
+        let w = self;
         let limits = w.limits(&LimitsConfig::default());
         json!({
             "id": w.id(),
@@ -45,7 +45,7 @@ impl Workspace {
 
     /// `--json workspace net <id> show` (also the JSON-RPC result).
     pub fn net_json(&self, p: &Platform) -> Result<Value> {
-            let w = self;
+        let w = self;
         let n = w.network();
         let op = p.operator_network();
         let totals = crate::net::proxy::audit_totals(&w.net_audit_log())?;
@@ -75,7 +75,7 @@ impl Workspace {
     /// `workspace hook <id> add`: validates `spec` and adds it (the same event and path again
     /// replaces it: `true`). Shared by the CLI and JSON-RPC.
     pub fn add_hook(&mut self, spec: HookSpec) -> Result<bool> {
-            let w = self;
+        let w = self;
         spec.validate()?;
         w.update_hooks(move |hooks| {
             if let Some(h) = hooks
@@ -94,7 +94,7 @@ impl Workspace {
     /// `workspace hook <id> rm`: removing a hook that is not there is an error (exit 2).
     /// Shared by the CLI and JSON-RPC.
     pub fn remove_hook(&mut self, event: HookEventKind, path: &Path) -> Result<()> {
-            let w = self;
+        let w = self;
         let id = w.id().to_string();
         let p2 = path.to_path_buf();
         w.update_hooks(move |hooks| {
@@ -113,7 +113,7 @@ impl Workspace {
     /// `workspace net <id> allow`: adds `patterns`; the `--json` result (also JSON-RPC's), with
     /// the patterns the operator's rules refuse whatever the allowlist says.
     pub fn net_allow(&mut self, p: &Platform, patterns: &[String]) -> Result<Value> {
-            let w = self;
+        let w = self;
         let (added, already) = w.update_network(|n| n.add(patterns))?;
         let mut refused = Map::new();
         for a in added.iter().chain(&already) {
@@ -142,7 +142,7 @@ impl Workspace {
         max_connections: Option<&str>,
         bandwidth: Option<&str>,
     ) -> Result<Value> {
-            let w = self;
+        let w = self;
         if max_connections.is_none() && bandwidth.is_none() {
             return Err(Error::Invalid(
                 "give --max-connections N|default and/or --bandwidth RATE|unlimited".into(),
@@ -188,7 +188,7 @@ impl Workspace {
     /// `workspace net <id> deny`: removes `patterns`; the `--json` result (also JSON-RPC's),
     /// with `still_allowed_by` naming what still admits a host that was named.
     pub fn net_deny(&mut self, patterns: &[String]) -> Result<Value> {
-            let w = self;
+        let w = self;
         let (removed, absent) = w.update_network(|n| n.remove(patterns))?;
         let mut still = Map::new();
         for r in removed.iter().chain(&absent) {

@@ -930,7 +930,11 @@ fn h_ws_set(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
 
 fn h_ws_list(ctx: &Ctx<'_>, _: &Map<String, Value>) -> RpcResult {
     let all = ctx.platform.list_workspaces()?;
-    Ok(Value::Array(all.iter().map(crate::platform::Workspace::to_json).collect()))
+    Ok(Value::Array(
+        all.iter()
+            .map(crate::platform::Workspace::to_json)
+            .collect(),
+    ))
 }
 
 fn h_ws_show(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {

@@ -35,11 +35,11 @@ use serde_json::{json, Value};
 
 use super::redact::{Redactor, MIN_SECRET_LEN};
 use super::{skill_files, Registry, Skill, WorkspaceAccess};
-use crate::util::cancel::CancelToken;
 use crate::creds::{shadows_environment, CredentialKey};
 use crate::error::{Error, Result};
 use crate::platform::Workspace;
 use crate::state::mkdir;
+use crate::util::cancel::CancelToken;
 
 /// Largest result returned (stdout after redaction).
 pub const MAX_RESULT_BYTES: usize = 256 << 10;

@@ -72,7 +72,7 @@ pub trait Tool: Send + Sync {
     /// should see (file not found, command failed); `Err` is a failure of the platform
     /// (the sandbox could not start or died), handled by the loop.
     fn call(&self, args: &Value, ctx: &mut ToolContext<'_>) -> Result<ToolOutput>;
-    /// Whether this is [`super::subagents::SpawnSubagentsTool`], which the agent loop runs
+    /// Whether this is `crate::agent::subagents::SpawnSubagentsTool`, which the agent loop runs
     /// itself (it needs the run's models and event stream).
     #[doc(hidden)]
     fn is_subagent_spawner(&self) -> bool {

@@ -1,5 +1,5 @@
 //! What a workspace stores about its hook executables (`workspace.json`'s `hooks`): the
-//! events, the spec and its checks. Running them is the agent's ([`crate::agent::hooks`]).
+//! events, the spec and its checks. Running them is the agent's (`crate::agent::hooks`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

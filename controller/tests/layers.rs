@@ -604,7 +604,10 @@ fn path_attr_before(text: &str, raw: &str, i: usize) -> Option<String> {
 }
 
 /// Every `use` declaration: offset of the keyword and the paths it imports (with aliases).
-fn use_decls(text: &str) -> Vec<(usize, Vec<(Vec<String>, Option<String>)>)> {
+/// One imported path and its `as` alias.
+type UseItem = (Vec<String>, Option<String>);
+
+fn use_decls(text: &str) -> Vec<(usize, Vec<UseItem>)> {
     let b = text.as_bytes();
     let mut out = Vec::new();
     for i in keyword_at(text, "use") {
@@ -656,12 +659,7 @@ fn tokenize(s: &str) -> Vec<String> {
 }
 
 /// Parses one use tree (`a::b::{c, d::e as f, self}`) into full paths.
-fn use_tree(
-    t: &[String],
-    pos: &mut usize,
-    prefix: &[String],
-    out: &mut Vec<(Vec<String>, Option<String>)>,
-) {
+fn use_tree(t: &[String], pos: &mut usize, prefix: &[String], out: &mut Vec<UseItem>) {
     let mut path = prefix.to_vec();
     if t.get(*pos).map(String::as_str) == Some("::") {
         *pos += 1;

@@ -412,36 +412,6 @@ fn platform(cli: &Cli) -> Result<Platform> {
     Platform::open(cfg)
 }
 
-/// A workspace as `--json workspace show` prints it (also the JSON-RPC result).
-pub(crate) fn ws_json(w: &Workspace) -> serde_json::Value {
-    let limits = w.limits(&LimitsConfig::default());
-    json!({
-        "id": w.id(),
-        "created": w.record().created,
-        "host_uid": w.record().host_uid,
-        "path": w.dir(),
-        "files": w.files_dir(),
-        "model": w.record().config.model,
-        "fallbacks": w.record().config.fallbacks,
-        "base_url": w.record().config.base_url,
-        "skills": w.record().config.skills,
-        "limits": {
-            "memory_bytes": limits.memory_bytes,
-            "pids": limits.pids,
-            "cpu_weight": limits.cpu_weight,
-            "cpu_quota_us": limits.cpu_quota_us,
-            "cpu_period_us": limits.cpu_period_us,
-            "tmp_bytes": limits.tmp_bytes,
-            "shm_bytes": limits.shm_bytes,
-            "io_weight": limits.io_weight,
-            "io_max": IoMaxSetting(limits.io_max).to_string(),
-            "disk_bytes": limits.disk_bytes,
-            "inodes": limits.inodes,
-        },
-        "disk": w.disk_usage(),
-    })
-}
-
 fn run(cli: Cli) -> Result<i32> {
     let p = platform(&cli)?;
     let json = cli.json;
@@ -468,7 +438,7 @@ fn run(cli: Cli) -> Result<i32> {
                 },
             )?;
             if json {
-                println!("{}", ws_json(&w));
+                println!("{}", w.to_json());
             } else {
                 println!("created workspace {}", w.id());
             }
@@ -479,7 +449,7 @@ fn run(cli: Cli) -> Result<i32> {
             if json {
                 println!(
                     "{}",
-                    serde_json::Value::Array(all.iter().map(ws_json).collect())
+                    serde_json::Value::Array(all.iter().map(Workspace::to_json).collect())
                 );
             } else {
                 for w in all {
@@ -490,7 +460,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Workspace(WorkspaceCmd::Show { id }) => {
             let w = p.workspace(&id)?;
-            let v = ws_json(&w);
+            let v = w.to_json();
             if json {
                 println!("{v}");
             } else {
@@ -548,7 +518,7 @@ fn run(cli: Cli) -> Result<i32> {
             let mut w = p.workspace(&id)?;
             w.set_limits(&disk.apply(limits.config()))?;
             if json {
-                println!("{}", ws_json(&w));
+                println!("{}", w.to_json());
             } else {
                 println!("changed the limits of workspace {id}");
             }
@@ -624,74 +594,6 @@ fn net_quote(pattern: &str) -> String {
     }
 }
 
-/// `--json workspace net <id> show` (also the JSON-RPC result).
-pub(crate) fn net_json(w: &Workspace, p: &Platform) -> Result<serde_json::Value> {
-    let n = w.network();
-    let op = p.operator_network();
-    let totals = crate::net::proxy::audit_totals(&w.net_audit_log())?;
-    let effective = op.effective_max_connections(n);
-    Ok(json!({
-        "workspace": w.id(),
-        "network": n,
-        "enabled": n.is_enabled(),
-        "allow": n.allow,
-        "max_connections": effective,
-        "max_connections_setting": n.max_connections(),
-        "max_connections_clamped": effective < n.max_connections(),
-        "bandwidth_bytes_per_sec": n.bandwidth_bytes_per_sec,
-        "operator": {
-            "deny": op.deny,
-            "allow_loopback": op.allow_loopback,
-            "allow_private": op.allow_private,
-            "resolve": op.resolve.iter().map(|(h, ip)| format!("{h}:{ip}")).collect::<Vec<_>>(),
-            "max_connections_ceiling": op.max_connections_ceiling,
-            "max_connections_total": op.max_connections_total,
-        },
-        "totals": totals,
-        "audit_log": w.net_audit_log(),
-    }))
-}
-
-/// `workspace hook <id> add`: validates `spec` and adds it (the same event and path again
-/// replaces it: `true`). Shared with JSON-RPC.
-pub(crate) fn hook_add(w: &mut Workspace, spec: crate::agent::hooks::HookSpec) -> Result<bool> {
-    spec.validate()?;
-    w.update_hooks(move |hooks| {
-        if let Some(h) = hooks
-            .iter_mut()
-            .find(|h| h.event == spec.event && h.path == spec.path)
-        {
-            *h = spec;
-            Ok(true)
-        } else {
-            hooks.push(spec);
-            Ok(false)
-        }
-    })
-}
-
-/// `workspace hook <id> rm`: removing a hook that is not there is an error (exit 2).
-/// Shared with JSON-RPC.
-pub(crate) fn hook_rm(
-    w: &mut Workspace,
-    event: crate::agent::hooks::HookEventKind,
-    path: &std::path::Path,
-) -> Result<()> {
-    let id = w.id().to_string();
-    let p2 = path.to_path_buf();
-    w.update_hooks(move |hooks| {
-        let before = hooks.len();
-        hooks.retain(|h| !(h.event == event && h.path == p2));
-        if hooks.len() == before {
-            return Err(Error::Invalid(format!(
-                "no {event} hook {} in this workspace (see `bulkhead workspace hook {id} list`)",
-                p2.display()
-            )));
-        }
-        Ok(())
-    })
-}
-
 /// `bulkhead workspace hook <id> …`. An invalid event, path or timeout is exit 2 and
 /// changes nothing; removing a hook that is not there is an error (exit 2).
 fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
@@ -711,7 +613,7 @@ fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
                 timeout_secs: timeout,
                 priority: priority.unwrap_or(0),
             };
-            let replaced = hook_add(&mut w, spec.clone())?;
+            let replaced = w.add_hook(spec.clone())?;
             if json {
                 say(json!({"workspace": w.id(), "added": spec, "replaced": replaced}))?;
             } else {
@@ -727,7 +629,7 @@ fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
         }
         HookCmd::Rm { event, path } => {
             let event: HookEventKind = event.parse()?;
-            hook_rm(&mut w, event, &path)?;
+            w.remove_hook(event, &path)?;
             if json {
                 say(json!({"workspace": w.id(), "removed": {"event": event, "path": path}}))?;
             } else {
@@ -757,104 +659,6 @@ fn hook(p: &Platform, id: &str, cmd: HookCmd, json: bool) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// `workspace net <id> allow`: adds `patterns`; the `--json` result (also JSON-RPC's), with
-/// the patterns the operator's rules refuse whatever the allowlist says.
-pub(crate) fn net_allow(
-    p: &Platform,
-    w: &mut Workspace,
-    patterns: &[String],
-) -> Result<serde_json::Value> {
-    let (added, already) = w.update_network(|n| n.add(patterns))?;
-    let mut refused = serde_json::Map::new();
-    for a in added.iter().chain(&already) {
-        if let Some(d) = crate::net::egress::operator_refusal(w.id(), a, p.operator_network()) {
-            refused.insert(
-                a.clone(),
-                d.message.trim_start_matches("bulkhead egress: ").into(),
-            );
-        }
-    }
-    Ok(json!({
-        "workspace": w.id(),
-        "added": added,
-        "already_allowed": already,
-        "refused_by_operator": refused,
-        "allow": w.network().allow,
-    }))
-}
-
-/// `workspace net <id> limits`: `max_connections` is a number or `default`, `bandwidth` a
-/// size (K, M, G suffixes) or `unlimited`; at least one is given. The `--json` result (also
-/// JSON-RPC's).
-pub(crate) fn net_limits(
-    p: &Platform,
-    w: &mut Workspace,
-    max_connections: Option<&str>,
-    bandwidth: Option<&str>,
-) -> Result<serde_json::Value> {
-    if max_connections.is_none() && bandwidth.is_none() {
-        return Err(Error::Invalid(
-            "give --max-connections N|default and/or --bandwidth RATE|unlimited".into(),
-        ));
-    }
-    let max = match max_connections {
-        None => None,
-        Some("default") => Some(None),
-        Some(v) => Some(Some(v.parse::<u32>().map_err(|_| {
-            Error::Invalid(format!(
-                "--max-connections {v:?}: expected a number from 1 to {} or `default`",
-                crate::net::egress::MAX_CONNECTIONS_LIMIT
-            ))
-        })?)),
-    };
-    let bw = match bandwidth {
-        None => None,
-        Some("unlimited") => Some(None),
-        Some(v) => Some(Some(parse_size(v).map_err(|e| {
-            Error::Invalid(format!("--bandwidth: {e}, or `unlimited`"))
-        })?)),
-    };
-    w.update_network(|n| {
-        if let Some(m) = max {
-            n.max_connections = m;
-        }
-        if let Some(b) = bw {
-            n.bandwidth_bytes_per_sec = b;
-        }
-        Ok(())
-    })?;
-    let n = w.network();
-    let effective = p.operator_network().effective_max_connections(n);
-    Ok(json!({
-        "workspace": w.id(),
-        "max_connections": effective,
-        "max_connections_setting": n.max_connections(),
-        "max_connections_clamped": effective < n.max_connections(),
-        "bandwidth_bytes_per_sec": n.bandwidth_bytes_per_sec,
-    }))
-}
-
-/// `workspace net <id> deny`: removes `patterns`; the `--json` result (also JSON-RPC's),
-/// with `still_allowed_by` naming what still admits a host that was named.
-pub(crate) fn net_deny(w: &mut Workspace, patterns: &[String]) -> Result<serde_json::Value> {
-    let (removed, absent) = w.update_network(|n| n.remove(patterns))?;
-    let mut still = serde_json::Map::new();
-    for r in removed.iter().chain(&absent) {
-        let by = crate::net::egress::still_allowed_by(w.network(), r);
-        if !by.is_empty() {
-            still.insert(r.clone(), json!(by));
-        }
-    }
-    Ok(json!({
-        "workspace": w.id(),
-        "removed": removed,
-        "not_present": absent,
-        "still_allowed_by": still,
-        "allow": w.network().allow,
-        "enabled": w.network().is_enabled(),
-    }))
-}
-
 /// `bulkhead workspace net <id> …`. Decisions: `allow` of a pattern already there and
 /// `deny` of one not there succeed with a note (the end state is what was asked); an
 /// invalid pattern is exit 2 and changes nothing; a missing workspace is exit 3. `deny` of
@@ -870,7 +674,7 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
     };
     match cmd {
         NetCmd::Show => {
-            let v = net_json(&w, p)?;
+            let v = w.net_json(p)?;
             if json {
                 say(v)?;
                 return Ok(exit::OK);
@@ -942,7 +746,7 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
             ))?;
         }
         NetCmd::Allow { patterns } => {
-            let v = net_allow(p, &mut w, &patterns)?;
+            let v = w.net_allow(p, &patterns)?;
             if json {
                 say(&v)?;
             } else {
@@ -973,7 +777,7 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
             }
         }
         NetCmd::Deny { patterns } => {
-            let v = net_deny(&mut w, &patterns)?;
+            let v = w.net_deny(&patterns)?;
             let still = v["still_allowed_by"]
                 .as_object()
                 .cloned()
@@ -1027,7 +831,7 @@ fn net(p: &Platform, id: &str, cmd: NetCmd, json: bool) -> Result<i32> {
             max_connections,
             bandwidth,
         } => {
-            let v = net_limits(p, &mut w, max_connections.as_deref(), bandwidth.as_deref())?;
+            let v = w.net_limits(p, max_connections.as_deref(), bandwidth.as_deref())?;
             let n = w.network();
             let effective = p.operator_network().effective_max_connections(n);
             if json {

@@ -65,7 +65,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::platform::LimitsConfig;
+pub mod cipher;
+pub mod limits;
+pub mod subagents;
+
+pub use limits::LimitsConfig;
 
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +120,7 @@ pub struct Config {
     /// Launcher path.
     pub launcher: Option<PathBuf>,
     /// Cipher of credential files written (None: keep each file's; AES-256-GCM for new).
-    pub credential_cipher: Option<crate::creds::Cipher>,
+    pub credential_cipher: Option<cipher::Cipher>,
     /// `[llm]`: where model servers may be (operator-only, see [`LlmConfig`]).
     pub llm: LlmConfig,
     /// `[network]`: the operator's egress rules (see [`crate::net::egress`]). Only from
@@ -136,7 +140,7 @@ pub struct Config {
     /// `[memory] embedding_dims`.
     pub embedding_dims: Option<usize>,
     /// `[agent]`: limits of subagents for runs started by the CLI and the JSON-RPC server.
-    pub subagents: crate::agent::SubagentOptions,
+    pub subagents: subagents::SubagentOptions,
     /// `[skills] allow_write_with_credentials`: a skill that declares `workspace = "write"`
     /// and credentials may run. Only from `config.toml`, never from the environment.
     pub allow_write_with_credentials: bool,
@@ -330,13 +334,34 @@ fn check_format(origin: &str, key: &str, v: &str) -> Result<bool> {
 }
 
 fn check_embedder(origin: &str, key: &str, v: &str) -> Result<String> {
-    crate::memory::check_embedder_spec(v)
+    check_embedder_spec(v)
         .map(|()| v.to_string())
         .map_err(|e| bad(origin, key, e))
 }
 
 fn size(origin: &str, key: &str, v: &str) -> Result<u64> {
     crate::util::parse_size(v).map_err(|e| bad(origin, key, e))
+}
+
+/// Checks the syntax of an embedder spec (not whether a provider is reachable).
+pub fn check_embedder_spec(spec: &str) -> std::result::Result<(), String> {
+    match spec {
+        "local" | "none" | "hash" => Ok(()),
+        s => match s.split_once('/') {
+            Some((p, m))
+                if !p.is_empty()
+                    && !m.is_empty()
+                    && s.len() <= 200
+                    && s.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!(
+                "invalid embedder {s:?}: use local, none, hash or provider/model \
+                 (e.g. openai/text-embedding-3-small, ollama/nomic-embed-text)"
+            )),
+        },
+    }
 }
 
 impl Config {
@@ -406,7 +431,7 @@ impl Config {
             .map(|v| v.parse().map_err(|e| bad(origin, "limits.io_max", e)))
             .transpose()?;
         let limits = cfg.limits.apply(bulkhead_policy::default_limits());
-        crate::platform::check_limits(&limits)
+        limits::check_limits(&limits)
             .map_err(|e| Error::Invalid(format!("{origin}: [limits]: {e}")))?;
         cfg.launcher = f.sandbox.launcher;
         cfg.network = crate::net::egress::OperatorNetwork {

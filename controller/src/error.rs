@@ -2,7 +2,11 @@
 
 use std::path::PathBuf;
 
+use std::fmt;
+use std::time::Duration;
+
 use bulkhead_shared::SetupError;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Exit codes of the `bulkhead` CLI (besides `exec`'s pass-through of the program's status).
 pub mod exit {
@@ -92,10 +96,10 @@ pub enum Error {
     #[error("{0}")]
     Tool(bulkhead_shared::ToolError),
     /// Every model of a run's chain failed.
-    #[error("all models failed ({} attempt(s)):{}", .attempts.len(), crate::agent::format_attempts(.attempts))]
+    #[error("all models failed ({} attempt(s)):{}", .attempts.len(), format_attempts(.attempts))]
     AllModelsFailed {
         /// Every model call of the run, with its outcome.
-        attempts: Vec<crate::agent::Attempt>,
+        attempts: Vec<Attempt>,
     },
     /// A run was cancelled.
     #[error("{0}")]
@@ -213,6 +217,133 @@ pub(crate) fn secs(d: std::time::Duration) -> String {
 
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+// ---------------------------------------------------------------------------------------
+// Model attempts: what `AllModelsFailed` carries (the agent's failover records them, the llm
+// service classifies the reason).
+
+/// The class of a provider failure, which decides what the agent loop does next.
+///
+/// | reason | retry same key | rotate key | typical cooldown |
+/// | --- | --- | --- | --- |
+/// | `RateLimit` | after backoff / `Retry-After` | yes | short |
+/// | `Overloaded` | after backoff | no | short |
+/// | `Timeout` | after backoff | no | short |
+/// | `Unknown` | after backoff | no | short |
+/// | `Billing` | no | yes | long |
+/// | `Auth` | no | yes | long |
+/// | `AuthPermanent` | no | yes | long |
+/// | `ModelNotFound` | no | no (fall back) | long |
+/// | `Format` | no | no (fall back) | none |
+/// | `ContextOverflow` | no: compact first | no | none |
+/// | `SessionExpired` | after re-authenticating | no | none |
+/// | `Blocked` | no | no (fall back) | none |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverReason {
+    /// Too many requests or tokens per unit of time (429, `rate_limit_error`, …).
+    RateLimit,
+    /// The provider is out of capacity (529, 503, `overloaded_error`, "high demand", …).
+    Overloaded,
+    /// Out of credits or quota; payment needed (402, `insufficient_quota`, …).
+    Billing,
+    /// The key is invalid (401, "invalid x-api-key", `API_KEY_INVALID`, …).
+    Auth,
+    /// The key or account is refused for good (403 permission, account disabled or
+    /// deactivated, region not supported).
+    AuthPermanent,
+    /// The request or response timed out, or a stream stalled (408, 504, idle timeout).
+    Timeout,
+    /// No such model, or no access to it (404, `model_not_found`, "does not exist", …).
+    ModelNotFound,
+    /// The prompt does not fit the model's context window: compact, do not retry blindly.
+    ContextOverflow,
+    /// The request was malformed (bad schema, bad message order) or the response could not be
+    /// parsed.
+    Format,
+    /// A session or token the call depended on has expired.
+    SessionExpired,
+    /// The call was refused before any request was sent: the SSRF guard does not allow the
+    /// base URL's destination (loopback, private or metadata address, a bad URL) under the
+    /// operator's `[llm]` settings, or the server answered with a redirect (never followed).
+    /// A configuration problem: not retried, no key rotation, no cooldown (the check costs no
+    /// request, and a fixed configuration applies at once); the next model is tried.
+    Blocked,
+    /// Anything else (500s, connection failures, unrecognised errors).
+    Unknown,
+}
+
+/// Serializes a duration as whole milliseconds.
+pub(crate) fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// One model call of a run (or a model skipped because it was cooling down).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// The step it belonged to (1-based; 0 for calls outside a step, e.g. a summary).
+    pub step: usize,
+    /// Provider name.
+    pub provider: String,
+    /// Model id.
+    pub model: String,
+    /// Index of the key in the provider's key ring (`None` when no call was made).
+    pub key_index: Option<usize>,
+    /// Where that key came from (`$OPENAI_API_KEY`, `credential openai.api_key`).
+    pub key_source: Option<String>,
+    /// `ok`, a failover reason (`rate_limit`, `overloaded`, …), `no_key` or `cooldown`.
+    pub outcome: String,
+    /// The classified reason of a failure.
+    pub reason: Option<FailoverReason>,
+    /// HTTP status of a failure, when there was one.
+    pub status: Option<u16>,
+    /// What went wrong (scrubbed of keys).
+    pub message: Option<String>,
+    /// Whether this was a probe of a model in cooldown.
+    pub probe: bool,
+    /// Wall time of the call.
+    #[serde(rename = "duration_ms", serialize_with = "ms")]
+    pub duration: Duration,
+}
+
+impl Attempt {
+    /// Whether the call succeeded.
+    pub fn ok(&self) -> bool {
+        self.outcome == "ok"
+    }
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.provider, self.model)?;
+        if let Some(k) = self.key_index {
+            write!(f, " key #{}", k + 1)?;
+            if let Some(src) = &self.key_source {
+                write!(f, " ({src})")?;
+            }
+        }
+        if self.probe {
+            f.write_str(" [probe]")?;
+        }
+        write!(f, ": {}", self.outcome)?;
+        if let Some(s) = self.status {
+            write!(f, " (HTTP {s})")?;
+        }
+        if let Some(m) = &self.message {
+            write!(f, ": {m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Formats attempts as a numbered list, one per line (for the final error).
+pub fn format_attempts(attempts: &[Attempt]) -> String {
+    let mut s = String::new();
+    for (i, a) in attempts.iter().enumerate() {
+        s.push_str(&format!("\n  {}. {a}", i + 1));
+    }
+    s
+}
 
 #[cfg(test)]
 mod tests {

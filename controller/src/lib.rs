@@ -12,6 +12,12 @@
 //! ```
 //!
 //! The `bulkhead` binary is one client of this API.
+//!
+//! Modules are layered, and a module uses only the layers below it: leaves (`util`, `error`,
+//! `state`, `config`, `logging`) <- services (`disk`, `net`, `sandbox`, `platform`, `creds`,
+//! `llm`, `sessions`, `tool`, `memory`, `skills`, in that order) <- `agent` <- this crate's
+//! re-exports <- front ends (`doctor`, `rpc`, `cli`). The order is declared once, in
+//! `controller/tests/layers.rs`, whose test fails on an import against it.
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -31,6 +37,7 @@ pub mod sandbox;
 pub mod sessions;
 pub mod skills;
 pub mod state;
+pub mod tool;
 pub mod util;
 
 pub use agent::{CancelToken, RunEvent, RunOutcome, RunRequest, RunResult};

@@ -68,6 +68,7 @@ use crate::error::{exit, Error, Result};
 use crate::platform::{Platform, Workspace};
 use crate::util::human_size;
 use crate::util::text::safe;
+pub use crate::util::time::{format_timestamp, timestamp_now};
 
 /// Longest line (one serialized event, without its newline) written or read: 16 MiB.
 /// Longer events are refused on write and skipped on read, so reading needs bounded memory.
@@ -433,10 +434,6 @@ fn has_type_tag(v: &Value) -> bool {
 // ---------------------------------------------------------------------------------------
 // Time and ids
 // ---------------------------------------------------------------------------------------
-
-// The time formats live in `crate::util::time`; these stay reachable from here for callers
-// that name them by this module.
-pub use crate::util::time::{format_timestamp, timestamp_now};
 
 /// Checks a session id: `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`.
 pub fn validate_session_id(sid: &str) -> Result<()> {

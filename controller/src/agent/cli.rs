@@ -17,6 +17,7 @@ use crate::creds::{CredentialKey, KEY_ENV};
 use crate::error::{exit, Error, Result};
 use crate::platform::Platform;
 use crate::sessions::LockMode;
+pub use crate::util::cancel::cancel_on_signals;
 
 /// Arguments of `bulkhead run`.
 #[derive(Debug, Args)]
@@ -62,32 +63,6 @@ pub struct RunArgs {
     /// Context window (tokens) to assume for every model, instead of the model table's.
     #[arg(long, value_name = "TOKENS")]
     pub context_window: Option<u32>,
-}
-
-/// Cancels `token` on SIGINT/SIGTERM; a second signal exits at once. The signals are
-/// blocked in the calling thread (and so in every thread it starts afterwards) and taken
-/// by a thread waiting in `sigwait`. Used by the CLI's long operations (`run`, `skill run`).
-pub fn cancel_on_signals(token: CancelToken) {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    if set.thread_block().is_err() {
-        return;
-    }
-    let _ = std::thread::Builder::new()
-        .name("bulkhead-signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            while let Ok(sig) = set.wait() {
-                seen += 1;
-                if seen > 1 {
-                    std::process::exit(128 + sig as i32);
-                }
-                eprintln!("bulkhead: {sig}: cancelling (again to exit now)");
-                token.cancel();
-            }
-        });
 }
 
 fn one_line(s: &str, max: usize) -> String {

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::cancel::CancelToken;
 use super::context::{
     add_usage, assemble, compaction_boundary, history_from_events, message_tokens,
     prune_tool_results, read_instructions, render_for_summary, summary_message, summary_request,
@@ -22,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::llm::{ChatRequest, ChatResponse, KeyRing, Message, ModelRef, ToolCall};
 use crate::platform::Workspace;
 use crate::sessions::{generate_session_id, Event, SessionHandle, Usage};
+use crate::util::cancel::CancelToken;
 
 /// Everything a run needs before it starts.
 pub(crate) struct Setup<'a> {

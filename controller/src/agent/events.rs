@@ -5,85 +5,15 @@
 //! index in the provider's key ring and by where they came from (`$ANTHROPIC_API_KEY`,
 //! `credential anthropic.api_key`).
 
-use std::fmt;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::error::ms;
+pub use crate::error::{format_attempts, Attempt};
 use crate::llm::FailoverReason;
 use crate::sessions::Usage;
-
-fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
-}
-
-/// One model call of a run (or a model skipped because it was cooling down).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attempt {
-    /// The step it belonged to (1-based; 0 for calls outside a step, e.g. a summary).
-    pub step: usize,
-    /// Provider name.
-    pub provider: String,
-    /// Model id.
-    pub model: String,
-    /// Index of the key in the provider's key ring (`None` when no call was made).
-    pub key_index: Option<usize>,
-    /// Where that key came from (`$OPENAI_API_KEY`, `credential openai.api_key`).
-    pub key_source: Option<String>,
-    /// `ok`, a failover reason (`rate_limit`, `overloaded`, …), `no_key` or `cooldown`.
-    pub outcome: String,
-    /// The classified reason of a failure.
-    pub reason: Option<FailoverReason>,
-    /// HTTP status of a failure, when there was one.
-    pub status: Option<u16>,
-    /// What went wrong (scrubbed of keys).
-    pub message: Option<String>,
-    /// Whether this was a probe of a model in cooldown.
-    pub probe: bool,
-    /// Wall time of the call.
-    #[serde(rename = "duration_ms", serialize_with = "ms")]
-    pub duration: Duration,
-}
-
-impl Attempt {
-    /// Whether the call succeeded.
-    pub fn ok(&self) -> bool {
-        self.outcome == "ok"
-    }
-}
-
-impl fmt::Display for Attempt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.provider, self.model)?;
-        if let Some(k) = self.key_index {
-            write!(f, " key #{}", k + 1)?;
-            if let Some(src) = &self.key_source {
-                write!(f, " ({src})")?;
-            }
-        }
-        if self.probe {
-            f.write_str(" [probe]")?;
-        }
-        write!(f, ": {}", self.outcome)?;
-        if let Some(s) = self.status {
-            write!(f, " (HTTP {s})")?;
-        }
-        if let Some(m) = &self.message {
-            write!(f, ": {m}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Formats attempts as a numbered list, one per line (for the final error).
-pub fn format_attempts(attempts: &[Attempt]) -> String {
-    let mut s = String::new();
-    for (i, a) in attempts.iter().enumerate() {
-        s.push_str(&format!("\n  {}. {a}", i + 1));
-    }
-    s
-}
 
 /// One tool call of a run and how it ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -37,8 +37,8 @@ use crate::llm::{
     RetryDecision, RetryPolicy,
 };
 
-use super::cancel::CancelToken;
 use super::events::{Attempt, RunEvent};
+use crate::util::cancel::CancelToken;
 
 /// Time between two probes of one model.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(30);

@@ -87,7 +87,7 @@
 //! running command dies). The run ends with [`Error::Cancelled`] (CLI exit 130; the CLI
 //! cancels on SIGINT/SIGTERM).
 
-pub mod cancel;
+pub use crate::util::cancel;
 pub mod cli;
 pub mod context;
 mod engine;
@@ -97,7 +97,7 @@ pub mod failover;
 mod fuzz;
 pub mod hooks;
 pub mod pricing;
-pub mod schema;
+pub use crate::util::schema;
 pub mod subagents;
 pub mod tools;
 

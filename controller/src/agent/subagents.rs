@@ -52,56 +52,28 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::cancel::CancelToken;
 use super::context::{add_usage, truncate_middle};
 use super::events::{RunEvent, RunOutcome};
 use super::failover::Cooldowns;
 use super::tools::{Tool, ToolContext, ToolOutput, ToolRegistry};
 use super::{ProviderFactory, RunRequest, DEFAULT_SYSTEM_PROMPT};
+pub use crate::config::subagents::{
+    SubagentOptions, DEFAULT_CONCURRENCY, DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH,
+    DEFAULT_TASK_TIMEOUT,
+};
 use crate::error::{Error, Result};
 use crate::platform::Workspace;
 use crate::sessions::{generate_session_id, LockMode, Usage};
+use crate::util::cancel::CancelToken;
 
 /// The tool's name.
 pub const SPAWN_TOOL: &str = "spawn_subagents";
-/// Default of [`SubagentOptions::concurrency`].
-pub const DEFAULT_CONCURRENCY: usize = 4;
-/// Default of [`SubagentOptions::max_depth`].
-pub const DEFAULT_MAX_DEPTH: usize = 2;
-/// Default of [`SubagentOptions::max_children`].
-pub const DEFAULT_MAX_CHILDREN: usize = 16;
-/// Default of [`SubagentOptions::task_timeout`].
-pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most characters of one child's answer in the tool's summary (head + tail kept).
 pub const SUMMARY_ANSWER_CHARS: usize = 2000;
 /// Longest task, label and role accepted (characters).
 const MAX_TASK_CHARS: usize = 20_000;
 const MAX_LABEL_CHARS: usize = 64;
 const MAX_ROLE_CHARS: usize = 500;
-
-/// Limits of subagents.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubagentOptions {
-    /// Children running at once (default 4; at least 1).
-    pub concurrency: usize,
-    /// Deepest level a child may have: a run at depth `>= max_depth` spawns none (default 2).
-    pub max_depth: usize,
-    /// Children per top-level run, all levels and calls together (default 16).
-    pub max_children: usize,
-    /// Time limit of each child's run (`None`: only the parent's deadline). Default 10 min.
-    pub task_timeout: Option<Duration>,
-}
-
-impl Default for SubagentOptions {
-    fn default() -> Self {
-        SubagentOptions {
-            concurrency: DEFAULT_CONCURRENCY,
-            max_depth: DEFAULT_MAX_DEPTH,
-            max_children: DEFAULT_MAX_CHILDREN,
-            task_timeout: Some(DEFAULT_TASK_TIMEOUT),
-        }
-    }
-}
 
 /// Children started so far under one top-level run; clones share the count.
 #[derive(Debug, Clone, Default)]
@@ -797,11 +769,11 @@ mod tests {
     #[test]
     fn tool_arguments_parse_and_validate() {
         let args = json!({"tasks": [{"task": "a", "label": "A"}, {"task": "b", "role": "r"}]});
-        crate::agent::schema::validate(&SpawnSubagentsTool.schema(), &args).unwrap();
+        crate::util::schema::validate(&SpawnSubagentsTool.schema(), &args).unwrap();
         let t = tasks_from_args(&args).unwrap();
         assert_eq!(t[0], SubTask::new("a").label("A"));
         assert_eq!(t[1], SubTask::new("b").role("r"));
-        assert!(crate::agent::schema::validate(&SpawnSubagentsTool.schema(), &json!({})).is_err());
+        assert!(crate::util::schema::validate(&SpawnSubagentsTool.schema(), &json!({})).is_err());
     }
 
     #[test]

@@ -201,56 +201,7 @@ pub struct ChatResponse {
     pub stop: StopReason,
 }
 
-/// The class of a provider failure, which decides what the agent loop does next.
-///
-/// | reason | retry same key | rotate key | typical cooldown |
-/// | --- | --- | --- | --- |
-/// | `RateLimit` | after backoff / `Retry-After` | yes | short |
-/// | `Overloaded` | after backoff | no | short |
-/// | `Timeout` | after backoff | no | short |
-/// | `Unknown` | after backoff | no | short |
-/// | `Billing` | no | yes | long |
-/// | `Auth` | no | yes | long |
-/// | `AuthPermanent` | no | yes | long |
-/// | `ModelNotFound` | no | no (fall back) | long |
-/// | `Format` | no | no (fall back) | none |
-/// | `ContextOverflow` | no: compact first | no | none |
-/// | `SessionExpired` | after re-authenticating | no | none |
-/// | `Blocked` | no | no (fall back) | none |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailoverReason {
-    /// Too many requests or tokens per unit of time (429, `rate_limit_error`, …).
-    RateLimit,
-    /// The provider is out of capacity (529, 503, `overloaded_error`, "high demand", …).
-    Overloaded,
-    /// Out of credits or quota; payment needed (402, `insufficient_quota`, …).
-    Billing,
-    /// The key is invalid (401, "invalid x-api-key", `API_KEY_INVALID`, …).
-    Auth,
-    /// The key or account is refused for good (403 permission, account disabled or
-    /// deactivated, region not supported).
-    AuthPermanent,
-    /// The request or response timed out, or a stream stalled (408, 504, idle timeout).
-    Timeout,
-    /// No such model, or no access to it (404, `model_not_found`, "does not exist", …).
-    ModelNotFound,
-    /// The prompt does not fit the model's context window: compact, do not retry blindly.
-    ContextOverflow,
-    /// The request was malformed (bad schema, bad message order) or the response could not be
-    /// parsed.
-    Format,
-    /// A session or token the call depended on has expired.
-    SessionExpired,
-    /// The call was refused before any request was sent: the SSRF guard does not allow the
-    /// base URL's destination (loopback, private or metadata address, a bad URL) under the
-    /// operator's `[llm]` settings, or the server answered with a redirect (never followed).
-    /// A configuration problem: not retried, no key rotation, no cooldown (the check costs no
-    /// request, and a fixed configuration applies at once); the next model is tried.
-    Blocked,
-    /// Anything else (500s, connection failures, unrecognised errors).
-    Unknown,
-}
+pub use crate::error::FailoverReason;
 
 impl FailoverReason {
     /// The snake_case name (`rate_limit`, `context_overflow`, …).

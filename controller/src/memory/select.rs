@@ -25,26 +25,7 @@ use crate::platform::Workspace;
 /// The default embedder spec.
 pub const DEFAULT_EMBEDDER: &str = "local";
 
-/// Checks the syntax of an embedder spec (not whether a provider is reachable).
-pub fn check_embedder_spec(spec: &str) -> std::result::Result<(), String> {
-    match spec {
-        "local" | "none" | "hash" => Ok(()),
-        s => match s.split_once('/') {
-            Some((p, m))
-                if !p.is_empty()
-                    && !m.is_empty()
-                    && s.len() <= 200
-                    && s.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
-                Ok(())
-            }
-            _ => Err(format!(
-                "invalid embedder {s:?}: use local, none, hash or provider/model \
-                 (e.g. openai/text-embedding-3-small, ollama/nomic-embed-text)"
-            )),
-        },
-    }
-}
+pub use crate::config::check_embedder_spec;
 
 /// The embedder `spec` names (`None` for `none`), with the operator's settings in `cfg`;
 /// `ws` gives a provider its workspace's credential store.

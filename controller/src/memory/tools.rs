@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{configured_embedder, Embedder, Memory, SearchOptions, MAX_STORE_BYTES, SOURCE_TOOL};
-use crate::agent::tools::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 use crate::error::{Error, Result};
+use crate::tool::{Tool, ToolContext, ToolKind, ToolOutput, ToolRegistry};
 
 /// Results of `memory_search` without a `limit`.
 pub const DEFAULT_TOOL_LIMIT: u64 = 5;
@@ -197,9 +197,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::agent::tools::SandboxSlot;
     use crate::agent::CancelToken;
     use crate::platform::{LimitsConfig, Platform, PlatformConfig, WorkspaceConfig};
+    use crate::tool::SandboxSlot;
 
     #[test]
     fn store_then_search_through_the_tools() {

@@ -426,7 +426,7 @@ impl AuditLog {
             path: path.clone(),
             source: e,
         })?;
-        let day = day_of(&crate::sessions::timestamp_now()).to_string();
+        let day = day_of(&crate::util::time::timestamp_now()).to_string();
         let day_bytes = bytes_of_day(&path, &day);
         Ok(AuditLog {
             path,
@@ -485,7 +485,7 @@ impl AuditLog {
         {
             end_window(&self.path, &mut g, now, false);
         }
-        let today = crate::sessions::timestamp_now();
+        let today = crate::util::time::timestamp_now();
         if day_of(&today) != g.day {
             g.day = day_of(&today).to_string();
             g.day_bytes = 0;
@@ -562,7 +562,7 @@ fn end_window(path: &Path, g: &mut AuditInner, now: Instant, last: bool) {
         let n = s.count;
         let kind = decision.as_str();
         let rec = ConnRecord {
-            ts: crate::sessions::timestamp_now(),
+            ts: crate::util::time::timestamp_now(),
             workspace: g.workspace.clone(),
             host: String::new(),
             port: 0,
@@ -1720,7 +1720,7 @@ pub fn stream_from_fd(fd: OwnedFd) -> Result<TcpStream> {
 
 fn new_record(ctx: &ProxyContext) -> ConnRecord {
     ConnRecord {
-        ts: crate::sessions::timestamp_now(),
+        ts: crate::util::time::timestamp_now(),
         workspace: ctx.workspace.clone(),
         host: String::new(),
         port: 0,
@@ -2502,7 +2502,7 @@ mod tests {
         assert_eq!(log.day_budget(), 2048);
         let t0 = Instant::now();
         // The proxy stamps records with the time they end: today.
-        let today = crate::sessions::timestamp_now();
+        let today = crate::util::time::timestamp_now();
         let mut first = record(Decision::Allowed, 1);
         first.ts = today.clone();
         first.bytes_down = 7;

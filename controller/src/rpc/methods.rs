@@ -68,7 +68,7 @@ impl Method {
     /// Checks `params` against the schema, then runs the handler.
     pub fn call(&self, ctx: &Ctx<'_>, params: &Map<String, Value>) -> RpcResult {
         let v = Value::Object(params.clone());
-        if let Err(why) = crate::agent::schema::validate(&self.schema, &v) {
+        if let Err(why) = crate::util::schema::validate(&self.schema, &v) {
             return Err(if self.sensitive {
                 RpcError::invalid_params(format!(
                     "invalid params for {}: they do not match its schema (see rpc.describe)",
@@ -920,22 +920,26 @@ fn h_ws_create(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
         hooks: Vec::new(),
     };
     let w = ctx.platform.create_workspace(&id, config)?;
-    Ok(crate::cli::ws_json(&w))
+    Ok(w.to_json())
 }
 
 fn h_ws_set(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     let mut w = ctx.platform.workspace(&ws_id(p)?)?;
     w.set_limits(&limits(p)?)?;
-    Ok(crate::cli::ws_json(&w))
+    Ok(w.to_json())
 }
 
 fn h_ws_list(ctx: &Ctx<'_>, _: &Map<String, Value>) -> RpcResult {
     let all = ctx.platform.list_workspaces()?;
-    Ok(Value::Array(all.iter().map(crate::cli::ws_json).collect()))
+    Ok(Value::Array(
+        all.iter()
+            .map(crate::platform::Workspace::to_json)
+            .collect(),
+    ))
 }
 
 fn h_ws_show(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
-    Ok(crate::cli::ws_json(&ctx.platform.workspace(&ws_id(p)?)?))
+    Ok(ctx.platform.workspace(&ws_id(p)?)?.to_json())
 }
 
 fn h_ws_delete(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
@@ -946,21 +950,17 @@ fn h_ws_delete(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
 
 fn h_net_show(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     let w = ctx.platform.workspace(&ws_id(p)?)?;
-    Ok(crate::cli::net_json(&w, ctx.platform)?)
+    Ok(w.net_json(ctx.platform)?)
 }
 
 fn h_net_allow(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     let mut w = ctx.platform.workspace(&ws_id(p)?)?;
-    Ok(crate::cli::net_allow(
-        ctx.platform,
-        &mut w,
-        &strings(p, "patterns"),
-    )?)
+    Ok(w.net_allow(ctx.platform, &strings(p, "patterns"))?)
 }
 
 fn h_net_deny(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     let mut w = ctx.platform.workspace(&ws_id(p)?)?;
-    let mut v = crate::cli::net_deny(&mut w, &strings(p, "patterns"))?;
+    let mut v = w.net_deny(&strings(p, "patterns"))?;
     v["ok"] = json!(v["still_allowed_by"]
         .as_object()
         .map_or(true, |m| m.is_empty()));
@@ -983,12 +983,7 @@ fn size_arg(p: &Map<String, Value>, k: &str) -> Option<String> {
 fn h_net_limits(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     let mut w = ctx.platform.workspace(&ws_id(p)?)?;
     let (max, bw) = (size_arg(p, "max_connections"), size_arg(p, "bandwidth"));
-    Ok(crate::cli::net_limits(
-        ctx.platform,
-        &mut w,
-        max.as_deref(),
-        bw.as_deref(),
-    )?)
+    Ok(w.net_limits(ctx.platform, max.as_deref(), bw.as_deref())?)
 }
 
 fn h_net_log(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
@@ -1019,7 +1014,7 @@ fn h_hook_add(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
             n.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
         }),
     };
-    let replaced = crate::cli::hook_add(&mut w, spec.clone())?;
+    let replaced = w.add_hook(spec.clone())?;
     Ok(json!({"workspace": w.id(), "added": spec, "replaced": replaced}))
 }
 
@@ -1028,7 +1023,7 @@ fn h_hook_rm(ctx: &Ctx<'_>, p: &Map<String, Value>) -> RpcResult {
     let mut w = ctx.platform.workspace(&ws_id(p)?)?;
     let event: HookEventKind = first_str(p, &["event"])?.parse()?;
     let path = first_str(p, &["path"])?;
-    crate::cli::hook_rm(&mut w, event, std::path::Path::new(&path))?;
+    w.remove_hook(event, std::path::Path::new(&path))?;
     Ok(json!({"workspace": w.id(), "removed": {"event": event, "path": path}}))
 }
 

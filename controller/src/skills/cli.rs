@@ -293,8 +293,8 @@ pub fn run(p: &Platform, cmd: SkillCmd, json: bool, key_file: Option<&Path>) -> 
                 Some(CredentialKey::resolve(key_file)?)
             };
             // SIGINT/SIGTERM end the skill's sandbox (every process in it) and exit 130.
-            let cancel = crate::agent::CancelToken::new();
-            crate::agent::cli::cancel_on_signals(cancel.clone());
+            let cancel = crate::util::cancel::CancelToken::new();
+            crate::util::cancel::cancel_on_signals(cancel.clone());
             let opts = super::run::RunOptions {
                 timeout: None,
                 cancel: Some(cancel),

@@ -35,11 +35,11 @@ use serde_json::{json, Value};
 
 use super::redact::{Redactor, MIN_SECRET_LEN};
 use super::{skill_files, Registry, Skill, WorkspaceAccess};
-use crate::agent::CancelToken;
 use crate::creds::{shadows_environment, CredentialKey};
 use crate::error::{Error, Result};
 use crate::platform::Workspace;
 use crate::state::mkdir;
+use crate::util::cancel::CancelToken;
 
 /// Largest result returned (stdout after redaction).
 pub const MAX_RESULT_BYTES: usize = 256 << 10;
@@ -486,7 +486,7 @@ pub fn run_skill_with(
             "skill parameters must be a JSON object".into(),
         ));
     }
-    crate::agent::schema::validate(&skill.input_schema, params)
+    crate::util::schema::validate(&skill.input_schema, params)
         .map_err(|e| Error::Invalid(format!("parameters of skill {id:?}: {e}")))?;
     let stdin = serde_json::to_vec(params).map_err(|e| Error::Invalid(e.to_string()))?;
     if stdin.len() > MAX_PARAMS_BYTES {

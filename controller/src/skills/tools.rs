@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 
 use super::run::{is_enabled, run_skill_with, RunOptions};
 use super::Registry;
-use crate::agent::tools::{Tool, ToolContext, ToolOutput};
 use crate::creds::CredentialKey;
 use crate::error::{CredError, Error, Result};
 use crate::platform::Workspace;
+use crate::tool::{Tool, ToolContext, ToolOutput};
 
 /// What both tools share: the registry and the key that opens the workspace's credentials.
 #[derive(Clone)]

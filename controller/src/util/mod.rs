@@ -1,7 +1,10 @@
 //! Leaf helpers with no knowledge of the services above them: text made safe for a
-//! terminal, byte encodings, time formats, and byte sizes.
+//! terminal, byte encodings, time formats, byte sizes, cancellation, the JSON Schema check of
+//! tool arguments.
 
+pub mod cancel;
 pub mod encoding;
+pub mod schema;
 pub mod text;
 pub mod time;
 

@@ -128,6 +128,32 @@ impl CancelToken {
     }
 }
 
+/// Cancels `token` on SIGINT/SIGTERM; a second signal exits at once. The signals are
+/// blocked in the calling thread (and so in every thread it starts afterwards) and taken
+/// by a thread waiting in `sigwait`. Used by the CLI's long operations (`run`, `skill run`).
+pub fn cancel_on_signals(token: CancelToken) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_err() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("bulkhead-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            while let Ok(sig) = set.wait() {
+                seen += 1;
+                if seen > 1 {
+                    std::process::exit(128 + sig as i32);
+                }
+                eprintln!("bulkhead: {sig}: cancelling (again to exit now)");
+                token.cancel();
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

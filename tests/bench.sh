@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: builds the release binaries and runs bulkhead-bench, which measures cold
 # start, persistent exec and density of bulkhead sandboxes against bubblewrap on this machine
-# (see tests/src/bin/bulkhead-bench.rs). Arguments go to the bench: --quick for a smoke run,
+# (see bench/src/bin/bulkhead-bench.rs). Arguments go to the bench: --quick for a smoke run,
 # --iterations N, --density N, --bwrap-density M, --threads T, --neighbour-rounds N,
 # --only cold|density|neighbours (neighbours: tenant B's exec beside tenant A's attacks).
 set -euo pipefail

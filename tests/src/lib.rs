@@ -4,7 +4,6 @@
 //! the same target directory. Tests that need namespaces skip with a printed reason when the
 //! host cannot run sandboxes, and fail instead when `BULKHEAD_PRIV_TESTS_MUST_RUN=1`.
 
-pub mod bench_util;
 pub mod mock_llm;
 
 use std::path::{Path, PathBuf};

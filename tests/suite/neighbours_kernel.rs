@@ -8,7 +8,7 @@
 //! namespaces, only `lo`, the worker is pid 1). Sockets are only created, never connected; no
 //! traffic leaves the sandbox's own loopback. With `BULKHEAD_PRIV_TESTS_MUST_RUN=1` a host
 //! that cannot run sandboxes fails these tests instead of skipping them. The disk attacks
-//! (filling a workspace) live with the disk limit (`neighbours.rs`). The attacks run on a
+//! (filling a workspace) live with the disk limit (`neighbours_disk.rs`). The attacks run on a
 //! loop-mounted btrfs state root the test makes and removes.
 
 use std::path::Path;

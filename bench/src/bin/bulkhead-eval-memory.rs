@@ -13,11 +13,10 @@
 //! To give decay something to act on, the pages are stored at ages spread deterministically
 //! over a year (age is unrelated to relevance here, so decay can only cost).
 //!
-//! Run: `cargo run --release -p bulkhead-tests --bin bulkhead-eval-memory [-- --pages N] [--embedder local|hash|FILE]... [--json]`.
+//! Run: `cargo run --release -p bulkhead-bench --bin bulkhead-eval-memory [-- --pages N] [--embedder local|hash|FILE]... [--json]`.
 //! Exits 2 with a message when `/usr/share/man/man1` is missing.
 
-#[path = "../memory_corpus.rs"]
-mod memory_corpus;
+use bulkhead_bench::memory_corpus;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -290,7 +289,7 @@ fn run(n: usize, json: bool, spec: &str) -> Result<serde_json::Value, Box<dyn st
     if !json {
         println!();
         println!(
-            "command: cargo run --release -p bulkhead-tests --bin bulkhead-eval-memory -- --pages {n} --embedder {spec}"
+            "command: cargo run --release -p bulkhead-bench --bin bulkhead-eval-memory -- --pages {n} --embedder {spec}"
         );
         println!();
     }

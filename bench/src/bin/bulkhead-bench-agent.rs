@@ -32,7 +32,7 @@
 //! controller's CPU and memory are measured without it. Ctrl-C, SIGTERM and panics cancel
 //! every run, stop every sandbox and child, and remove the temporary state directory.
 
-use bulkhead_tests::bench_util::{alive, percentile, process_tree, ratio, today};
+use bulkhead_bench::bench_util::{alive, percentile, process_tree, ratio, today};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -19,12 +19,11 @@
 //!
 //! Text: chunks of 2–4 sentences sampled from the Debian man pages on this machine (or from
 //! a generated vocabulary when they are missing); queries: 3–5 words from sampled sentences.
-//! Run: `cargo run --release -p bulkhead-tests --bin bulkhead-bench-memory [-- --quick]
+//! Run: `cargo run --release -p bulkhead-bench --bin bulkhead-bench-memory [-- --quick]
 //! [--json] [--db FILE]`. With `--db`, the embedded workspace is kept in FILE and reused by
 //! the next run with the same size (ingest is then skipped and not reported).
 
-#[path = "../memory_corpus.rs"]
-mod memory_corpus;
+use bulkhead_bench::memory_corpus;
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -33,7 +32,7 @@ use std::time::Instant;
 
 use bulkhead::memory::search::{query_terms, RESCORE_FACTOR};
 use bulkhead::memory::{Embedder, HashEmbedder, Memory, SearchMode, SearchOptions};
-use bulkhead_tests::bench_util::{percentile, ratio};
+use bulkhead_bench::bench_util::{percentile, ratio};
 use memory_corpus::Rng;
 
 /// p50 and p99 of durations in milliseconds.

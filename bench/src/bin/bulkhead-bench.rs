@@ -24,7 +24,7 @@
 //! starts is registered, and a signal thread (or the panic hook) terminates them, waits for
 //! them, and removes the temporary state directory.
 
-use bulkhead_tests::bench_util::{alive, percentile, process_tree, ratio, today};
+use bulkhead_bench::bench_util::{alive, percentile, process_tree, ratio, today};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};

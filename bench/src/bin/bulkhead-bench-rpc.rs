@@ -6,12 +6,10 @@
 //! - `workspace.show` over one server vs `bulkhead --json workspace show` per call;
 //! - `exec` of `/bin/true` (a fresh sandbox each) over the server vs `bulkhead exec`.
 //!
-//! Run: `cargo run --release -p bulkhead-tests --bin bulkhead-bench-rpc` (`--json` for one
+//! Run: `cargo run --release -p bulkhead-bench --bin bulkhead-bench-rpc` (`--json` for one
 //! JSON object). A benchmark, not a test: it prints numbers and asserts nothing.
 
-#[path = "../bench_util.rs"]
-#[allow(dead_code)]
-mod bench_util;
+use bulkhead_bench::bench_util;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

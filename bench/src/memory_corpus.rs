@@ -1,7 +1,7 @@
 //! Real text for the memory evaluation and benchmark: the Debian man pages of section 1 on
 //! this machine (`/usr/share/man/man1/*.1.gz`), decompressed with `gzip -dc` and stripped of
 //! roff markup crudely. Shared by `bulkhead-eval-memory` and `bulkhead-bench-memory`
-//! (included with `#[path]`; not part of the test library).
+//! (`bulkhead_bench::memory_corpus`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! - read: one credential from an unlocked store, median of 10,000, against the cost of
 //!   taking a timestamp (the floor of any single-operation timing).
 //!
-//! Run: `cargo run --release -p bulkhead-tests --bin bulkhead-bench-creds` (add `--json`
+//! Run: `cargo run --release -p bulkhead-bench --bin bulkhead-bench-creds` (add `--json`
 //! for one JSON object). A benchmark, not a test: it prints numbers and asserts nothing.
 
 use std::collections::BTreeMap;

@@ -17,7 +17,7 @@
 //! hits all alike. Prints figures and ratios; asserts nothing.
 //!
 //! ```text
-//! cargo run --release -p bulkhead-tests --bin bulkhead-bench-egress -- [--mb N] [--rounds R]
+//! cargo run --release -p bulkhead-bench --bin bulkhead-bench-egress -- [--mb N] [--rounds R]
 //!     [--requests N] [--json]
 //! ```
 
@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use bulkhead::net::egress::{NetworkPolicy, OperatorNetwork};
 use bulkhead::net::proxy::{serve_connection, AuditLog, ProxyContext};
-use bulkhead_tests::bench_util::{percentile, ratio};
+use bulkhead_bench::bench_util::{percentile, ratio};
 
 const USAGE: &str = "\
 usage: bulkhead-bench-egress [--mb N] [--rounds R] [--requests N] [--json]

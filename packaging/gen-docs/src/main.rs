@@ -516,7 +516,7 @@ fn check_launch_keys() {
             eprintln!("bulkhead-gen-docs: warning: packaging/launch.toml does not mention {key}");
         }
     }
-    let parser = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/src/launchconf.rs");
+    let parser = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy/src/launchconf.rs");
     let Ok(src) = std::fs::read_to_string(&parser) else {
         return;
     };
@@ -536,3 +536,6 @@ fn check_launch_keys() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,7 @@
 //! about 1 (≤ 1.5 is printed as met). A miss is printed, not an error exit.
 //!
 //! ```text
-//! cargo run --release -p bulkhead-tests --bin bulkhead-bench-sessions -- [--appends N]
+//! cargo run --release -p bulkhead-bench --bin bulkhead-bench-sessions -- [--appends N]
 //!     [--sizes 0,1000,10000] [--dir DIR]
 //! ```
 //!

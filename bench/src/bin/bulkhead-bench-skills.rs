@@ -7,12 +7,10 @@
 //! after the first unlock, as in a long-lived controller), and the first run with a cold key
 //! cache (the KDF runs once per process). Needs a host that can run sandboxes.
 //!
-//! Run: `cargo run --release -p bulkhead-tests --bin bulkhead-bench-skills` (`--json` for one
+//! Run: `cargo run --release -p bulkhead-bench --bin bulkhead-bench-skills` (`--json` for one
 //! JSON object). A benchmark, not a test: it prints numbers and asserts nothing.
 
-#[path = "../bench_util.rs"]
-#[allow(dead_code)]
-mod bench_util;
+use bulkhead_bench::bench_util;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -196,17 +196,8 @@ fn setup_error(err: &io::Error, path: &Path, detail: String) -> SetupError {
     }
 }
 
-/// The saved set-user-id is root: a setuid-root launcher, whatever its effective uid now.
-fn saved_uid_is_root() -> bool {
-    let (mut r, mut e, mut s) = (0, 0, 0);
-    // SAFETY: three valid out-pointers to uid_t.
-    let ok = unsafe { libc::getresuid(&mut r, &mut e, &mut s) } == 0;
-    ok && s == 0
-}
-
 fn is_root() -> bool {
-    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::ids().2 == 0
 }
 
 /// Appends the delegation advice to `detail` when `err` says we may not touch the cgroup
@@ -220,7 +211,8 @@ fn with_hint(detail: String, err: &io::Error, busy_means_delegation: bool) -> St
     }
     let rootless = if is_root() {
         ""
-    } else if saved_uid_is_root() {
+    } else if crate::sys::saved_uid() == Some(0) {
+        // The saved set-user-id is root: a setuid-root launcher, whatever its euid now.
         // A setuid launcher working with its caller's rights (privileged::as_caller).
         return format!(
             "{detail}; a setuid launcher does cgroup work with its caller's rights: run the \
@@ -438,9 +430,7 @@ pub fn stale_candidate(name: &str) -> Option<u32> {
 ///
 /// `alive` tells whether a pid is a live process (the launcher's `sys::pid_alive`).
 pub fn sweep_stale(plan: &CgroupPlan, alive: &dyn Fn(u32) -> bool) -> usize {
-    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    sweep_stale_with(plan, alive, euid, &Kernel::REAL)
+    sweep_stale_with(plan, alive, crate::sys::ids().2, &Kernel::REAL)
 }
 
 /// [`sweep_stale`] with `alive` telling whether a pid is a live process.
@@ -797,8 +787,7 @@ mod tests {
         let other = mk("someone-else-778", "");
         let leaf = mk(LEAF_NAME, "");
         fs::write(d.join("bulkhead-x-780"), "").unwrap(); // not a directory
-                                                          // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = crate::sys::ids().2;
         let removed = sweep_stale_with(
             &plan,
             &alive,

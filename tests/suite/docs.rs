@@ -26,7 +26,7 @@ fn repo(path: &str) -> String {
 
 #[test]
 fn launcher_sequence_matches_readme_and_step_names() {
-    let code = numbered(&repo("launcher/src/main.rs"), "//! ");
+    let code = numbered(&repo("launcher/src/lib.rs"), "//! ");
     let readme = repo("README.md");
     let section = readme
         .split("<!-- launcher-sequence -->")
@@ -38,10 +38,7 @@ fn launcher_sequence_matches_readme_and_step_names() {
         .enumerate()
         .map(|(i, s)| (i + 1, s.name().to_string()))
         .collect();
-    assert_eq!(
-        code, expected,
-        "launcher/src/main.rs doc vs SetupStep names"
-    );
+    assert_eq!(code, expected, "launcher/src/lib.rs doc vs SetupStep names");
     assert_eq!(doc, expected, "README launcher sequence vs SetupStep names");
     for (i, s) in STEPS.iter().enumerate() {
         assert_eq!(s.exit_code(), 80 + i as i32);
@@ -93,6 +90,7 @@ fn the_packaged_unit_lets_the_launcher_write_its_id_registry() {
 fn the_launcher_signals_by_pidfd_only() {
     for file in [
         "main.rs",
+        "lib.rs",
         "sys.rs",
         "cgroup.rs",
         "privileged.rs",

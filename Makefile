@@ -12,9 +12,12 @@ build:
 release:
 	$(CARGO) build --release --workspace
 
-# Every test: unit tests of each crate, the launcher's kernel tests, the escape suite and
-# the CLI tests (they drive the binaries built by `build`).
+# Every test: what runs with privilege stays within its budget (scripts/privileged-lines,
+# from the launcher's dep-info that `build` wrote), then unit tests of each crate, the
+# launcher's kernel tests, the escape suite and the CLI tests (they drive the binaries built
+# by `build`).
 test: build
+	python3 scripts/privileged-lines
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

@@ -1,4 +1,5 @@
-//! The launcher's doc, the README and the setup-step names stay in step.
+//! The launcher's doc, its audit map (docs/launcher-audit.md) and the setup-step names stay
+//! in step; the audit map lists every file that runs with privilege.
 
 use bulkhead_shared::SetupStep;
 
@@ -24,14 +25,18 @@ fn repo(path: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// The launcher sequence's source of truth (gen-docs builds bulkhead-launch(8) from it).
+const AUDIT_MAP: &str = "docs/launcher-audit.md";
+
 #[test]
-fn launcher_sequence_matches_readme_and_step_names() {
+fn launcher_sequence_matches_the_audit_map_and_step_names() {
     let code = numbered(&repo("launcher/src/lib.rs"), "//! ");
-    let readme = repo("README.md");
-    let section = readme
+    let audit = repo(AUDIT_MAP);
+    let section = audit
         .split("<!-- launcher-sequence -->")
         .nth(1)
-        .expect("README has a <!-- launcher-sequence --> section");
+        .and_then(|s| s.split("<!-- /launcher-sequence -->").next())
+        .expect("docs/launcher-audit.md has a <!-- launcher-sequence --> section");
     let doc = numbered(section, "");
     let expected: Vec<(usize, String)> = STEPS
         .iter()
@@ -39,7 +44,10 @@ fn launcher_sequence_matches_readme_and_step_names() {
         .map(|(i, s)| (i + 1, s.name().to_string()))
         .collect();
     assert_eq!(code, expected, "launcher/src/lib.rs doc vs SetupStep names");
-    assert_eq!(doc, expected, "README launcher sequence vs SetupStep names");
+    assert_eq!(
+        doc, expected,
+        "docs/launcher-audit.md launcher sequence vs SetupStep names"
+    );
     for (i, s) in STEPS.iter().enumerate() {
         assert_eq!(s.exit_code(), 80 + i as i32);
     }
@@ -113,4 +121,92 @@ fn the_launcher_signals_by_pidfd_only() {
     }
     let sys = repo("launcher/src/sys.rs");
     assert!(sys.contains("SYS_pidfd_send_signal") && sys.contains("CLONE_PIDFD"));
+}
+
+/// The repository paths of first-party Rust files (`a/src/b.rs`, in backquotes) a map names.
+fn mapped_files(map: &str) -> Vec<String> {
+    map.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| t.ends_with(".rs") && t.contains("/src/") && !t.contains(' '))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What is wrong with an audit map `map` given the privileged files `privileged` (repository
+/// paths): a file it names that `exists` denies, a privileged file it does not name.
+fn audit_map_problems(
+    map: &str,
+    privileged: &[String],
+    exists: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let named = mapped_files(map);
+    let mut problems: Vec<String> = named
+        .iter()
+        .filter(|f| !exists(f))
+        .map(|f| format!("{AUDIT_MAP} names {f}, which does not exist"))
+        .collect();
+    problems.extend(
+        privileged
+            .iter()
+            .filter(|f| !named.contains(f))
+            .map(|f| format!("{f} runs with privilege but {AUDIT_MAP} does not list it")),
+    );
+    problems
+}
+
+/// The files `scripts/privileged-lines` counts: those cargo's dep-info lists for the built
+/// `bulkhead-launch`.
+fn privileged_files() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let depfile = bulkhead_tests::bin_dir().join("bulkhead-launch.d");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("scripts/privileged-lines"))
+        .arg("--list")
+        .arg("--depfile")
+        .arg(&depfile)
+        .output()
+        .expect("run python3 scripts/privileged-lines");
+    assert!(
+        out.status.success(),
+        "scripts/privileged-lines --list failed (build bulkhead-launch first): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        files.iter().any(|f| f == "launcher/src/lib.rs"),
+        "{files:?}"
+    );
+    files
+}
+
+#[test]
+fn the_audit_map_lists_every_privileged_file_and_only_real_ones() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let map = repo(AUDIT_MAP);
+    let problems = audit_map_problems(&map, &privileged_files(), &|f| root.join(f).is_file());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_audit_map_check_catches_a_missing_and_a_made_up_file() {
+    let privileged = vec![
+        "launcher/src/lib.rs".to_string(),
+        "launcher/src/sys.rs".to_string(),
+    ];
+    let exists = |f: &str| f != "launcher/src/gone.rs";
+    let map = "| `launcher/src/lib.rs` | the sequence |\n| `launcher/src/gone.rs` | old |\n";
+    assert_eq!(
+        audit_map_problems(map, &privileged, &exists),
+        vec![
+            format!("{AUDIT_MAP} names launcher/src/gone.rs, which does not exist"),
+            format!("launcher/src/sys.rs runs with privilege but {AUDIT_MAP} does not list it"),
+        ]
+    );
+    let full = "`launcher/src/lib.rs` and `launcher/src/sys.rs`, `sys::ids`";
+    assert!(audit_map_problems(full, &privileged, &exists).is_empty());
 }

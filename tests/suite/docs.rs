@@ -210,3 +210,95 @@ fn the_audit_map_check_catches_a_missing_and_a_made_up_file() {
     let full = "`launcher/src/lib.rs` and `launcher/src/sys.rs`, `sys::ids`";
     assert!(audit_map_problems(full, &privileged, &exists).is_empty());
 }
+
+/// Runs `scripts/privileged-lines` with `args`: (exit code, stdout).
+fn privileged_lines(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("scripts/privileged-lines"))
+        .args(args)
+        .output()
+        .expect("run python3 scripts/privileged-lines");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+/// The counting rules of `scripts/privileged-lines` on a fixture checkout: comments, blank
+/// lines and `#[cfg(test)]` items out, code with a trailing comment in, files outside the
+/// checkout, under target/, tests/ or named build.rs not counted, and the limit enforced.
+#[test]
+fn the_privileged_line_count_follows_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let write = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let lib = write(
+        "a/src/lib.rs",
+        r#"//! crate doc
+/// item doc
+
+pub fn f() -> &'static str { // code with a trailing comment
+    "not // a comment { ("
+}
+/* a block
+   comment */
+/* outer /* nested */ still a comment */
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn t() { let _ = "}"; }
+}
+pub const X: char = '{';
+#[cfg(test)]
+use std::fmt;
+pub fn g<'a>(s: &'a str) -> &'a str { s }
+"#,
+    );
+    let big = write("b/src/big.rs", "fn a() {}\nfn b() {}\nfn c() {}\n");
+    let test = write("a/tests/t.rs", "fn t() {}\n");
+    let build = write("a/build.rs", "fn main() {}\n");
+    let generated = write("target/debug/build/a/out/gen.rs", "fn g() {}\n");
+    let registry = dir.path().join("registry/libc/src/lib.rs");
+    let listed = [&lib, &big, &test, &build, &generated, &registry];
+    let depfile = write(
+        "target/debug/bulkhead-launch.d",
+        &format!(
+            "{}: {}\n",
+            root.join("target/debug/bulkhead-launch").display(),
+            listed
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--root".as_ref(),
+            root.as_os_str(),
+            "--depfile".as_ref(),
+            depfile.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        privileged_lines(&args)
+    };
+    let (code, out) = run(&["--limit", "8"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        "     5  a/src/lib.rs\n     3  b/src/big.rs\n     8  total (limit 8)\n"
+    );
+    let (code, out) = run(&["--limit", "7"]);
+    assert_eq!(code, 1, "above the limit must fail: {out}");
+    let (code, out) = run(&["--list"]);
+    assert_eq!((code, out.as_str()), (0, "a/src/lib.rs\nb/src/big.rs\n"));
+    // A dep-info file naming a file that is gone is stale: an error, not a smaller count.
+    std::fs::remove_file(&big).unwrap();
+    assert_eq!(run(&[]).0, 2);
+}

@@ -52,12 +52,7 @@ fn attach(src: Source, r: &str, path: &str, set: u64) -> Result<(), SetupError> 
 pub const STAGING: &str = "/tmp";
 
 fn fail(path: &str, what: &str, e: io::Error) -> SetupError {
-    SetupError {
-        step: SetupStep::Mounts,
-        errno: e.raw_os_error().unwrap_or(0),
-        path: path.to_string(),
-        detail: format!("{what}: {e}"),
-    }
+    crate::err(SetupStep::Mounts, &e, path, what)
 }
 
 fn rel(path: &str) -> &str {

@@ -8,12 +8,7 @@ use landlock::{
 };
 
 fn fail(path: &str, detail: String) -> SetupError {
-    SetupError {
-        step: SetupStep::Landlock,
-        errno: 0,
-        path: path.into(),
-        detail,
-    }
+    crate::plain(SetupStep::Landlock, path, detail)
 }
 
 fn abi_of(v: u32) -> ABI {

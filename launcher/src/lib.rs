@@ -399,6 +399,7 @@ fn run(mode: Mode, config_env: Option<String>, signals: std::io::Result<()>) -> 
     if !caller.privileged {
         let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
     }
+    let cap_last = prepared.cap_last;
     let (child, born_in_cgroup) = clone_sandbox(flags, &cg, who);
     if !matches!(child, Ok(None)) {
         let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0);
@@ -465,7 +466,7 @@ fn run(mode: Mode, config_env: Option<String>, signals: std::io::Result<()>) -> 
     // the sandbox, whose processes are the workspace's host uid), used on the worker's
     // pidfd alone. Its cgroup work was the caller's already.
     if let Some((uid, gid)) = who {
-        if let Err(e) = drop_to_caller(uid, gid) {
+        if let Err(e) = drop_to_caller(uid, gid, cap_last) {
             sys::kill_and_reap(child);
             destroy(&cg);
             return report_failure(
@@ -525,11 +526,8 @@ const CAP_KILL: u32 = 5;
 /// bounding set, then real, effective and saved ids the caller's, then effective and
 /// permitted exactly `{CAP_KILL}`. Not dumpable afterwards (the caller cannot ptrace it:
 /// it lacks CAP_KILL).
-fn drop_to_caller(uid: u32, gid: u32) -> std::io::Result<()> {
-    let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(63u32);
+/// `cap_last` is the one [`prepare`] read.
+fn drop_to_caller(uid: u32, gid: u32, cap_last: u32) -> std::io::Result<()> {
     sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0)?;
     for cap in (0..=cap_last).filter(|&c| c != CAP_KILL) {
         match sys::prctl(libc::PR_CAPBSET_DROP, cap.into(), 0) {

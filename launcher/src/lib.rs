@@ -61,6 +61,7 @@ pub mod cgroup;
 mod fs;
 mod landlock;
 mod privileged;
+mod seccomp;
 pub mod sys;
 
 use std::os::fd::{FromRawFd, RawFd};
@@ -181,7 +182,7 @@ fn report(msg: &LauncherReport) {
 struct Prepared {
     spec: LaunchSpec,
     mounts: Vec<Planned>,
-    filters: Vec<seccompiler::BpfProgram>,
+    filters: Vec<seccomp::Program>,
     host_uid: u32,
     worker_fd: RawFd,
     cap_last: u32,
@@ -670,8 +671,7 @@ fn prepare(
             ),
         ));
     }
-    let filters = bulkhead_policy::seccomp::build_filters()
-        .map_err(|e| plain(SetupStep::Seccomp, "", e.to_string()))?;
+    let filters = seccomp::programs().map_err(|e| plain(SetupStep::Seccomp, "", e))?;
     let mounts = bulkhead_policy::mounts::plan(&spec, &bulkhead_policy::mounts::probe_host);
     Ok(Prepared {
         spec,
@@ -876,8 +876,13 @@ fn setup_child(p: &Prepared, cg: &cgroup::Cgroup, lifeline: RawFd) -> Result<(),
         ));
     }
     for prog in &p.filters {
-        seccompiler::apply_filter(prog)
-            .map_err(|e| plain(S::Seccomp, "", format!("install filter: {e}")))?;
+        seccomp::install(prog).map_err(|e| {
+            plain(
+                S::Seccomp,
+                "",
+                format!("install filter: Error calling `seccomp`: {e}"),
+            )
+        })?;
     }
     // The worker starts with every disposition default and nothing blocked (the supervisor's
     // blocked SIGTERM/SIGINT/SIGHUP and ignored SIGPIPE stay here).

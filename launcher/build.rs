@@ -1,6 +1,6 @@
 //! Generates the sandbox's seccomp programs at build time, from the reviewed tables in
-//! `bulkhead-policy`, and writes them to `$OUT_DIR/seccomp.bpf` in the layout of
-//! `bulkhead_policy::seccomp::encode`. `src/seccomp.rs` embeds that file and installs it, so
+//! `bulkhead-seccomp`, and writes them to `$OUT_DIR/seccomp.bpf` in the layout of
+//! `bulkhead_seccomp::encode`. `src/seccomp.rs` embeds that file and installs it, so
 //! the privileged launcher links neither the generator nor seccompiler; its unit test checks
 //! the embedded bytes against a fresh `build_filters()`.
 //!
@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use bulkhead_policy::seccomp::{build_filters, encode, SeccompPolicyError};
+use bulkhead_seccomp::{build_filters, encode, SeccompPolicyError};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

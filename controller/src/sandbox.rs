@@ -226,7 +226,7 @@ pub fn verify_attestation(
     }
     // Exactly the policy's programs: fewer means a layer is missing, more means something
     // other than the launcher installed filters before the worker started.
-    let expected = bulkhead_policy::seccomp::build_filters().map_or(0, |p| p.len() as u32);
+    let expected = bulkhead_seccomp::build_filters().map_or(0, |p| p.len() as u32);
     if a.seccomp_filters != expected {
         bad.push(format!(
             "{} seccomp filters installed, expected {expected}",

@@ -1,9 +1,9 @@
 //! Step 12, seccomp: the programs built into this binary, and their installation.
 //!
-//! `build.rs` generates them at build time from the reviewed tables in `bulkhead-policy`
-//! (`bulkhead_policy::seccomp::build_filters`) and this module embeds the result as bytes, so
+//! `build.rs` generates them at build time from the reviewed tables in `bulkhead-seccomp`
+//! (`bulkhead_seccomp::build_filters`) and this module embeds the result as bytes, so
 //! what runs with privilege is this decoder and one `seccomp(2)` call per program, not the
-//! generator. Layout (`bulkhead_policy::seccomp::encode`): per program, its instruction count
+//! generator. Layout (`bulkhead_seccomp::encode`): per program, its instruction count
 //! as a little-endian `u16`, then 8 bytes per instruction: `code` (`u16` LE), `jt`, `jf`, `k`
 //! (`u32` LE).
 
@@ -95,7 +95,7 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn the_embedded_programs_equal_a_fresh_build() {
-        let fresh = bulkhead_policy::seccomp::build_filters().expect("the policy builds");
+        let fresh = bulkhead_seccomp::build_filters().expect("the policy builds");
         let embedded = programs().expect("the launcher embeds programs");
         assert_eq!(embedded.len(), fresh.len());
         for (embedded, fresh) in embedded.iter().zip(&fresh) {
@@ -104,7 +104,7 @@ mod tests {
         }
         assert_eq!(
             ENCODED,
-            bulkhead_policy::seccomp::encode(&fresh).unwrap().as_slice()
+            bulkhead_seccomp::encode(&fresh).unwrap().as_slice()
         );
         assert!(WHY_NONE.is_empty(), "{WHY_NONE}");
     }

@@ -983,7 +983,7 @@ fn no_capabilities_and_unprivileged_identity() {
         "seccomp is not in filter mode inside:\n{out}"
     );
     let filters: u32 = status("Seccomp_filters").parse().unwrap_or(0);
-    let expected = bulkhead_policy::seccomp::build_filters().unwrap().len() as u32;
+    let expected = bulkhead_seccomp::build_filters().unwrap().len() as u32;
     assert_eq!(
         filters, expected,
         "seccomp filters inside differ from the policy's:\n{out}"
@@ -1141,7 +1141,7 @@ fn denied_syscalls_fail() {
     let Some(sb) = Isolated::new("escape_a::denied_syscalls_fail") else {
         return;
     };
-    let table = bulkhead_policy::seccomp::MUST_DENY;
+    let table = bulkhead_seccomp::MUST_DENY;
     assert!(!table.is_empty(), "MUST_DENY is empty on this architecture");
     let list = table
         .iter()
@@ -1185,7 +1185,7 @@ for name, nr in [{list}]:
         .join("\n");
     let mut wrong = Vec::new();
     for (name, _) in table {
-        let want = match bulkhead_policy::seccomp::DENIED
+        let want = match bulkhead_seccomp::DENIED
             .iter()
             .find(|e| e.name == *name)
             .map(|e| e.errno)

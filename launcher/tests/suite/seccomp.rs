@@ -1,4 +1,4 @@
-//! Runtime tests of the seccomp policy (`bulkhead_policy::seccomp`), tier 3: the filters are
+//! Runtime tests of the seccomp policy (`bulkhead_seccomp`), tier 3: the filters are
 //! irreversible, so they are only ever installed in a fresh child process, between fork and
 //! exec (`pre_exec`), never in this harness.
 //!
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use bulkhead_policy::seccomp::{build_filters, DENIED, MUST_DENY, X32_SYSCALL_BIT};
+use bulkhead_seccomp::{build_filters, DENIED, MUST_DENY, X32_SYSCALL_BIT};
 
 const PROBE_ENV: &str = "BULKHEAD_SECCOMP_PROBE";
 const PROBE_TEST: &str = "suite::seccomp::probe_child";

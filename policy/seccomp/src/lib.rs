@@ -69,27 +69,28 @@
 //! - `bpf.rs`: the classic-BPF assembler and the checker every generated program passes;
 //! - `tests.rs`: the unit tests, with seccompiler's builder kept as the reference.
 //!
-//! The generator (`generate.rs`, `bpf.rs`, [`build_filters`], [`encode`]) is behind the
-//! `generator` feature (on by default). The launcher does not run it: its build script does,
-//! and embeds the [`encode`]d programs in the binary, so the privileged launcher links
-//! neither the generator nor seccompiler (`launcher/src/seccomp.rs` decodes and installs
+//! This crate (tables and generator) is not linked into the launcher: the launcher takes it
+//! as a build-dependency only; its build script runs [`build_filters`] and embeds the
+//! [`encode`]d programs in the binary, so the privileged binary compiles neither the
+//! generator nor the tables (a cargo feature could not keep them out: features unify across
+//! the workspace), nor seccompiler (`launcher/src/seccomp.rs` decodes and installs
 //! them; its unit test checks the embedded bytes against a fresh [`build_filters`]).
+
+#![forbid(unsafe_code)]
 
 use std::fmt;
 
-#[cfg(feature = "generator")]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod bpf;
-#[cfg(all(feature = "generator", target_arch = "x86_64"))]
+#[cfg(target_arch = "x86_64")]
 mod generate;
-#[cfg(all(test, feature = "generator", target_arch = "x86_64"))]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
-#[cfg(feature = "generator")]
 pub use bpf::{BpfProgram, SockFilter};
-#[cfg(all(feature = "generator", target_arch = "x86_64"))]
+#[cfg(target_arch = "x86_64")]
 pub use generate::build_filters;
 
 /// What the allowlist checks beyond the syscall number.
@@ -110,7 +111,7 @@ pub enum ArgRule {
     PersonalityLinuxOrQuery,
     /// `socket` / `socketpair`: family (arg 0), type (arg 1, masked with `0xf` to ignore
     /// `SOCK_CLOEXEC` / `SOCK_NONBLOCK`) and protocol (arg 2), all compared as 32 bits:
-    /// `AF_UNIX` with a type of [`SOCKET_UNIX_TYPES`](crate::seccomp::SOCKET_UNIX_TYPES) (the
+    /// `AF_UNIX` with a type of [`SOCKET_UNIX_TYPES`](crate::SOCKET_UNIX_TYPES) (the
     /// kernel itself refuses a unix protocol other than 0), or `AF_INET` / `AF_INET6` with a type
     /// of `SOCKET_INET_TYPES` and a protocol of `SOCKET_INET_PROTOCOLS` (0, TCP, UDP). Anything
     /// else gets `EPERM` before the kernel looks the protocol up, so `inet_create` never loads
@@ -205,7 +206,7 @@ pub const DENIED: &[DeniedSyscall] = &[];
 pub const MUST_DENY: &[(&str, i64)] = &[];
 
 /// Builds the seccomp programs; always an error here, as no table exists for this architecture.
-#[cfg(all(feature = "generator", not(target_arch = "x86_64")))]
+#[cfg(not(target_arch = "x86_64"))]
 pub fn build_filters() -> Result<Vec<BpfProgram>, SeccompPolicyError> {
     Err(SeccompPolicyError::UnsupportedArch(std::env::consts::ARCH))
 }
@@ -237,7 +238,6 @@ pub const ENCODED_INSN_BYTES: usize = 8;
 /// The programs as bytes, in install order, for the launcher to embed (see the module
 /// documentation for why): the format of [`ENCODED_INSN_BYTES`]. Fails on a program longer
 /// than `u16::MAX` instructions (the kernel takes at most 4,096; the generator checks that).
-#[cfg(feature = "generator")]
 pub fn encode(programs: &[BpfProgram]) -> Result<Vec<u8>, SeccompPolicyError> {
     let mut out = Vec::new();
     for program in programs {

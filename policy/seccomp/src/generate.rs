@@ -1,6 +1,6 @@
 //! The seccomp program, generated from the x86_64 tables: arch check, x32 check, a binary
 //! search over the syscall numbers, the argument rules, the verdicts. See the documentation
-//! of [`crate::seccomp`] for the order and the reasons.
+//! of [`crate`] for the order and the reasons.
 
 use std::collections::BTreeMap;
 

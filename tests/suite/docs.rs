@@ -302,3 +302,101 @@ pub fn g<'a>(s: &'a str) -> &'a str { s }
     std::fs::remove_file(&big).unwrap();
     assert_eq!(run(&[]).0, 2);
 }
+
+/// A fixture workspace: `l` is `bulkhead-launch` (a binary), `n` its normal dependency and
+/// `g` only its build-dependency; a dep-info file lists the three crates' sources, as cargo
+/// writes it (it includes what the build script was built from). Returns (root, depfile).
+fn fixture_workspace(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = dir.join("repo");
+    let write = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    write(
+        "Cargo.toml",
+        "[workspace]\nresolver = \"2\"\nmembers = [\"l\", \"n\", \"g\"]\n",
+    );
+    let pkg = |name: &str| {
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
+    };
+    write(
+        "l/Cargo.toml",
+        &format!(
+            "{}\n[dependencies]\nn = {{ path = \"../n\" }}\n\n[build-dependencies]\ng = {{ path = \"../g\" }}\n",
+            pkg("bulkhead-launch")
+        ),
+    );
+    write("n/Cargo.toml", &pkg("n"));
+    write("g/Cargo.toml", &pkg("g"));
+    let listed = [
+        write("l/src/main.rs", "fn main() {}\nfn a() {}\n"),
+        write("n/src/lib.rs", "pub fn n() {}\n"),
+        write("g/src/lib.rs", "pub fn g() {}\npub fn h() {}\n"),
+    ];
+    let depfile = write(
+        "target/debug/bulkhead-launch.d",
+        &format!(
+            "{}: {}\n",
+            root.join("target/debug/bulkhead-launch").display(),
+            listed
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
+    (root, depfile)
+}
+
+/// A crate the launcher reaches only through [build-dependencies] (the seccomp generator)
+/// never runs with privilege: it is not counted, though cargo's dep-info lists it.
+#[test]
+fn a_build_dependency_is_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, depfile) = fixture_workspace(dir.path());
+    let (code, out) = privileged_lines(&[
+        "--root".as_ref(),
+        root.as_os_str(),
+        "--depfile".as_ref(),
+        depfile.as_os_str(),
+        "--list".as_ref(),
+    ]);
+    assert_eq!((code, out.as_str()), (0, "l/src/main.rs\nn/src/lib.rs\n"));
+}
+
+/// `--budget N` (what `make test` runs while the count is above the 3,000 target): passes at
+/// or below N, saying the target is not met yet, fails above N.
+#[test]
+fn the_budget_is_a_ratchet_that_names_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, depfile) = fixture_workspace(dir.path());
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--root".as_ref(),
+            root.as_os_str(),
+            "--depfile".as_ref(),
+            depfile.as_os_str(),
+            "--quiet".as_ref(),
+        ];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        privileged_lines(&args)
+    };
+    // 3 lines counted: l/src/main.rs (2) and n/src/lib.rs (1).
+    let (code, out) = run(&["--limit", "2", "--budget", "3"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "     3  total (budget 3, target 2)\ntarget 2 not yet met: 3\n"
+        )
+    );
+    let (code, out) = run(&["--limit", "2", "--budget", "2"]);
+    assert_eq!(code, 1, "above the budget must fail: {out}");
+    let (code, out) = run(&["--limit", "3", "--budget", "3"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "     3  total (budget 3, target 3)\n")
+    );
+}

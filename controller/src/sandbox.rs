@@ -288,12 +288,12 @@ pub fn verify_attestation(
     if !a.root_readonly {
         bad.push("/ is not read-only".into());
     }
-    bad.extend(bulkhead_policy::rlimits::check(
+    bad.extend(bulkhead_attest::rlimits::check(
         &a.rlimits,
         &bulkhead_policy::rlimits::plan(&spec.limits),
     ));
     let mounts = bulkhead_policy::mounts::plan(spec, &bulkhead_policy::mounts::probe_host);
-    bad.extend(bulkhead_policy::mounts::check_mounts(&a.mounts, &mounts));
+    bad.extend(bulkhead_attest::mounts::check_mounts(&a.mounts, &mounts));
     match (egress, a.egress_proxy) {
         (true, false) => bad.push(format!(
             "egress was asked for but the proxy listener on 127.0.0.1:{} is not up",

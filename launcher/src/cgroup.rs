@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bulkhead_policy::cgroup::{self as policy, CgroupFile, CgroupInputs, CgroupPlan, LEAF_NAME};
-use bulkhead_shared::{CgroupVersion, Limits, SetupError, SetupStep};
+use bulkhead_wire::{CgroupVersion, Limits, SetupError, SetupStep};
 
 /// How long [`destroy`] waits for the sandbox's processes to die.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -409,7 +409,7 @@ fn kill_all(cg: &Cgroup) -> bool {
 pub fn stale_candidate(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(policy::SANDBOX_PREFIX)?;
     let (ws, pid) = rest.rsplit_once('-')?;
-    bulkhead_shared::validate_workspace_id(ws).ok()?;
+    bulkhead_wire::validate_workspace_id(ws).ok()?;
     if pid.is_empty() || pid.len() > 10 || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

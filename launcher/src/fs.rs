@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 
 use bulkhead_policy::mounts::{MountOp, Planned, ROOT_TMPFS_BYTES};
-use bulkhead_shared::{SetupError, SetupStep};
+use bulkhead_wire::{SetupError, SetupStep};
 
 use crate::sys;
 

@@ -1,7 +1,7 @@
 //! Step 11: landlock, from `bulkhead_policy::landlock`.
 
 use bulkhead_policy::landlock::{Grant, MAX_ABI, MIN_ABI, RULES, SCOPE_MIN_ABI};
-use bulkhead_shared::{SetupError, SetupStep};
+use bulkhead_wire::{SetupError, SetupStep};
 use landlock::{
     AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,

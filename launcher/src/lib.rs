@@ -71,9 +71,9 @@ use std::time::Duration;
 use bulkhead_policy::defaults::{SANDBOX_GID, SANDBOX_UID};
 use bulkhead_policy::mounts::Planned;
 use bulkhead_policy::{validate_spec, Caller};
-use bulkhead_shared::exit::{LAUNCH_PROTOCOL, LAUNCH_USAGE, LAUNCH_WORKER_ERROR};
-use bulkhead_shared::frame::encode_frame;
-use bulkhead_shared::{
+use bulkhead_wire::exit::{LAUNCH_PROTOCOL, LAUNCH_USAGE, LAUNCH_WORKER_ERROR};
+use bulkhead_wire::frame::encode_frame;
+use bulkhead_wire::{
     CgroupVersion, ControllerMsg, LaunchOptions, LaunchSpec, LauncherReport, SetupError, SetupStep,
     WorkerEnd, EGRESS_FD,
 };
@@ -894,7 +894,7 @@ fn setup_child(p: &Prepared, cg: &cgroup::Cgroup, lifeline: RawFd) -> Result<(),
 /// from the caller (`RLIMIT_RTPRIO` 0 is what keeps a tenant off `SCHED_FIFO`). A limit the
 /// caller's hard limit keeps lower stays lower (only stricter); an exact one that cannot be
 /// met fails the step.
-fn pin_rlimits(limits: &bulkhead_shared::Limits) -> Result<(), SetupError> {
+fn pin_rlimits(limits: &bulkhead_wire::Limits) -> Result<(), SetupError> {
     for planned in bulkhead_policy::rlimits::plan(limits) {
         let name = planned.resource.name();
         let (_, current_hard) = sys::getrlimit(planned.resource.id())

@@ -19,7 +19,7 @@ use bulkhead_policy::launchconf::{
     check_dir_meta, check_file_meta, FOREIGN_ID, LAUNCH_CONFIG_PATH,
 };
 use bulkhead_policy::LaunchConfig;
-use bulkhead_shared::{LaunchSpec, SetupError, SetupStep};
+use bulkhead_wire::{LaunchSpec, SetupError, SetupStep};
 
 use crate::fs::Source;
 use crate::sys;
@@ -369,7 +369,7 @@ pub fn as_caller<T>(who: Option<(u32, u32)>, f: impl FnOnce() -> T) -> T {
     let r = f();
     if switched && sys::set_effective_ids(0, 0).is_err() {
         // Cannot regain root: nothing below may run half-privileged.
-        sys::exit_now(bulkhead_shared::exit::LAUNCH_WORKER_ERROR);
+        sys::exit_now(bulkhead_wire::exit::LAUNCH_WORKER_ERROR);
     }
     r
 }

@@ -4,7 +4,7 @@
 //! inside the new root), `pivot_root`s into it, detaches the old root and finally remounts
 //! `/` read-only. Every operation carries the reason it exists.
 
-use bulkhead_shared::LaunchSpec;
+use bulkhead_wire::LaunchSpec;
 
 use crate::defaults::{SANDBOX_GID, SANDBOX_UID, SANDBOX_USER};
 
@@ -545,7 +545,7 @@ mod tests {
         };
         assert!(etc_passwd(&spec()).contains(":bulkhead sandbox:/workspace:"));
         let mut skill = spec();
-        skill.binds.push(bulkhead_shared::Bind {
+        skill.binds.push(bulkhead_wire::Bind {
             host: "/var/lib/bulkhead/workspaces/a/skill-runs/1".into(),
             path: SKILL_BIND.into(),
         });

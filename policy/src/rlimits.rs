@@ -8,7 +8,7 @@
 //! what it got (`/proc/self/limits`) and the controller checks it
 //! (`bulkhead_attest::rlimits::check`).
 
-use bulkhead_shared::Limits;
+use bulkhead_wire::Limits;
 
 use crate::defaults::{DEFAULT_MEMLOCK_BYTES, DEFAULT_MSGQUEUE_BYTES, DEFAULT_SIGPENDING};
 

@@ -14,7 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bulkhead_policy::cgroup::{CgroupFile, CgroupPlan, LEAF_NAME};
-use bulkhead_shared::{CgroupVersion, Limits};
+use bulkhead_wire::{CgroupVersion, Limits};
 
 fn skip(reason: &str) {
     if std::env::var("BULKHEAD_PRIV_TESTS_MUST_RUN").as_deref() == Ok("1") {

@@ -226,7 +226,7 @@ pub fn verify_attestation(
     }
     // Exactly the policy's programs: fewer means a layer is missing, more means something
     // other than the launcher installed filters before the worker started.
-    let expected = bulkhead_policy::seccomp::build_filters().map_or(0, |p| p.len() as u32);
+    let expected = bulkhead_seccomp::build_filters().map_or(0, |p| p.len() as u32);
     if a.seccomp_filters != expected {
         bad.push(format!(
             "{} seccomp filters installed, expected {expected}",
@@ -288,12 +288,12 @@ pub fn verify_attestation(
     if !a.root_readonly {
         bad.push("/ is not read-only".into());
     }
-    bad.extend(bulkhead_policy::rlimits::check(
+    bad.extend(bulkhead_attest::rlimits::check(
         &a.rlimits,
         &bulkhead_policy::rlimits::plan(&spec.limits),
     ));
     let mounts = bulkhead_policy::mounts::plan(spec, &bulkhead_policy::mounts::probe_host);
-    bad.extend(bulkhead_policy::mounts::check_mounts(&a.mounts, &mounts));
+    bad.extend(bulkhead_attest::mounts::check_mounts(&a.mounts, &mounts));
     match (egress, a.egress_proxy) {
         (true, false) => bad.push(format!(
             "egress was asked for but the proxy listener on 127.0.0.1:{} is not up",

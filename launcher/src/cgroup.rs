@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bulkhead_policy::cgroup::{self as policy, CgroupFile, CgroupInputs, CgroupPlan, LEAF_NAME};
-use bulkhead_shared::{CgroupVersion, Limits, SetupError, SetupStep};
+use bulkhead_wire::{CgroupVersion, Limits, SetupError, SetupStep};
 
 /// How long [`destroy`] waits for the sandbox's processes to die.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -104,7 +104,7 @@ pub fn plan_for_self(
         errno: 0,
         path: e.path.display().to_string(),
         detail: e.detail,
-        reason: bulkhead_shared::SetupReason::Other,
+        reason: bulkhead_wire::SetupReason::Other,
     })
 }
 
@@ -122,7 +122,7 @@ pub fn attach(cg: &Cgroup, pid: libc::pid_t) -> Result<(), SetupError> {
             errno: libc::EINVAL,
             path: String::new(),
             detail: format!("cannot attach pid {pid} to the sandbox cgroup: not a process id"),
-            reason: bulkhead_shared::SetupReason::Other,
+            reason: bulkhead_wire::SetupReason::Other,
         });
     }
     for dir in &cg.dirs {
@@ -195,21 +195,12 @@ fn setup_error(err: &io::Error, path: &Path, detail: String) -> SetupError {
         errno: err.raw_os_error().unwrap_or(0),
         path: path.display().to_string(),
         detail,
-        reason: bulkhead_shared::SetupReason::Other,
+        reason: bulkhead_wire::SetupReason::Other,
     }
 }
 
-/// The saved set-user-id is root: a setuid-root launcher, whatever its effective uid now.
-fn saved_uid_is_root() -> bool {
-    let (mut r, mut e, mut s) = (0, 0, 0);
-    // SAFETY: three valid out-pointers to uid_t.
-    let ok = unsafe { libc::getresuid(&mut r, &mut e, &mut s) } == 0;
-    ok && s == 0
-}
-
 fn is_root() -> bool {
-    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::ids().2 == 0
 }
 
 /// Appends the delegation advice to `detail` when `err` says we may not touch the cgroup
@@ -223,7 +214,8 @@ fn with_hint(detail: String, err: &io::Error, busy_means_delegation: bool) -> St
     }
     let rootless = if is_root() {
         ""
-    } else if saved_uid_is_root() {
+    } else if crate::sys::saved_uid() == Some(0) {
+        // The saved set-user-id is root: a setuid-root launcher, whatever its euid now.
         // A setuid launcher working with its caller's rights (privileged::as_caller).
         return format!(
             "{detail}; a setuid launcher does cgroup work with its caller's rights: run the \
@@ -420,7 +412,7 @@ fn kill_all(cg: &Cgroup) -> bool {
 pub fn stale_candidate(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(policy::SANDBOX_PREFIX)?;
     let (ws, pid) = rest.rsplit_once('-')?;
-    bulkhead_shared::validate_workspace_id(ws).ok()?;
+    bulkhead_wire::validate_workspace_id(ws).ok()?;
     if pid.is_empty() || pid.len() > 10 || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -441,9 +433,7 @@ pub fn stale_candidate(name: &str) -> Option<u32> {
 ///
 /// `alive` tells whether a pid is a live process (the launcher's `sys::pid_alive`).
 pub fn sweep_stale(plan: &CgroupPlan, alive: &dyn Fn(u32) -> bool) -> usize {
-    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    sweep_stale_with(plan, alive, euid, &Kernel::REAL)
+    sweep_stale_with(plan, alive, crate::sys::ids().2, &Kernel::REAL)
 }
 
 /// [`sweep_stale`] with `alive` telling whether a pid is a live process.
@@ -800,8 +790,7 @@ mod tests {
         let other = mk("someone-else-778", "");
         let leaf = mk(LEAF_NAME, "");
         fs::write(d.join("bulkhead-x-780"), "").unwrap(); // not a directory
-                                                          // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = crate::sys::ids().2;
         let removed = sweep_stale_with(
             &plan,
             &alive,

@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 
 use bulkhead_policy::mounts::{MountOp, Planned, ROOT_TMPFS_BYTES};
-use bulkhead_shared::{SetupError, SetupStep};
+use bulkhead_wire::{SetupError, SetupStep};
 
 use crate::sys;
 
@@ -52,13 +52,7 @@ fn attach(src: Source, r: &str, path: &str, set: u64) -> Result<(), SetupError> 
 pub const STAGING: &str = "/tmp";
 
 fn fail(path: &str, what: &str, e: io::Error) -> SetupError {
-    SetupError {
-        step: SetupStep::Mounts,
-        errno: e.raw_os_error().unwrap_or(0),
-        path: path.to_string(),
-        detail: format!("{what}: {e}"),
-        reason: bulkhead_shared::SetupReason::Other,
-    }
+    crate::err(SetupStep::Mounts, &e, path, what)
 }
 
 fn rel(path: &str) -> &str {

@@ -1,20 +1,14 @@
 //! Step 11: landlock, from `bulkhead_policy::landlock`.
 
 use bulkhead_policy::landlock::{Grant, MAX_ABI, MIN_ABI, RULES, SCOPE_MIN_ABI};
-use bulkhead_shared::{SetupError, SetupStep};
+use bulkhead_wire::{SetupError, SetupStep};
 use landlock::{
     AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
 fn fail(path: &str, detail: String) -> SetupError {
-    SetupError {
-        step: SetupStep::Landlock,
-        errno: 0,
-        path: path.into(),
-        detail,
-        reason: bulkhead_shared::SetupReason::Other,
-    }
+    crate::plain(SetupStep::Landlock, path, detail)
 }
 
 fn abi_of(v: u32) -> ABI {

@@ -19,7 +19,7 @@ use bulkhead_policy::launchconf::{
     check_dir_meta, check_file_meta, FOREIGN_ID, LAUNCH_CONFIG_PATH,
 };
 use bulkhead_policy::LaunchConfig;
-use bulkhead_shared::{LaunchSpec, SetupError, SetupStep};
+use bulkhead_wire::{LaunchSpec, SetupError, SetupStep};
 
 use crate::fs::Source;
 use crate::sys;
@@ -248,7 +248,7 @@ fn free_for(holder: Holder, id: u32, caller: u32, path: &str) -> Result<Option<b
     match holder {
         Holder::Uid(owner) if owner == caller => Ok(None),
         Holder::Uid(owner) => Err(SetupError {
-            reason: bulkhead_shared::SetupReason::ForeignHostId { id, owner },
+            reason: bulkhead_wire::SetupReason::ForeignHostId { id, owner },
             ..plain(
                 SetupStep::Spec,
                 path,
@@ -372,7 +372,7 @@ pub fn as_caller<T>(who: Option<(u32, u32)>, f: impl FnOnce() -> T) -> T {
     let r = f();
     if switched && sys::set_effective_ids(0, 0).is_err() {
         // Cannot regain root: nothing below may run half-privileged.
-        sys::exit_now(bulkhead_shared::exit::LAUNCH_WORKER_ERROR);
+        sys::exit_now(bulkhead_wire::exit::LAUNCH_WORKER_ERROR);
     }
     r
 }
@@ -702,7 +702,7 @@ mod tests {
 
     #[test]
     fn a_host_id_held_by_another_caller_is_refused_with_a_typed_reason() {
-        use bulkhead_shared::SetupReason;
+        use bulkhead_wire::SetupReason;
         let e = free_for(Holder::Uid(1001), 200_007, 1000, "/r/200007").unwrap_err();
         assert_eq!(e.step, SetupStep::Spec);
         assert_eq!(

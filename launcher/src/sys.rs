@@ -654,6 +654,14 @@ pub fn ids() -> (u32, u32, u32) {
     unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) }
 }
 
+/// The saved set-user-id (`getresuid`), `None` if it cannot be read.
+pub fn saved_uid() -> Option<u32> {
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: three valid out-pointers to uid_t.
+    let ok = unsafe { libc::getresuid(&mut r, &mut e, &mut s) } == 0;
+    ok.then_some(s)
+}
+
 /// Returns free heap memory to the kernel (`malloc_trim(0)`).
 pub fn trim_heap() {
     // SAFETY: malloc_trim only releases free memory of the allocator; no pointers involved.

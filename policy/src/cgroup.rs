@@ -81,7 +81,7 @@
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use bulkhead_shared::{CgroupVersion, IoMax, Limits};
+use bulkhead_wire::{CgroupVersion, IoMax, Limits};
 
 use crate::defaults::DEFAULT_IO_WEIGHT;
 

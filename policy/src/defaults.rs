@@ -1,6 +1,6 @@
 //! Default limits and ceilings for a workspace's sandbox. Documented in docs/cgroups.md.
 
-use bulkhead_shared::{IoMax, Limits};
+use bulkhead_wire::{IoMax, Limits};
 
 /// Default memory limit: 512 MiB.
 pub const DEFAULT_MEMORY_BYTES: u64 = 512 << 20;

@@ -5,9 +5,10 @@
 //! caller's hard limit where that is lower (a process without `CAP_SYS_RESOURCE` in the initial
 //! user namespace cannot raise a hard limit, and a lower one is only stricter). Entries marked
 //! `exact` must be met as planned; the launcher fails the step otherwise. The worker reports
-//! what it got (`/proc/self/limits`) and the controller checks it with [`check`].
+//! what it got (`/proc/self/limits`) and the controller checks it
+//! (`bulkhead_attest::rlimits::check`).
 
-use bulkhead_shared::{Limits, RlimitSeen};
+use bulkhead_wire::Limits;
 
 use crate::defaults::{DEFAULT_MEMLOCK_BYTES, DEFAULT_MSGQUEUE_BYTES, DEFAULT_SIGPENDING};
 
@@ -74,43 +75,7 @@ impl Resource {
             Resource::As => "RLIMIT_AS",
         }
     }
-
-    /// The row's name in `/proc/<pid>/limits`.
-    pub fn proc_name(self) -> &'static str {
-        match self {
-            Resource::Core => "Max core file size",
-            Resource::Nofile => "Max open files",
-            Resource::Rtprio => "Max realtime priority",
-            Resource::Nice => "Max nice priority",
-            Resource::Memlock => "Max locked memory",
-            Resource::Msgqueue => "Max msgqueue size",
-            Resource::Sigpending => "Max pending signals",
-            Resource::Fsize => "Max file size",
-            Resource::Stack => "Max stack size",
-            Resource::As => "Max address space",
-        }
-    }
 }
-
-/// Every row name of `/proc/<pid>/limits`, in the kernel's order.
-const PROC_NAMES: [&str; 16] = [
-    "Max cpu time",
-    "Max file size",
-    "Max data size",
-    "Max stack size",
-    "Max core file size",
-    "Max resident set",
-    "Max processes",
-    "Max open files",
-    "Max locked memory",
-    "Max address space",
-    "Max file locks",
-    "Max pending signals",
-    "Max msgqueue size",
-    "Max nice priority",
-    "Max realtime priority",
-    "Max realtime timeout",
-];
 
 /// One pinned limit, with its reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +184,8 @@ pub fn effective(p: &PlannedRlimit, current_hard: u64) -> Result<(u64, u64), Str
     Ok((p.soft.min(current_hard), current_hard))
 }
 
-fn show(v: u64) -> String {
+/// A limit as `/proc/<pid>/limits` and the errors write it.
+pub fn show(v: u64) -> String {
     if v == INFINITY {
         "unlimited".into()
     } else {
@@ -227,83 +193,10 @@ fn show(v: u64) -> String {
     }
 }
 
-/// Parses `/proc/<pid>/limits` (`unlimited` = [`INFINITY`]). Unknown rows are skipped.
-pub fn parse_proc_limits(text: &str) -> Vec<RlimitSeen> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(name) = PROC_NAMES.iter().find(|n| line.starts_with(**n)) else {
-            continue;
-        };
-        let mut fields = line[name.len()..].split_whitespace();
-        let value = |f: Option<&str>| match f {
-            Some("unlimited") => Some(INFINITY),
-            Some(v) => v.parse().ok(),
-            None => None,
-        };
-        if let (Some(soft), Some(hard)) = (value(fields.next()), value(fields.next())) {
-            out.push(RlimitSeen {
-                name: (*name).to_string(),
-                soft,
-                hard,
-            });
-        }
-    }
-    out
-}
-
-/// Compares what the sandbox reports with the plan: every planned limit must be present, at or
-/// below the plan (exactly the plan for an exact one). Returns what is wrong.
-pub fn check(seen: &[RlimitSeen], plan: &[PlannedRlimit]) -> Vec<String> {
-    let mut bad = Vec::new();
-    for p in plan {
-        let name = p.resource.proc_name();
-        let Some(s) = seen.iter().find(|s| s.name == name) else {
-            bad.push(format!("{} is not reported", p.resource.name()));
-            continue;
-        };
-        let ok = if p.exact {
-            s.soft == p.soft && s.hard == p.hard
-        } else {
-            s.soft <= p.soft && s.hard <= p.hard && s.soft <= s.hard
-        };
-        if !ok {
-            bad.push(format!(
-                "{} is {}/{}, the policy allows {}/{}",
-                p.resource.name(),
-                show(s.soft),
-                show(s.hard),
-                show(p.soft),
-                show(p.hard)
-            ));
-        }
-    }
-    bad
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::defaults::default_limits;
-
-    const LIMITS: &str = "\
-Limit                     Soft Limit           Hard Limit           Units     
-Max cpu time              unlimited            unlimited            seconds   
-Max file size             unlimited            unlimited            bytes     
-Max data size             unlimited            unlimited            bytes     
-Max stack size            8388608              unlimited            bytes     
-Max core file size        0                    0                    bytes     
-Max resident set          unlimited            unlimited            bytes     
-Max processes             95432                95432                processes 
-Max open files            4096                 4096                 files     
-Max locked memory         65536                65536                bytes     
-Max address space         unlimited            unlimited            bytes     
-Max file locks            unlimited            unlimited            locks     
-Max pending signals       4096                 4096                 signals   
-Max msgqueue size         262144               262144               bytes     
-Max nice priority         0                    0                    
-Max realtime priority     0                    0                    
-Max realtime timeout      unlimited            unlimited            us        
-";
 
     #[test]
     fn every_entry_has_a_reason_and_the_dangerous_ones_are_zero() {
@@ -317,70 +210,6 @@ Max realtime timeout      unlimited            unlimited            us
         assert_eq!(get(Resource::Nofile).hard, 4096);
         assert!(get(Resource::Nofile).exact);
         assert_eq!(get(Resource::Fsize).hard, INFINITY);
-    }
-
-    #[test]
-    fn parses_proc_limits() {
-        let seen = parse_proc_limits(LIMITS);
-        assert_eq!(seen.len(), 16);
-        let rt = seen
-            .iter()
-            .find(|s| s.name == "Max realtime priority")
-            .unwrap();
-        assert_eq!((rt.soft, rt.hard), (0, 0));
-        let stack = seen.iter().find(|s| s.name == "Max stack size").unwrap();
-        assert_eq!((stack.soft, stack.hard), (8 << 20, INFINITY));
-        // "Max realtime timeout" is not mistaken for "Max realtime priority".
-        assert_eq!(
-            seen.iter()
-                .filter(|s| s.name.starts_with("Max realtime"))
-                .count(),
-            2
-        );
-    }
-
-    #[test]
-    fn a_sandbox_with_the_planned_limits_passes() {
-        let seen = parse_proc_limits(LIMITS);
-        assert_eq!(check(&seen, &plan(&default_limits())), Vec::<String>::new());
-    }
-
-    #[test]
-    fn an_inherited_rtprio_or_missing_row_or_wrong_nofile_is_refused() {
-        let plan = plan(&default_limits());
-        let mut seen = parse_proc_limits(LIMITS);
-        let rt = seen
-            .iter_mut()
-            .find(|s| s.name == "Max realtime priority")
-            .unwrap();
-        rt.soft = 50;
-        rt.hard = 99;
-        let bad = check(&seen, &plan);
-        assert_eq!(bad.len(), 1, "{bad:?}");
-        assert!(bad[0].contains("RLIMIT_RTPRIO is 50/99"), "{bad:?}");
-
-        let seen: Vec<_> = parse_proc_limits(LIMITS)
-            .into_iter()
-            .filter(|s| s.name != "Max nice priority")
-            .collect();
-        assert!(check(&seen, &plan)[0].contains("RLIMIT_NICE is not reported"));
-
-        // NOFILE is exact: lower is as wrong as higher.
-        let mut seen = parse_proc_limits(LIMITS);
-        seen.iter_mut()
-            .find(|s| s.name == "Max open files")
-            .unwrap()
-            .soft = 1024;
-        assert!(check(&seen, &plan)[0].contains("RLIMIT_NOFILE"));
-        // A ceiling below the plan (the caller's lower hard limit) is fine.
-        let mut seen = parse_proc_limits(LIMITS);
-        let m = seen
-            .iter_mut()
-            .find(|s| s.name == "Max locked memory")
-            .unwrap();
-        m.soft = 0;
-        m.hard = 0;
-        assert!(check(&seen, &plan).is_empty());
     }
 
     #[test]

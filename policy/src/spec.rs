@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use bulkhead_shared::{validate_workspace_id, LaunchSpec, MAX_BINDS};
+use bulkhead_wire::{validate_workspace_id, LaunchSpec, MAX_BINDS};
 
 use crate::defaults::*;
 use crate::launchconf::LaunchConfig;
@@ -238,7 +238,7 @@ pub fn validate_spec(
 /// workspace's own filesystem). A read-only `/workspace` (a skill's copy of itself) fills
 /// nothing and needs no disk limit under a ceiling.
 fn check_disk(
-    l: &bulkhead_shared::Limits,
+    l: &bulkhead_wire::Limits,
     c: &crate::launchconf::Ceilings,
     writable: bool,
 ) -> Result<(), SpecError> {
@@ -377,8 +377,8 @@ mod tests {
         gid: 1000,
     };
 
-    fn bind(host: &str, path: &str) -> bulkhead_shared::Bind {
-        bulkhead_shared::Bind {
+    fn bind(host: &str, path: &str) -> bulkhead_wire::Bind {
+        bulkhead_wire::Bind {
             host: host.into(),
             path: path.into(),
         }

@@ -1,11 +1,14 @@
-//! Typed ends of the socket: each side can only send what it may send.
+//! The controller's end of the socket ([`ControllerEnd`]): it can only send what the
+//! controller may send. The worker's end, [`WorkerEnd`], is in `bulkhead-wire` (the launcher
+//! links that crate, not this one).
 
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use crate::frame::{decode_payload, encode_frame, read_payload, FrameError};
-use crate::msg::*;
+pub use bulkhead_wire::ends::WorkerEnd;
+use bulkhead_wire::frame::{decode_payload, encode_frame, read_payload, FrameError};
+use bulkhead_wire::msg::*;
 
 /// The controller's end: sends the spec and requests, receives [`WorkerMsg`].
 #[derive(Debug)]
@@ -191,63 +194,6 @@ impl ControllerWriter {
     pub fn shutdown(&mut self) -> Result<(), FrameError> {
         self.0.write_all(&encode_frame(&ControllerMsg::Shutdown)?)?;
         Ok(())
-    }
-}
-
-/// The worker's (and launcher's) end: receives [`ControllerMsg`], sends [`WorkerMsg`].
-#[derive(Debug)]
-pub struct WorkerEnd {
-    sock: UnixStream,
-    buf: Vec<u8>,
-}
-
-impl WorkerEnd {
-    /// Wraps a connected stream.
-    pub fn new(sock: UnixStream) -> Self {
-        WorkerEnd {
-            sock,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, msg: &WorkerMsg) -> Result<(), FrameError> {
-        let buf = encode_frame(msg)?;
-        self.sock.write_all(&buf)?;
-        Ok(())
-    }
-
-    /// Reports a setup failure (launcher, before exec).
-    pub fn setup_failed(&mut self, err: SetupError) -> Result<(), FrameError> {
-        self.send(&WorkerMsg::SetupFailed(err))
-    }
-
-    /// First message of the worker.
-    pub fn hello(&mut self, attestation: Attestation) -> Result<(), FrameError> {
-        self.send(&WorkerMsg::Hello {
-            version: crate::PROTOCOL_VERSION,
-            attestation,
-        })
-    }
-
-    /// A chunk of output.
-    pub fn output(&mut self, id: u64, stream: Stream, data: Vec<u8>) -> Result<(), FrameError> {
-        self.send(&WorkerMsg::Output { id, stream, data })
-    }
-
-    /// Final answer to a request.
-    pub fn respond(&mut self, id: u64, result: Result<Reply, ToolError>) -> Result<(), FrameError> {
-        self.send(&WorkerMsg::Response { id, result })
-    }
-
-    /// Receives the next controller message (blocking).
-    pub fn recv(&mut self) -> Result<ControllerMsg, FrameError> {
-        read_payload(&mut self.sock, &mut self.buf)?;
-        decode_payload(&self.buf)
-    }
-
-    /// The underlying socket (for poll).
-    pub fn socket(&self) -> &UnixStream {
-        &self.sock
     }
 }
 

@@ -1,5 +1,11 @@
 //! The bulkhead wire protocol, shared by the controller, the launcher and the worker.
 //!
+//! The protocol itself (frame codec, messages, [`PROTOCOL_VERSION`], id validation, the
+//! worker's end) is the crate `bulkhead-wire` (`shared/wire/`), re-exported here whole; the
+//! launcher links that crate only. This crate adds what the controller and the worker use
+//! and the privileged launcher does not: the controller's end of the socket
+//! ([`ControllerEnd`], with deadlines) and the per-method [`RateLimiter`].
+//!
 //! Transport: one `AF_UNIX` `SOCK_STREAM` socketpair. A frame is a little-endian `u32`
 //! payload length followed by that many bytes of bincode 2 (standard config, decode limit
 //! [`MAX_FRAME_BYTES`]). The same constant caps what a reader will accept, so a hostile peer
@@ -9,38 +15,12 @@
 //! own type ([`ControllerEnd`], [`WorkerEnd`]) whose verbs only send what that side may send.
 #![forbid(unsafe_code)]
 
+pub use bulkhead_wire::*;
+
 pub mod ends;
-pub mod exit;
-pub mod frame;
 #[cfg(test)]
 mod golden;
-pub mod ids;
-pub mod msg;
 pub mod ratelimit;
 
-pub use ends::{ControllerEnd, WorkerEnd};
-pub use frame::{FrameError, MAX_FRAME_BYTES};
-pub use ids::{validate_workspace_id, IdError};
-pub use msg::*;
-pub use ratelimit::{MethodKind, RateLimiter, TokenBucket, DEFAULT_RATE_PER_SEC};
-
-/// Version of the protocol; sent by the worker in its first message ([`WorkerMsg::Hello`])
-/// and checked by the controller. Bump it on any change to a message layout.
-///
-/// 2: [`ControllerMsg::Launch`] carries [`LaunchOptions`]; [`Attestation::egress_proxy`].
-/// 3: [`LaunchSpec::binds`].
-/// 4: [`Limits::io_weight`], [`Limits::io_max`], [`Limits::disk_bytes`], [`Limits::inodes`];
-///    [`Attestation::rlimits`], [`Attestation::mounts`], [`Attestation::workspace_fs`].
-/// 5: [`SetupError::reason`].
-pub const PROTOCOL_VERSION: u32 = 5;
-
-/// TCP port of the egress proxy endpoint inside a sandbox launched with
-/// [`LaunchOptions::egress`]: the worker listens on `127.0.0.1:PROXY_PORT` (in the sandbox's
-/// own network namespace) and hands every accepted connection to the controller.
-pub const PROXY_PORT: u16 = 3128;
-
-/// The fd on which the launcher receives, and the worker keeps, the egress channel: an
-/// `AF_UNIX` `SOCK_SEQPACKET` socket (present only with [`LaunchOptions::egress`]). The
-/// worker sends each accepted proxy connection over it as one message: a 1-byte payload and
-/// one fd in `SCM_RIGHTS`. Nothing is ever sent the other way.
-pub const EGRESS_FD: i32 = 5;
+pub use ends::ControllerEnd;
+pub use ratelimit::{RateLimiter, TokenBucket, DEFAULT_RATE_PER_SEC};

@@ -3,34 +3,10 @@
 
 use std::time::Instant;
 
+pub use bulkhead_wire::MethodKind;
+
 /// Default allowed frames per second, per method.
 pub const DEFAULT_RATE_PER_SEC: u32 = 200;
-
-/// Rate-limit classes: one per request method, plus the worker → controller frame kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum MethodKind {
-    /// exec requests
-    Exec,
-    /// read requests
-    Read,
-    /// write requests
-    Write,
-    /// edit requests
-    Edit,
-    /// ls requests
-    Ls,
-    /// stat requests
-    Stat,
-    /// ping requests
-    Ping,
-    /// cancel frames
-    Cancel,
-    /// output frames from the worker
-    Output,
-    /// responses from the worker
-    Response,
-}
 
 const KINDS: usize = 10;
 

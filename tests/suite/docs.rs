@@ -1,4 +1,5 @@
-//! The launcher's doc, the README and the setup-step names stay in step.
+//! The launcher's doc, its audit map (docs/launcher-audit.md) and the setup-step names stay
+//! in step; the audit map lists every file that runs with privilege.
 
 use bulkhead_shared::SetupStep;
 
@@ -24,25 +25,29 @@ fn repo(path: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// The launcher sequence's source of truth (gen-docs builds bulkhead-launch(8) from it).
+const AUDIT_MAP: &str = "docs/launcher-audit.md";
+
 #[test]
-fn launcher_sequence_matches_readme_and_step_names() {
-    let code = numbered(&repo("launcher/src/main.rs"), "//! ");
-    let readme = repo("README.md");
-    let section = readme
+fn launcher_sequence_matches_the_audit_map_and_step_names() {
+    let code = numbered(&repo("launcher/src/lib.rs"), "//! ");
+    let audit = repo(AUDIT_MAP);
+    let section = audit
         .split("<!-- launcher-sequence -->")
         .nth(1)
-        .expect("README has a <!-- launcher-sequence --> section");
+        .and_then(|s| s.split("<!-- /launcher-sequence -->").next())
+        .expect("docs/launcher-audit.md has a <!-- launcher-sequence --> section");
     let doc = numbered(section, "");
     let expected: Vec<(usize, String)> = STEPS
         .iter()
         .enumerate()
         .map(|(i, s)| (i + 1, s.name().to_string()))
         .collect();
+    assert_eq!(code, expected, "launcher/src/lib.rs doc vs SetupStep names");
     assert_eq!(
-        code, expected,
-        "launcher/src/main.rs doc vs SetupStep names"
+        doc, expected,
+        "docs/launcher-audit.md launcher sequence vs SetupStep names"
     );
-    assert_eq!(doc, expected, "README launcher sequence vs SetupStep names");
     for (i, s) in STEPS.iter().enumerate() {
         assert_eq!(s.exit_code(), 80 + i as i32);
     }
@@ -93,6 +98,7 @@ fn the_packaged_unit_lets_the_launcher_write_its_id_registry() {
 fn the_launcher_signals_by_pidfd_only() {
     for file in [
         "main.rs",
+        "lib.rs",
         "sys.rs",
         "cgroup.rs",
         "privileged.rs",
@@ -303,5 +309,283 @@ fn the_link_checker_reports_missing_files_and_headings() {
             .into_iter()
             .collect::<Vec<_>>(),
         ["delegateyes-and-cgroup-v2"]
+    );
+}
+
+/// The repository paths of first-party Rust files (`a/src/b.rs`, in backquotes) a map names.
+fn mapped_files(map: &str) -> Vec<String> {
+    map.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| t.ends_with(".rs") && t.contains("/src/") && !t.contains(' '))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What is wrong with an audit map `map` given the privileged files `privileged` (repository
+/// paths): a file it names that `exists` denies, a privileged file it does not name.
+fn audit_map_problems(
+    map: &str,
+    privileged: &[String],
+    exists: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let named = mapped_files(map);
+    let mut problems: Vec<String> = named
+        .iter()
+        .filter(|f| !exists(f))
+        .map(|f| format!("{AUDIT_MAP} names {f}, which does not exist"))
+        .collect();
+    problems.extend(
+        privileged
+            .iter()
+            .filter(|f| !named.contains(f))
+            .map(|f| format!("{f} runs with privilege but {AUDIT_MAP} does not list it")),
+    );
+    problems
+}
+
+/// The files `scripts/privileged-lines` counts: those cargo's dep-info lists for the built
+/// `bulkhead-launch`.
+fn privileged_files() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let depfile = bulkhead_tests::bin_dir().join("bulkhead-launch.d");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("scripts/privileged-lines"))
+        .arg("--list")
+        .arg("--depfile")
+        .arg(&depfile)
+        .output()
+        .expect("run python3 scripts/privileged-lines");
+    assert!(
+        out.status.success(),
+        "scripts/privileged-lines --list failed (build bulkhead-launch first): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        files.iter().any(|f| f == "launcher/src/lib.rs"),
+        "{files:?}"
+    );
+    files
+}
+
+#[test]
+fn the_audit_map_lists_every_privileged_file_and_only_real_ones() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let map = repo(AUDIT_MAP);
+    let problems = audit_map_problems(&map, &privileged_files(), &|f| root.join(f).is_file());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_audit_map_check_catches_a_missing_and_a_made_up_file() {
+    let privileged = vec![
+        "launcher/src/lib.rs".to_string(),
+        "launcher/src/sys.rs".to_string(),
+    ];
+    let exists = |f: &str| f != "launcher/src/gone.rs";
+    let map = "| `launcher/src/lib.rs` | the sequence |\n| `launcher/src/gone.rs` | old |\n";
+    assert_eq!(
+        audit_map_problems(map, &privileged, &exists),
+        vec![
+            format!("{AUDIT_MAP} names launcher/src/gone.rs, which does not exist"),
+            format!("launcher/src/sys.rs runs with privilege but {AUDIT_MAP} does not list it"),
+        ]
+    );
+    let full = "`launcher/src/lib.rs` and `launcher/src/sys.rs`, `sys::ids`";
+    assert!(audit_map_problems(full, &privileged, &exists).is_empty());
+}
+
+/// Runs `scripts/privileged-lines` with `args`: (exit code, stdout).
+fn privileged_lines(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("scripts/privileged-lines"))
+        .args(args)
+        .output()
+        .expect("run python3 scripts/privileged-lines");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+/// The counting rules of `scripts/privileged-lines` on a fixture checkout: comments, blank
+/// lines and `#[cfg(test)]` items out, code with a trailing comment in, files outside the
+/// checkout, under target/, tests/ or named build.rs not counted, and the limit enforced.
+#[test]
+fn the_privileged_line_count_follows_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let write = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let lib = write(
+        "a/src/lib.rs",
+        r#"//! crate doc
+/// item doc
+
+pub fn f() -> &'static str { // code with a trailing comment
+    "not // a comment { ("
+}
+/* a block
+   comment */
+/* outer /* nested */ still a comment */
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn t() { let _ = "}"; }
+}
+pub const X: char = '{';
+#[cfg(test)]
+use std::fmt;
+pub fn g<'a>(s: &'a str) -> &'a str { s }
+"#,
+    );
+    let big = write("b/src/big.rs", "fn a() {}\nfn b() {}\nfn c() {}\n");
+    let test = write("a/tests/t.rs", "fn t() {}\n");
+    let build = write("a/build.rs", "fn main() {}\n");
+    let generated = write("target/debug/build/a/out/gen.rs", "fn g() {}\n");
+    let registry = dir.path().join("registry/libc/src/lib.rs");
+    let listed = [&lib, &big, &test, &build, &generated, &registry];
+    let depfile = write(
+        "target/debug/bulkhead-launch.d",
+        &format!(
+            "{}: {}\n",
+            root.join("target/debug/bulkhead-launch").display(),
+            listed
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--root".as_ref(),
+            root.as_os_str(),
+            "--depfile".as_ref(),
+            depfile.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        privileged_lines(&args)
+    };
+    let (code, out) = run(&["--limit", "8"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        "     5  a/src/lib.rs\n     3  b/src/big.rs\n     8  total (limit 8)\n"
+    );
+    let (code, out) = run(&["--limit", "7"]);
+    assert_eq!(code, 1, "above the limit must fail: {out}");
+    let (code, out) = run(&["--list"]);
+    assert_eq!((code, out.as_str()), (0, "a/src/lib.rs\nb/src/big.rs\n"));
+    // A dep-info file naming a file that is gone is stale: an error, not a smaller count.
+    std::fs::remove_file(&big).unwrap();
+    assert_eq!(run(&[]).0, 2);
+}
+
+/// A fixture workspace: `l` is `bulkhead-launch` (a binary), `n` its normal dependency and
+/// `g` only its build-dependency; a dep-info file lists the three crates' sources, as cargo
+/// writes it (it includes what the build script was built from). Returns (root, depfile).
+fn fixture_workspace(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = dir.join("repo");
+    let write = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    write(
+        "Cargo.toml",
+        "[workspace]\nresolver = \"2\"\nmembers = [\"l\", \"n\", \"g\"]\n",
+    );
+    let pkg = |name: &str| {
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
+    };
+    write(
+        "l/Cargo.toml",
+        &format!(
+            "{}\n[dependencies]\nn = {{ path = \"../n\" }}\n\n[build-dependencies]\ng = {{ path = \"../g\" }}\n",
+            pkg("bulkhead-launch")
+        ),
+    );
+    write("n/Cargo.toml", &pkg("n"));
+    write("g/Cargo.toml", &pkg("g"));
+    let listed = [
+        write("l/src/main.rs", "fn main() {}\nfn a() {}\n"),
+        write("n/src/lib.rs", "pub fn n() {}\n"),
+        write("g/src/lib.rs", "pub fn g() {}\npub fn h() {}\n"),
+    ];
+    let depfile = write(
+        "target/debug/bulkhead-launch.d",
+        &format!(
+            "{}: {}\n",
+            root.join("target/debug/bulkhead-launch").display(),
+            listed
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
+    (root, depfile)
+}
+
+/// A crate the launcher reaches only through [build-dependencies] (the seccomp generator)
+/// never runs with privilege: it is not counted, though cargo's dep-info lists it.
+#[test]
+fn a_build_dependency_is_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, depfile) = fixture_workspace(dir.path());
+    let (code, out) = privileged_lines(&[
+        "--root".as_ref(),
+        root.as_os_str(),
+        "--depfile".as_ref(),
+        depfile.as_os_str(),
+        "--list".as_ref(),
+    ]);
+    assert_eq!((code, out.as_str()), (0, "l/src/main.rs\nn/src/lib.rs\n"));
+}
+
+/// `--budget N` (what `make test` runs while the count is above the 3,000 target): passes at
+/// or below N, saying the target is not met yet, fails above N.
+#[test]
+fn the_budget_is_a_ratchet_that_names_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, depfile) = fixture_workspace(dir.path());
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--root".as_ref(),
+            root.as_os_str(),
+            "--depfile".as_ref(),
+            depfile.as_os_str(),
+            "--quiet".as_ref(),
+        ];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        privileged_lines(&args)
+    };
+    // 3 lines counted: l/src/main.rs (2) and n/src/lib.rs (1).
+    let (code, out) = run(&["--limit", "2", "--budget", "3"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "     3  total (budget 3, target 2)\ntarget 2 not yet met: 3\n"
+        )
+    );
+    let (code, out) = run(&["--limit", "2", "--budget", "2"]);
+    assert_eq!(code, 1, "above the budget must fail: {out}");
+    let (code, out) = run(&["--limit", "3", "--budget", "3"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "     3  total (budget 3, target 3)\n")
     );
 }

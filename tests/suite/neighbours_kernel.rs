@@ -144,7 +144,7 @@ fn tenant_b_works_while_tenant_a_attacks() {
 /// msgqueue, which are 8 MiB, 96370 and 800 KiB.)
 fn python_from_a_generous_parent(a: &Isolated, code: &str) -> std::process::Output {
     let own = std::fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
-    let own = bulkhead_policy::rlimits::parse_proc_limits(&own);
+    let own = bulkhead_attest::rlimits::parse_proc_limits(&own);
     let hard = |name: &str| {
         own.iter()
             .find(|l| l.name == name)

@@ -382,7 +382,7 @@ fn the_release_profile_unwinds() {
     assert_eq!(panic, vec!["panic = \"unwind\""], "{section}");
     // The launcher clones children that return into its own code: it keeps aborting on a
     // panic through a hook, whatever the profile.
-    let launcher = std::fs::read_to_string(root.join("launcher/src/main.rs")).unwrap();
+    let launcher = std::fs::read_to_string(root.join("launcher/src/lib.rs")).unwrap();
     let main = &launcher[launcher.find("fn main() {").expect("launcher main")..];
     let hook = main
         .find("std::panic::set_hook")

@@ -1,13 +1,10 @@
 //! Real-kernel tests of the launcher's cgroup module (tier 2: root, real cgroupfs).
 //!
-//! The module is compiled into this test binary straight from its source file, so these
-//! tests do not depend on how the launcher crate exposes it. Without root or a writable
-//! cgroup hierarchy they skip with a printed reason; with `BULKHEAD_PRIV_TESTS_MUST_RUN=1`
-//! a skip is a failure.
+//! They drive `bulkhead_launch::cgroup`, the module the launcher runs. Without root or a
+//! writable cgroup hierarchy they skip with a printed reason; with
+//! `BULKHEAD_PRIV_TESTS_MUST_RUN=1` a skip is a failure.
 
-#[allow(dead_code)]
-#[path = "../../src/cgroup.rs"]
-mod imp;
+use bulkhead_launch::cgroup as imp;
 
 use std::fs;
 use std::io::Write as _;
@@ -17,7 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bulkhead_policy::cgroup::{CgroupFile, CgroupPlan, LEAF_NAME};
-use bulkhead_shared::{CgroupVersion, Limits};
+use bulkhead_wire::{CgroupVersion, Limits};
 
 use bulkhead_testkit::skip;
 

@@ -1,9 +1,7 @@
 //! clone3(CLONE_INTO_CGROUP): a child born in a cgroup v2 directory, with no migration.
 //! Runs on the real cgroup2 mount (on a hybrid host the controller-less `unified` one).
 
-#[allow(dead_code)]
-#[path = "../../src/sys.rs"]
-mod sys;
+use bulkhead_launch::sys;
 
 use std::path::PathBuf;
 

@@ -1,4 +1,3 @@
 mod cgroup;
 mod clone3;
 mod seccomp;
-mod worker;

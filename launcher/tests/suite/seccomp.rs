@@ -1,4 +1,4 @@
-//! Runtime tests of the seccomp policy (`bulkhead_policy::seccomp`), tier 3: the filters are
+//! Runtime tests of the seccomp policy (`bulkhead_seccomp`), tier 3: the filters are
 //! irreversible, so they are only ever installed in a fresh child process, between fork and
 //! exec (`pre_exec`), never in this harness.
 //!
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use bulkhead_policy::seccomp::{build_filters, DENIED, MUST_DENY, X32_SYSCALL_BIT};
+use bulkhead_seccomp::{build_filters, DENIED, MUST_DENY, X32_SYSCALL_BIT};
 
 const PROBE_ENV: &str = "BULKHEAD_SECCOMP_PROBE";
 const PROBE_TEST: &str = "suite::seccomp::probe_child";
@@ -55,18 +55,53 @@ fn set_no_new_privs() -> io::Result<()> {
     }
 }
 
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, program)`, as the launcher installs each program.
+fn install_filter(program: &[libc::sock_filter]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `len` instructions that outlive the call; the kernel copies
+    // them before it returns.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as libc::c_uint,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A command whose child installs the whole policy, in `build_filters` order, just before exec.
 fn confined(program: impl AsRef<OsStr>) -> Command {
-    let filters = build_filters().expect("the seccomp policy builds");
+    let filters: Vec<Vec<libc::sock_filter>> = build_filters()
+        .expect("the seccomp policy builds")
+        .iter()
+        .map(|program| {
+            program
+                .iter()
+                .map(|i| libc::sock_filter {
+                    code: i.code,
+                    jt: i.jt,
+                    jf: i.jf,
+                    k: i.k,
+                })
+                .collect()
+        })
+        .collect();
     let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null());
     let install = move || -> io::Result<()> {
         set_no_new_privs()?;
         for program in &filters {
-            seccompiler::apply_filter(program).map_err(|e| match e {
-                seccompiler::Error::Prctl(err) | seccompiler::Error::Seccomp(err) => err,
-                _ => io::Error::from_raw_os_error(libc::EINVAL),
-            })?;
+            install_filter(program)?;
         }
         Ok(())
     };

@@ -14,10 +14,10 @@
 
 // The real worker's modules, compiled in as they are; only some of their functions are used.
 #[allow(dead_code)]
-#[path = "../../../launcher/src/worker/attest.rs"]
+#[path = "../../../worker/src/attest.rs"]
 mod attest;
 #[allow(dead_code)]
-#[path = "../../../launcher/src/worker/sys.rs"]
+#[path = "../../../worker/src/sys.rs"]
 mod sys;
 
 use std::io::Read;

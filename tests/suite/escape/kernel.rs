@@ -41,7 +41,7 @@ fn denied_syscalls_fail() {
     let Some(sb) = Isolated::new("escape_a::denied_syscalls_fail") else {
         return;
     };
-    let table = bulkhead_policy::seccomp::MUST_DENY;
+    let table = bulkhead_seccomp::MUST_DENY;
     assert!(!table.is_empty(), "MUST_DENY is empty on this architecture");
     let list = table
         .iter()
@@ -85,7 +85,7 @@ for name, nr in [{list}]:
         .join("\n");
     let mut wrong = Vec::new();
     for (name, _) in table {
-        let want = match bulkhead_policy::seccomp::DENIED
+        let want = match bulkhead_seccomp::DENIED
             .iter()
             .find(|e| e.name == *name)
             .map(|e| e.errno)

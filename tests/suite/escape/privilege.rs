@@ -204,7 +204,7 @@ fn no_capabilities_and_unprivileged_identity() {
         "seccomp is not in filter mode inside:\n{out}"
     );
     let filters: u32 = status("Seccomp_filters").parse().unwrap_or(0);
-    let expected = bulkhead_policy::seccomp::build_filters().unwrap().len() as u32;
+    let expected = bulkhead_seccomp::build_filters().unwrap().len() as u32;
     assert_eq!(
         filters, expected,
         "seccomp filters inside differ from the policy's:\n{out}"

@@ -46,8 +46,8 @@ pub enum FrameError {
 }
 
 impl FrameError {
-    /// The transport gave up at a deadline ([`crate::ControllerEnd::recv_until`],
-    /// [`crate::ControllerEnd::request_until`]).
+    /// The transport gave up at a deadline (`ControllerEnd::recv_until`,
+    /// `ControllerEnd::request_until` in `bulkhead-shared`).
     pub fn is_timeout(&self) -> bool {
         matches!(self, FrameError::Io(e) if e.kind() == io::ErrorKind::TimedOut)
     }

@@ -9,7 +9,22 @@
 //! `struct seccomp_data`, every jump forward and inside the program, a `RET` at the end, and
 //! at most [`BPF_MAXINSNS`] instructions.
 
-use seccompiler::{sock_filter, BpfProgram};
+/// One classic-BPF instruction, laid out as the kernel's `struct sock_filter`
+/// (`<linux/filter.h>`): opcode, the two 8-bit conditional offsets, the 32-bit operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockFilter {
+    /// The opcode (`BPF_LD | BPF_W | BPF_ABS`, ...).
+    pub code: u16,
+    /// Conditional jumps: how many instructions to skip when the condition holds.
+    pub jt: u8,
+    /// Conditional jumps: how many instructions to skip when it does not.
+    pub jf: u8,
+    /// The operand: a constant, an offset into `struct seccomp_data`, a return value.
+    pub k: u32,
+}
+
+/// A whole program, in the order the kernel runs it.
+pub type BpfProgram = Vec<SockFilter>;
 
 // Classic BPF opcodes, from <linux/bpf_common.h>.
 /// `BPF_LD | BPF_W | BPF_ABS`: `A = *(u32 *)(data + k)`.
@@ -223,8 +238,8 @@ impl Assembler {
     }
 }
 
-fn insn(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
-    sock_filter { code, jt, jf, k }
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
+    SockFilter { code, jt, jf, k }
 }
 
 /// Checks a program the way the kernel will before it accepts it as a seccomp filter: not
@@ -232,7 +247,7 @@ fn insn(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
 /// words inside `struct seccomp_data`, every jump forward and landing inside the program (a
 /// conditional jump's offsets are 8-bit by type, so at most 255), and a `RET` at the end so no
 /// path falls off it.
-pub(super) fn check(program: &[sock_filter]) -> Result<(), String> {
+pub(super) fn check(program: &[SockFilter]) -> Result<(), String> {
     if program.is_empty() || program.len() > BPF_MAXINSNS {
         return Err(format!(
             "a program has 1 to {BPF_MAXINSNS} instructions, not {}",
@@ -267,7 +282,7 @@ pub(super) fn check(program: &[sock_filter]) -> Result<(), String> {
 /// Runs a program on one `struct seccomp_data`, as the kernel would: returns the filter's
 /// return value and how many conditional jumps (comparisons) it took to get there.
 #[cfg(test)]
-pub(super) fn run(program: &[sock_filter], data: &[u8; SECCOMP_DATA_SIZE as usize]) -> (u32, u32) {
+pub(super) fn run(program: &[SockFilter], data: &[u8; SECCOMP_DATA_SIZE as usize]) -> (u32, u32) {
     let mut acc: u32 = 0;
     let mut pc = 0usize;
     let mut comparisons = 0;

@@ -42,11 +42,11 @@ pub fn gather() -> Attestation {
         .map(|f| f & libc::ST_RDONLY != 0)
         .unwrap_or(false);
     a.rlimits = fs::read_to_string("/proc/self/limits")
-        .map(|t| bulkhead_policy::rlimits::parse_proc_limits(&t))
+        .map(|t| bulkhead_attest::rlimits::parse_proc_limits(&t))
         .unwrap_or_default();
     a.rlimits.truncate(MAX_ATTESTED_RLIMITS);
     a.mounts = read_capped("/proc/self/mountinfo", MOUNTINFO_CAP)
-        .map(|t| bulkhead_policy::mounts::parse_mountinfo(&t))
+        .map(|t| bulkhead_attest::mounts::parse_mountinfo(&t))
         .unwrap_or_default();
     a.workspace_fs = workspace_fs(c"/workspace");
     a

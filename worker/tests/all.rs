@@ -1,0 +1,2 @@
+//! One integration-test binary for the worker: `bulkhead-worker` driven over its socket.
+mod suite;

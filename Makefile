@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: build release test lint bench demo install clean-test-state model docs man completions deb rpm package-smoke
+.PHONY: build release test lint bench demo install clean-test-state model docs man completions deb rpm package-lint package-smoke
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -75,6 +75,12 @@ rpm: docs
 	command -v cargo-generate-rpm >/dev/null || $(CARGO) install cargo-generate-rpm --locked
 	mkdir -p target/generate-rpm
 	$(CARGO) generate-rpm -p controller -o target/generate-rpm/
+
+# lintian on the .deb and rpmlint on the .rpm (apt-get install lintian rpmlint): fails on any
+# error, and on any warning not overridden (packaging/debian/lintian-overrides) or filtered
+# (packaging/rpm/bulkhead.rpmlintrc) with its reason in a comment.
+package-lint: deb rpm
+	bash tests/package-lint.sh
 
 # Installs target/debian/bulkhead_*.deb on this host (as root), checks it, purges it.
 package-smoke:

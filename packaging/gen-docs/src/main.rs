@@ -4,8 +4,8 @@
 //! - `OUT/man/man1/bulkhead.1` and one page per subcommand (`bulkhead-workspace-create.1`,
 //!   …): the controller's clap command (`bulkhead::cli::command`), plus the state
 //!   directory, environment and exit codes.
-//! - `OUT/man/man8/bulkhead-launch.8`: the launcher's numbered setup sequence (README.md,
-//!   between the `launcher-sequence` markers, kept in step with `launcher/src/main.rs` by a
+//! - `OUT/man/man8/bulkhead-launch.8`: the launcher's numbered setup sequence (docs/launcher-audit.md,
+//!   between the `launcher-sequence` markers, kept in step with `launcher/src/lib.rs` by a
 //!   test), its exit codes (`bulkhead_shared::exit`, `SetupStep`) and the privileged mode.
 //! - `OUT/man/man5/bulkhead-policy.5`: `/etc/bulkhead/launch.toml` (the packaged file is the
 //!   example) and `config.toml` (the example in `controller/src/config.rs`'s documentation,
@@ -23,7 +23,7 @@ use bulkhead_shared::SetupStep;
 use clap_complete::Shell;
 use roff::{bold, italic, roman, Inline, Roff};
 
-const README: &str = include_str!("../../../README.md");
+const AUDIT_MAP: &str = include_str!("../../../docs/launcher-audit.md");
 const LAUNCH_TOML: &str = include_str!("../../../packaging/launch.toml");
 const CONFIG_TOML: &str = include_str!("../../../packaging/config.toml");
 const CONFIG_RS: &str = include_str!("../../../controller/src/config.rs");
@@ -314,16 +314,16 @@ fn files(r: &mut Roff) {
     }
 }
 
-/// The numbered list between the README's `launcher-sequence` markers.
+/// The numbered list between docs/launcher-audit.md's `launcher-sequence` markers.
 fn launcher_sequence() -> Res<Vec<String>> {
-    let start = README
+    let start = AUDIT_MAP
         .find("<!-- launcher-sequence -->")
-        .ok_or("README.md: no <!-- launcher-sequence --> marker")?;
-    let end = README
+        .ok_or("docs/launcher-audit.md: no <!-- launcher-sequence --> marker")?;
+    let end = AUDIT_MAP
         .find("<!-- /launcher-sequence -->")
-        .ok_or("README.md: no <!-- /launcher-sequence --> marker")?;
+        .ok_or("docs/launcher-audit.md: no <!-- /launcher-sequence --> marker")?;
     let mut steps: Vec<String> = Vec::new();
-    for line in README[start..end].lines().skip(1) {
+    for line in AUDIT_MAP[start..end].lines().skip(1) {
         let t = line.trim();
         if t.is_empty() {
             continue;
@@ -337,13 +337,13 @@ fn launcher_sequence() -> Res<Vec<String>> {
                     s.push(' ');
                     s.push_str(t);
                 }
-                None => return Err(format!("README.md: launcher sequence: {t:?}")),
+                None => return Err(format!("docs/launcher-audit.md: launcher sequence: {t:?}")),
             },
         }
     }
     if steps.len() != STEPS.len() {
         return Err(format!(
-            "README.md lists {} launcher steps, SetupStep has {}",
+            "docs/launcher-audit.md lists {} launcher steps, SetupStep has {}",
             steps.len(),
             STEPS.len()
         ));
@@ -354,7 +354,7 @@ fn launcher_sequence() -> Res<Vec<String>> {
         }
         if !s.starts_with(step.name()) {
             return Err(format!(
-                "README.md launcher step {:?} does not start with {:?}",
+                "docs/launcher-audit.md launcher step {:?} does not start with {:?}",
                 s,
                 step.name()
             ));

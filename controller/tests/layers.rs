@@ -55,7 +55,7 @@ pub const ORDER: &[(&str, &[&str])] = &[
 ///   parsers need net's host patterns and addresses); the next step is to move that value
 ///   type into config (as `config/limits.rs`, `cipher.rs`, `subagents.rs` did) or to keep
 ///   the raw settings in config and let net build its policy from them.
-/// - `net/proxy.rs` re-reads a workspace's policy through `platform::Workspace` while
+/// - `net/proxy/` (its `mod.rs`) re-reads a workspace's policy through `platform::Workspace` while
 ///   `Workspace::sandbox` starts the proxy; the next step is a small trait in net that
 ///   `Workspace` implements (left for after the proxy.rs split, which touches the same code).
 pub const PENDING: &[(&str, &str, &str, &str)] = &[
@@ -90,13 +90,13 @@ pub const PENDING: &[(&str, &str, &str, &str)] = &[
         "crate::net::egress::OperatorNetwork::parse_total",
     ),
     (
-        "net/proxy.rs",
+        "net/proxy/mod.rs",
         "net",
         "platform",
         "crate::platform::Platform",
     ),
     (
-        "net/proxy.rs",
+        "net/proxy/mod.rs",
         "net",
         "platform",
         "crate::platform::Workspace",

@@ -355,7 +355,11 @@ impl ProxyContext {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if now.is_some() && *seen == now {
+        // A stamp seen before is trusted only once the file is old enough that a second write
+        // within the file system's timestamp granularity would have shown (the "racily clean"
+        // rule of git's index): a change written just after the last read, with the same size
+        // and a reused inode or a coarse mtime, would otherwise go unnoticed.
+        if now.is_some() && *seen == now && !recently_written(now) {
             return Ok(self.current());
         }
         let unreadable = |e: &dyn fmt::Display| {
@@ -378,7 +382,14 @@ impl ProxyContext {
     /// Takes a connection slot: one of the workspace's (its cap, clamped by the operator's
     /// ceiling), then one of the process's (the operator's `max_connections_total`).
     pub(super) fn admit(&self) -> std::result::Result<Permit, Busy> {
-        let policy = self.current().policy.clone();
+        // The cap of the policy as it is now on disk, so a change (`workspace net limits`)
+        // counts from the next connection; a policy that cannot be read is refused after
+        // admission, by `refresh` in `serve_admitted`.
+        let policy = self
+            .refresh()
+            .unwrap_or_else(|_| self.current())
+            .policy
+            .clone();
         let cap = policy.max_connections();
         let prev = self.counters.open.fetch_add(1, Ordering::AcqRel);
         if prev >= u64::from(cap) {
@@ -449,6 +460,18 @@ impl ProxyContext {
             );
         }
     }
+}
+
+/// Whether a file with this stamp was modified in the last two seconds.
+fn recently_written(stamp: Option<(u64, u64, i64, i64)>) -> bool {
+    let Some((_, _, secs, _)) = stamp else {
+        return true;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(i64::MAX);
+    now.saturating_sub(secs) < 2
 }
 
 pub(super) fn stamp_of(path: &Path) -> Option<(u64, u64, i64, i64)> {

@@ -71,10 +71,17 @@ deb: docs
 	$(CARGO) deb -p bulkhead --no-build --no-strip -o target/debian/
 
 # RPM package (cargo-generate-rpm, installed if missing): target/generate-rpm/bulkhead-*.rpm.
+# Metadata in controller/Cargo.toml [package.metadata.generate-rpm], files under packaging/.
+# The binaries go in stripped (rpmlint unstripped-binary-or-object; there is no -debuginfo
+# package, and cargo-generate-rpm does not strip): stripped copies in target/rpm-stage/release,
+# which CARGO_TARGET_DIR makes the assets' target/release/.
+RPM_BINS := bulkhead bulkhead-launch bulkhead-worker
 rpm: docs
 	command -v cargo-generate-rpm >/dev/null || $(CARGO) install cargo-generate-rpm --locked
-	mkdir -p target/generate-rpm
-	$(CARGO) generate-rpm -p controller -o target/generate-rpm/
+	rm -rf target/rpm-stage
+	mkdir -p target/rpm-stage/release target/generate-rpm
+	for b in $(RPM_BINS); do strip -o target/rpm-stage/release/$$b target/release/$$b; done
+	CARGO_TARGET_DIR=$(CURDIR)/target/rpm-stage $(CARGO) generate-rpm -p controller -o target/generate-rpm/
 
 # lintian on the .deb and rpmlint on the .rpm (apt-get install lintian rpmlint): fails on any
 # error, and on any warning not overridden (packaging/debian/lintian-overrides) or filtered

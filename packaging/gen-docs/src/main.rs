@@ -51,6 +51,8 @@ const LAUNCH_KEYS: &[(&str, &str, &str)] = &[
     ("limits.nofile_max", "integer", "Most open files per process."),
     ("limits.cpu_weight_max", "integer", "Highest cpu weight (1-10000; default 10000)."),
     ("limits.cpu_percent_max", "integer, optional", "Most CPU one sandbox may use, in percent of one CPU (200 = two CPUs); when set, a sandbox without a CPU quota is refused too."),
+    ("limits.disk_max", "size, optional", "Largest disk limit a sandbox's /workspace may have (16M to 16T); when set, every writable /workspace must be its own ext4 filesystem of at most this size (see docs/disk-limits.md)."),
+    ("limits.inodes_max", "integer, optional", "Most inodes a sandbox's /workspace may have; when set, every writable /workspace needs an inode limit of at most this."),
 ];
 
 fn main() {

@@ -19,13 +19,18 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let host = std::env::consts::ARCH;
     let target = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    let (bytes, why) = if target != host {
+    // The whole target must be the host's kind: x32 (`x86_64-unknown-linux-gnux32`) has the
+    // same architecture name but 32-bit pointers and other syscall numbers.
+    let width = std::env::var("CARGO_CFG_TARGET_POINTER_WIDTH").unwrap_or_default();
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let host_width = (usize::BITS).to_string();
+    let (bytes, why) = if target != host || width != host_width || os != std::env::consts::OS {
         (
             Vec::new(),
             format!(
                 "the seccomp programs were not generated: this launcher was cross-compiled for \
-                 {target} on {host}, and they are generated from the build host's syscall table; \
-                 build bulkhead on {target}"
+                 {target} ({os}, {width}-bit pointers) on {host}, and they are generated from the \
+                 build host's syscall table; build bulkhead on {target}"
             ),
         )
     } else {

@@ -344,17 +344,44 @@ impl ProxyContext {
         }
     }
 
+    /// The policy as it is on disk when no other thread is re-reading it, else the one in
+    /// memory: for the loop that admits connections, which must not wait on a slow disk or
+    /// another connection's reload (each connection's own thread refreshes before deciding).
+    fn refresh_if_free(&self) -> Arc<Live> {
+        let Source::Workspace { stamp, .. } = &self.source else {
+            return self.current();
+        };
+        let seen = match stamp.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return self.current(),
+        };
+        self.refresh_holding(seen)
+            .unwrap_or_else(|_| self.current())
+    }
+
     /// The policy for a new connection: re-read from `workspace.json` when it changed.
     /// Fails closed when the file cannot be read.
     pub(super) fn refresh(&self) -> std::result::Result<Arc<Live>, Denial> {
-        let Source::Workspace { ws, stamp } = &self.source else {
+        let Source::Workspace { stamp, .. } = &self.source else {
             return Ok(self.current());
         };
-        let now = stamp_of(&ws.config_path());
-        let mut seen = match stamp.lock() {
+        let seen = match stamp.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        self.refresh_holding(seen)
+    }
+
+    /// [`ProxyContext::refresh`] with the stamp's lock already held.
+    fn refresh_holding(
+        &self,
+        mut seen: std::sync::MutexGuard<'_, Option<(u64, u64, i64, i64)>>,
+    ) -> std::result::Result<Arc<Live>, Denial> {
+        let Source::Workspace { ws, .. } = &self.source else {
+            return Ok(self.current());
+        };
+        let now = stamp_of(&ws.config_path());
         // A stamp seen before is trusted only once the file is old enough that a second write
         // within the file system's timestamp granularity would have shown (the "racily clean"
         // rule of git's index): a change written just after the last read, with the same size
@@ -385,11 +412,7 @@ impl ProxyContext {
         // The cap of the policy as it is now on disk, so a change (`workspace net limits`)
         // counts from the next connection; a policy that cannot be read is refused after
         // admission, by `refresh` in `serve_admitted`.
-        let policy = self
-            .refresh()
-            .unwrap_or_else(|_| self.current())
-            .policy
-            .clone();
+        let policy = self.refresh_if_free().policy.clone();
         let cap = policy.max_connections();
         let prev = self.counters.open.fetch_add(1, Ordering::AcqRel);
         if prev >= u64::from(cap) {
@@ -471,7 +494,9 @@ fn recently_written(stamp: Option<(u64, u64, i64, i64)>) -> bool {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(i64::MAX);
-    now.saturating_sub(secs) < 2
+    // A modification time in the future (the clock stepped back) is not "recent": the stamp
+    // alone decides then, rather than re-reading on every connection.
+    (0..2).contains(&now.saturating_sub(secs))
 }
 
 pub(super) fn stamp_of(path: &Path) -> Option<(u64, u64, i64, i64)> {
